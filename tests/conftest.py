@@ -1,0 +1,73 @@
+"""Shared test fixtures.
+
+Every compiled module is tested against its pure-Python twin: the fixtures
+``xor``, ``kbucket`` and ``ratelimit`` are parametrised over the two (ids
+``c`` and ``py``). The ``c`` variant fails loudly when the extension is not
+built, unless ``YZCORE_NO_EXTENSIONS=1`` says the twins are all there is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+NO_EXTENSIONS = os.environ.get("YZCORE_NO_EXTENSIONS", "").strip() not in ("", "0")
+
+
+def load_impl(name: str, which: str) -> ModuleType:
+    """Import ``yzcore.<name>`` (``c``) or ``yzcore.<name>_py`` (``py``)."""
+    if which == "py":
+        return importlib.import_module(f"yzcore.{name}_py")
+    if NO_EXTENSIONS:
+        pytest.skip("YZCORE_NO_EXTENSIONS=1: only the pure-Python twins are tested")
+    try:
+        return importlib.import_module(f"yzcore.{name}")
+    except ImportError as exc:
+        pytest.fail(
+            f"compiled yzcore.{name} is not built ({exc}); run `make test`, or set "
+            "YZCORE_NO_EXTENSIONS=1 to test only the twins",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session", params=["c", "py"])
+def xor(request: pytest.FixtureRequest) -> ModuleType:
+    return load_impl("_xor", request.param)
+
+
+@pytest.fixture(scope="session", params=["c", "py"])
+def kbucket(request: pytest.FixtureRequest) -> ModuleType:
+    return load_impl("_kbucket", request.param)
+
+
+@pytest.fixture(scope="session", params=["c", "py"])
+def ratelimit(request: pytest.FixtureRequest) -> ModuleType:
+    return load_impl("_ratelimit", request.param)
+
+
+def impl_pair(name: str) -> tuple[ModuleType, ModuleType]:
+    """(compiled, pure) modules of ``name`` for differential tests; skips without extensions."""
+    return load_impl(name, "c"), load_impl(name, "py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--req-json FILE``, write {criterion: [test ids]} for `make req-report`."""
+    path = config.getoption("--req-json")
+    if not path:
+        return
+    import json
+
+    table: dict[str, list[str]] = {}
+    for item in items:
+        for mark in item.iter_markers("req"):
+            for crit in mark.args:
+                table.setdefault(str(crit), []).append(item.nodeid)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(table, fh, indent=1, sort_keys=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--req-json", default=None, help="write the criteria -> tests table here")
