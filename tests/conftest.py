@@ -13,6 +13,15 @@ import os
 from types import ModuleType
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No deadlines (shared CI machines are noisy) and a bound on shrinking, so a
+# failure is reported in seconds rather than minutes.
+settings.register_profile(
+    "yz", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+)
+settings.register_profile("yz-ci", parent=settings.get_profile("yz"), derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "yz-ci" if os.environ.get("CI") else "yz"))
 
 NO_EXTENSIONS = os.environ.get("YZCORE_NO_EXTENSIONS", "").strip() not in ("", "0")
 
@@ -67,6 +76,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 table.setdefault(str(crit), []).append(item.nodeid)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(table, fh, indent=1, sort_keys=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "req(*ids): the requirement criteria (A1.4, B7.3, ...) this test proves"
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
