@@ -9,15 +9,14 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM
 from cpython.object cimport PyObject
-from libc.math cimport isfinite
 from libc.stdint cimport uint32_t
 from libcpp.vector cimport vector
 
 from yzcore._bits cimport YzDist, yz_cpl, yz_dist_set, yz_select_k
 
-from yzcore._netgroup import ip_group
+from yzcore._routing_common import check_bucket_index, check_table_config, ip_group
 from yzcore._xor_py import check_id as _check_id_slow
-from yzcore.exceptions import InvalidArgument, InvalidConfig
+from yzcore.exceptions import InvalidArgument
 
 __all__ = [
     "Contact", "RoutingTable", "ADDED", "UPDATED", "FULL", "REPLACED", "IP_LIMIT",
@@ -121,12 +120,7 @@ cdef class RoutingTable:
         _ptr(self_id)
         if replacements is None:
             replacements = k
-        for name, value, low in (("k", k, 1), ("replacements", replacements, 0),
-                                 ("ip_limit", ip_limit, 0), ("max_fails", max_fails, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidConfig(f"{name} must be an integer >= {low}, got {value!r}.")
-        if not isinstance(now, (int, float)) or not isfinite(now):
-            raise InvalidArgument(f"now must be a finite number, got {now!r}.")
+        check_table_config(k, replacements, ip_limit, max_fails, now)
         self.self_id = self_id
         self._self = <const unsigned char*>PyBytes_AS_STRING(self_id)
         self.k = k
@@ -163,12 +157,12 @@ cdef class RoutingTable:
 
     def bucket(self, index):
         """The contacts of one bucket, least recently seen first."""
-        members = self._buckets[_index(index)]
+        members = self._buckets[check_bucket_index(index)]
         return sorted(members, key=_by_seq) if members else []
 
     def replacement_cache(self, index):
         """One bucket's replacement candidates, least recently seen first."""
-        members = self._cache[_index(index)]
+        members = self._cache[check_bucket_index(index)]
         return list(members) if members else []
 
     def bucket_sizes(self):
@@ -181,7 +175,7 @@ cdef class RoutingTable:
 
     def oldest(self, index):
         """The least recently seen contact of a bucket, or None when it is empty."""
-        members = self._buckets[_index(index)]
+        members = self._buckets[check_bucket_index(index)]
         return _oldest(members) if members else None
 
     def stale_contacts(self):
@@ -234,7 +228,7 @@ cdef class RoutingTable:
 
     def mark_refreshed(self, index, now):
         """Record that a lookup went through bucket ``index`` at ``now``."""
-        self._refreshed[_index(index)] = now
+        self._refreshed[check_bucket_index(index)] = now
 
     # -- updates -----------------------------------------------------------
 
@@ -246,11 +240,7 @@ cdef class RoutingTable:
             if ip is not None and ip != c.ip:
                 self._regroup(c, ip)
             c.address = address
-            c.last_seen = now
-            c.fails = 0
-            c.stale = False
-            self._seq += 1
-            c.seq = self._seq
+            self._touch(c, now)
             return _R_UPDATED
         cdef int b = yz_cpl(self._self, p)
         if b == NBUCKETS:
@@ -259,13 +249,10 @@ cdef class RoutingTable:
         if group is not None and self.ip_limit and self._group_count(b, group) >= self.ip_limit:
             return _R_IP_LIMIT
         cdef list members = self._buckets[b]
-        if members is None:
-            members = []
-            self._buckets[b] = members
-        if len(members) < self.k:
+        if members is None or len(members) < self.k:
             if self._cached:
                 self._uncache(node_id)
-            self._insert(b, members, node_id, address, ip, group, now)
+            self._insert(b, node_id, address, ip, group, now)
             return _R_ADDED
         cdef Contact victim = None, m
         for m in members:
@@ -275,7 +262,7 @@ cdef class RoutingTable:
         if victim is not None:
             self._drop(victim)
             self._uncache(node_id)
-            self._insert(b, members, node_id, address, ip, group, now)
+            self._insert(b, node_id, address, ip, group, now)
             return (REPLACED, victim.id)
         self._cache_put(b, node_id, address, ip, group, now)
         return (FULL, _oldest(members).id)
@@ -288,11 +275,7 @@ cdef class RoutingTable:
             if c is not None:
                 self._cache_touch(c, now)
             return False
-        c.last_seen = now
-        c.fails = 0
-        c.stale = False
-        self._seq += 1
-        c.seq = self._seq
+        self._touch(c, now)
         return True
 
     def fail(self, node_id, double now):
@@ -344,14 +327,10 @@ cdef class RoutingTable:
 
     # -- internals ---------------------------------------------------------
 
-    cdef void _insert(self, int b, list members, bytes node_id, object address, object ip,
-                      object group, double now) except *:
+    cdef void _insert(self, int b, bytes node_id, object address, object ip, object group,
+                      double now) except *:
         self._seq += 1
-        cdef Contact c = _new_contact(node_id, address, ip, group, now, self._seq, b)
-        members.append(c)
-        self._contacts[node_id] = c
-        if group is not None:
-            self._group_add(b, group, 1)
+        self._place(_new_contact(node_id, address, ip, group, now, self._seq, b))
 
     cdef void _place(self, Contact c) except *:
         cdef list members = self._buckets[c.bucket]
@@ -393,6 +372,14 @@ cdef class RoutingTable:
         c.group = group
         c.ip = ip
 
+    cdef inline void _touch(self, Contact c, double now) noexcept:
+        """A sighting: most recently seen, failures forgiven."""
+        c.last_seen = now
+        c.fails = 0
+        c.stale = False
+        self._seq += 1
+        c.seq = self._seq
+
     cdef void _cache_put(self, int b, bytes node_id, object address, object ip, object group,
                          double now) except *:
         if not self.replacements:
@@ -419,11 +406,7 @@ cdef class RoutingTable:
         cdef list cache = self._cache[c.bucket]
         _discard(cache, c)
         cache.append(c)
-        c.last_seen = now
-        c.fails = 0
-        c.stale = False
-        self._seq += 1
-        c.seq = self._seq
+        self._touch(c, now)
 
     cdef bint _uncache(self, object node_id) except -1:
         cdef Contact c = self._cached.pop(node_id, None)
@@ -447,12 +430,6 @@ cdef class RoutingTable:
                 self._place(c)
                 return c.id
         return None
-
-
-cdef inline int _index(object index) except -1:
-    if not isinstance(index, int) or not 0 <= index < NBUCKETS:
-        raise InvalidArgument(f"bucket index must be 0..255, got {index!r}.")
-    return index
 
 
 cdef inline Contact _oldest(list members):

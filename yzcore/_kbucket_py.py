@@ -18,11 +18,10 @@ are the module constants below.
 
 from __future__ import annotations
 
-import math
-
-from yzcore._netgroup import ip_group
+from yzcore._routing_common import BUCKETS as _BUCKETS
+from yzcore._routing_common import check_bucket_index, check_table_config, ip_group
 from yzcore._xor_py import check_id
-from yzcore.exceptions import InvalidArgument, InvalidConfig
+from yzcore.exceptions import InvalidArgument
 
 __all__ = [
     "Contact",
@@ -50,7 +49,6 @@ EVICTED = "evicted"  #: the contact left the table; the id given is its promoted
 REMOVED = "removed"  #: removed on request; the id given is its promoted replacement
 UNKNOWN = "unknown"  #: no such contact
 
-_BUCKETS = 256
 _from_bytes = int.from_bytes
 _R_ADDED = (ADDED, None)
 _R_UPDATED = (UPDATED, None)
@@ -132,12 +130,7 @@ class RoutingTable:
         self.self_id = check_id(self_id)
         if replacements is None:
             replacements = k
-        for name, value, low in (("k", k, 1), ("replacements", replacements, 0),
-                                 ("ip_limit", ip_limit, 0), ("max_fails", max_fails, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise InvalidConfig(f"{name} must be an integer >= {low}, got {value!r}.")
-        if not math.isfinite(now):
-            raise InvalidArgument(f"now must be a finite number, got {now!r}.")
+        check_table_config(k, replacements, ip_limit, max_fails, now)
         self.k = k
         self.replacements = replacements
         self.ip_limit = ip_limit
@@ -174,12 +167,12 @@ class RoutingTable:
 
     def bucket(self, index: int) -> list[Contact]:
         """The contacts of one bucket, least recently seen first."""
-        members = self._buckets[self._index(index)]
+        members = self._buckets[check_bucket_index(index)]
         return sorted(members.values(), key=_by_seq) if members else []
 
     def replacement_cache(self, index: int) -> list[Contact]:
         """One bucket's replacement candidates, least recently seen first."""
-        members = self._cache[self._index(index)]
+        members = self._cache[check_bucket_index(index)]
         return list(members.values()) if members else []
 
     def bucket_sizes(self) -> dict[int, int]:
@@ -192,7 +185,7 @@ class RoutingTable:
 
     def oldest(self, index: int) -> Contact | None:
         """The least recently seen contact of a bucket, or None when it is empty."""
-        members = self._buckets[self._index(index)]
+        members = self._buckets[check_bucket_index(index)]
         return min(members.values(), key=_by_seq) if members else None
 
     def stale_contacts(self) -> list[Contact]:
@@ -248,7 +241,7 @@ class RoutingTable:
 
     def mark_refreshed(self, index: int, now: float) -> None:
         """Record that a lookup went through bucket ``index`` at ``now``."""
-        self._refreshed[self._index(index)] = now
+        self._refreshed[check_bucket_index(index)] = now
 
     # -- updates -----------------------------------------------------------
 
@@ -271,11 +264,7 @@ class RoutingTable:
             if ip is not None and ip != c.ip:
                 self._regroup(c, ip)
             c.address = address
-            c.last_seen = now
-            c.fails = 0
-            c.stale = False
-            self._seq += 1
-            c.seq = self._seq
+            self._touch(c, now)
             return _R_UPDATED
         if node_id == self.self_id:
             return _R_SELF
@@ -284,11 +273,9 @@ class RoutingTable:
         if group is not None and self.ip_limit and self._group_count(b, group) >= self.ip_limit:
             return _R_IP_LIMIT
         members = self._buckets[b]
-        if members is None:
-            members = self._buckets[b] = {}
-        if len(members) < self.k:
+        if members is None or len(members) < self.k:
             self._uncache(node_id)
-            self._insert(b, members, node_id, address, ip, group, now)
+            self._insert(b, node_id, address, ip, group, now)
             return _R_ADDED
         victim = None
         for m in members.values():
@@ -298,7 +285,7 @@ class RoutingTable:
         if victim is not None:
             self._drop(victim)
             self._uncache(node_id)
-            self._insert(b, members, node_id, address, ip, group, now)
+            self._insert(b, node_id, address, ip, group, now)
             return (REPLACED, victim.id)
         self._cache_put(b, node_id, address, ip, group, now)
         oldest = None
@@ -321,11 +308,7 @@ class RoutingTable:
             if c is not None:
                 self._cache_touch(c, now)
             return False
-        c.last_seen = now
-        c.fails = 0
-        c.stale = False
-        self._seq += 1
-        c.seq = self._seq
+        self._touch(c, now)
         return True
 
     def fail(self, node_id: bytes, now: float) -> tuple[str, bytes | None]:
@@ -399,20 +382,10 @@ class RoutingTable:
 
     # -- internals ---------------------------------------------------------
 
-    @staticmethod
-    def _index(index: int) -> int:
-        if not isinstance(index, int) or not 0 <= index < _BUCKETS:
-            raise InvalidArgument(f"bucket index must be 0..255, got {index!r}.")
-        return index
-
-    def _insert(self, b: int, members: dict[bytes, Contact], node_id: bytes, address: str,
-                ip: str | None, group: str | None, now: float) -> None:
+    def _insert(self, b: int, node_id: bytes, address: str, ip: str | None,
+                group: str | None, now: float) -> None:
         self._seq += 1
-        c = Contact(node_id, address, ip, group, now, self._seq, b)
-        members[node_id] = c
-        self._contacts[node_id] = c
-        if group is not None:
-            self._group_add(b, group, 1)
+        self._place(Contact(node_id, address, ip, group, now, self._seq, b))
 
     def _place(self, c: Contact) -> None:
         """Put a (promoted) contact object into its bucket."""
@@ -455,6 +428,14 @@ class RoutingTable:
         c.group = group
         c.ip = ip
 
+    def _touch(self, c: Contact, now: float) -> None:
+        """A sighting: most recently seen, failures forgiven."""
+        c.last_seen = now
+        c.fails = 0
+        c.stale = False
+        self._seq += 1
+        c.seq = self._seq
+
     def _cache_put(self, b: int, node_id: bytes, address: str, ip: str | None,
                    group: str | None, now: float) -> None:
         if not self.replacements:
@@ -481,11 +462,7 @@ class RoutingTable:
         assert cache is not None
         del cache[c.id]
         cache[c.id] = c
-        c.last_seen = now
-        c.fails = 0
-        c.stale = False
-        self._seq += 1
-        c.seq = self._seq
+        self._touch(c, now)
 
     def _uncache(self, node_id: bytes) -> bool:
         c = self._cached.pop(node_id, None)

@@ -1,0 +1,743 @@
+"""Token-bucket rate limiter: both twins, and the two against each other."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+from functools import partial
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import impl_pair
+from yzcore.exceptions import InvalidArgument, InvalidConfig
+
+FIND = "find_node"
+
+
+def drain(rl, peer, now, n):
+    """Make ``n`` allowed checks for ``peer`` at ``now``."""
+    for _ in range(n):
+        assert rl.check(peer, FIND, now).allowed
+
+
+# --------------------------------------------------------------------------
+# Per-peer bucket
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A3.5", "A2.2")
+def test_burst_then_deny_with_exact_retry_after(ratelimit):
+    rl = ratelimit.RateLimiter(rate=2.0, burst=4.0)
+    for _ in range(4):
+        assert rl.check(b"p", FIND, 0.0) is ratelimit.ALLOW
+    d = rl.check(b"p", FIND, 0.0)
+    assert d.allowed is False and d.bypassed is False
+    assert d.scope == "peer"
+    assert d.retry_after == 0.5  # one token at 2 tokens/s
+    assert d.limit == 2.0 and d.burst == 4.0
+    assert d.as_tuple() == (False, 0.5, "peer", False, 2.0, 4.0)
+    # 0.125 s later a quarter token has come back: 0.75 tokens short at 2/s.
+    d = rl.check(b"p", FIND, 0.125)
+    assert d.retry_after == 0.375
+    # A dearer request waits for its whole cost.
+    d = rl.check(b"p", FIND, 0.125, cost=3.0)
+    assert d.retry_after == (3.0 - 0.25) / 2.0
+    assert (rl.allowed_count, rl.denied_count, rl.bypassed_count) == (4, 3, 0)
+
+
+@pytest.mark.req("A3.5")
+def test_refill_over_time(ratelimit):
+    rl = ratelimit.RateLimiter(rate=4.0, burst=2.0)
+    drain(rl, b"p", 0.0, 2)
+    assert not rl.check(b"p", FIND, 0.0).allowed
+    assert rl.check(b"p", FIND, 0.25).allowed  # exactly one token back
+    assert not rl.check(b"p", FIND, 0.25).allowed
+    # Refill stops at capacity: a long pause gives back burst, not more.
+    drain(rl, b"p", 100.0, 2)
+    d = rl.check(b"p", FIND, 100.0)
+    assert not d.allowed and d.retry_after == 0.25
+
+
+@pytest.mark.req("A3.5")
+def test_keys_are_peer_and_op(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=1.0)
+    assert rl.check(b"p", FIND, 0.0).allowed
+    assert not rl.check(b"p", FIND, 0.0).allowed
+    assert rl.check(b"p", "ping", 0.0).allowed
+    assert rl.check("ab" * 32, FIND, 0.0).allowed
+    assert len(rl) == 3
+
+
+@pytest.mark.req("A3.1")
+def test_legitimate_discovery_rate_always_passes(ratelimit):
+    rl = ratelimit.RateLimiter(rate=8.0, burst=16.0, global_rate=64.0, global_burst=64.0)
+    peers = [bytes([i]) * 32 for i in range(8)]
+    now = 0.0
+    for step in range(2000):
+        # Each of 8 peers at its full 8/s; together exactly the global 64/s.
+        assert rl.check(peers[step % 8], FIND, now) is ratelimit.ALLOW
+        now += 1.0 / 64.0
+    assert rl.denied_count == 0 and rl.allowed_count == 2000
+
+
+@pytest.mark.req("A3.5")
+def test_time_going_backwards_never_refills(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0)
+    drain(rl, b"p", 10.0, 2)
+    d = rl.check(b"p", FIND, 5.0)  # clock went back: no refill, stamp kept at 10
+    assert not d.allowed and d.retry_after == 1.0
+    d = rl.check(b"p", FIND, 10.5)  # refills from 10, not from 5
+    assert not d.allowed and d.retry_after == 0.5
+    assert rl.check(b"p", FIND, 11.0).allowed
+
+
+# --------------------------------------------------------------------------
+# Global bucket
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A3.5", "A2.2")
+def test_global_limit(ratelimit):
+    rl = ratelimit.RateLimiter(rate=100.0, burst=100.0, global_rate=4.0, global_burst=3.0)
+    for i in range(3):
+        assert rl.check(bytes([i]), FIND, 0.0).allowed
+    d = rl.check(b"new", FIND, 0.0)
+    assert d.as_tuple() == (False, 0.25, "global", False, 4.0, 3.0)
+    assert rl.check(b"new", FIND, 0.25).allowed
+
+
+@pytest.mark.req("A3.5", "A2.2")
+def test_both_short_reports_peer_and_longest_wait(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=1.0, global_rate=4.0, global_burst=1.0)
+    assert rl.check(b"p", FIND, 0.0).allowed
+    d = rl.check(b"p", FIND, 0.0)
+    assert d.scope == "peer" and d.retry_after == 1.0 and d.limit == 1.0
+    # Peer short by 1 token at 1/s, global short by 1 token at 4/s: wait 1 s.
+    rl2 = ratelimit.RateLimiter(rate=4.0, burst=1.0, global_rate=1.0, global_burst=1.0)
+    assert rl2.check(b"p", FIND, 0.0).allowed
+    d = rl2.check(b"p", FIND, 0.0)
+    assert d.scope == "peer" and d.retry_after == 1.0  # the global wait is longer
+    assert (d.limit, d.burst) == (4.0, 1.0)
+
+
+@pytest.mark.req("A3.5")
+def test_denied_request_consumes_nothing(ratelimit):
+    # A global denial leaves the peer's tokens alone...
+    rl = ratelimit.RateLimiter(rate=0.001, burst=2.0, global_rate=1.0, global_burst=1.0)
+    assert rl.check(b"a", FIND, 0.0).allowed
+    for _ in range(3):
+        assert rl.check(b"a", FIND, 0.0).scope == "global"
+    assert rl.check(b"a", FIND, 1.0).allowed  # a's second token is still there
+    # ...and a peer denial leaves the global tokens alone.
+    rl = ratelimit.RateLimiter(rate=0.001, burst=1.0, global_rate=0.001, global_burst=2.0)
+    assert rl.check(b"a", FIND, 0.0).allowed
+    for _ in range(3):
+        assert rl.check(b"a", FIND, 0.0).scope == "peer"
+    assert rl.check(b"b", FIND, 0.0).allowed
+
+
+# --------------------------------------------------------------------------
+# Emergency bypass (audited)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A3.2")
+def test_emergency_bypass_is_audited_and_runs_out(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=1.0, bypass_rate=0.5, bypass_burst=2.0)
+    assert rl.check(b"p", FIND, 0.0, emergency=True) is ratelimit.ALLOW  # limits suffice
+    assert rl.audit() == []
+    d = rl.check(b"p", FIND, 0.0)
+    assert not d.allowed
+    d = rl.check(b"p", FIND, 0.0, emergency=True)
+    assert d.as_tuple() == (True, 0.0, "peer", True, 0.0, 0.0)
+    assert d.allowed and d.bypassed
+    assert rl.check(b"q", FIND, 0.25, emergency=True) is ratelimit.ALLOW  # q is within limits
+    assert rl.check(b"p", FIND, 0.25, cost=1.0, emergency=True).bypassed
+    # Bypass budget exhausted: an ordinary denial with the ordinary wait.
+    d = rl.check(b"p", FIND, 0.25, emergency=True)
+    assert d.as_tuple() == (False, 0.75, "peer", False, 1.0, 1.0)
+    assert rl.audit() == [(0.0, b"p", FIND), (0.25, b"p", FIND)]
+    assert (rl.allowed_count, rl.denied_count, rl.bypassed_count) == (2, 2, 2)
+    # The bypass budget refills at bypass_rate: 1 token after 2 s.
+    assert rl.check(b"p", FIND, 2.25).allowed  # the peer token that came back
+    assert rl.check(b"p", FIND, 2.25, emergency=True).bypassed
+    assert not rl.check(b"p", FIND, 2.25, emergency=True).allowed
+
+
+@pytest.mark.req("A3.2")
+def test_bypass_of_global_limit_names_it(ratelimit):
+    rl = ratelimit.RateLimiter(global_rate=1.0, global_burst=1.0)
+    assert rl.check(b"a", FIND, 0.0).allowed
+    d = rl.check(b"b", FIND, 0.0, emergency=True)
+    assert d.bypassed and d.scope == "global"
+
+
+@pytest.mark.req("A3.2")
+def test_audit_log_is_bounded_oldest_first(ratelimit):
+    rl = ratelimit.RateLimiter(
+        rate=1.0, burst=1.0, bypass_rate=0.0, bypass_burst=10.0, audit_size=3
+    )
+    drain(rl, b"p", 0.0, 1)
+    for i in range(5):
+        assert rl.check(b"p", FIND, float(i) / 8, emergency=True).bypassed
+    assert rl.audit() == [(0.25, b"p", FIND), (0.375, b"p", FIND), (0.5, b"p", FIND)]
+    assert rl.bypassed_count == 5
+    rl.audit().clear()  # a copy
+    assert len(rl.audit()) == 3
+
+
+@pytest.mark.req("A3.2")
+def test_zero_bypass_burst_disables_bypass(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=1.0, bypass_rate=0.0, bypass_burst=0.0)
+    drain(rl, b"p", 0.0, 1)
+    d = rl.check(b"p", FIND, 0.0, emergency=True)
+    assert not d.allowed and not d.bypassed
+    assert rl.check(b"p", FIND, 10.0, emergency=True) is ratelimit.ALLOW
+    assert rl.audit() == [] and rl.bypassed_count == 0
+
+
+# --------------------------------------------------------------------------
+# Scaling with network size
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A3.4")
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (0, 1.0),
+        (1, 1.0),
+        (2, 1.0),
+        (64, 1.0),
+        (4096, 2.0),
+        (2**24, 4.0),
+        (2**48, 8.0),
+        (2**96, 8.0),
+        (1000, math.log2(1000) / 6.0),
+        (1e6, math.log2(1e6) / 6.0),
+    ],
+)
+def test_scale_formula(ratelimit, n, expected):
+    rl = ratelimit.RateLimiter()
+    assert rl.scale == 1.0 and rl.network_size is None
+    rl.set_network_size(n)
+    assert rl.scale == expected
+    assert rl.scale == min(8.0, max(1.0, math.log2(max(n, 2)) / math.log2(64)))
+    assert rl.network_size == n
+
+
+@pytest.mark.req("A3.4")
+def test_scale_respects_reference_size_and_max_scale(ratelimit):
+    rl = ratelimit.RateLimiter(reference_size=16, max_scale=3.0)
+    rl.set_network_size(2**8)
+    assert rl.scale == 2.0
+    rl.set_network_size(2**20)
+    assert rl.scale == 3.0
+    rl = ratelimit.RateLimiter(max_scale=1.0)
+    rl.set_network_size(2**40)
+    assert rl.scale == 1.0
+
+
+@pytest.mark.req("A3.4", "A2.2")
+def test_scaling_raises_capacity_and_rate(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_rate=10.0, global_burst=20.0)
+    drain(rl, b"old", 0.0, 2)
+    rl.set_network_size(4096)  # scale 2
+    assert (rl.rate, rl.burst, rl.global_rate, rl.global_burst) == (1.0, 2.0, 10.0, 20.0)
+    # A new key starts full at the scaled capacity.
+    drain(rl, b"new", 0.0, 4)
+    d = rl.check(b"new", FIND, 0.0)
+    assert d.as_tuple() == (False, 0.5, "peer", False, 2.0, 4.0)
+    # Existing tokens are not rescaled, but refill at the scaled rate.
+    d = rl.check(b"old", FIND, 0.0)
+    assert d.as_tuple() == (False, 0.5, "peer", False, 2.0, 4.0)
+    assert rl.check(b"old", FIND, 0.5).allowed
+    # Global capacity and rate scaled too: 20 tokens - 6 used + 0.5 s * 20/s
+    # - 1 used = 23 left of a capacity of 40.
+    for i in range(23):
+        assert rl.check(("peer", i), FIND, 0.5).allowed
+    d = rl.check(b"more", FIND, 0.5)
+    assert d.as_tuple() == (False, 0.05, "global", False, 20.0, 40.0)
+
+
+@pytest.mark.req("A3.4")
+def test_scaling_down_clamps_tokens_to_new_capacity(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0)
+    rl.set_network_size(4096)
+    assert rl.check(b"p", FIND, 0.0).allowed  # bucket created with 4 tokens, 3 left
+    rl.set_network_size(10)
+    assert rl.scale == 1.0
+    drain(rl, b"p", 0.0, 2)  # clamped to 2
+    d = rl.check(b"p", FIND, 0.0)
+    assert d.as_tuple() == (False, 1.0, "peer", False, 1.0, 2.0)
+
+
+@pytest.mark.req("A3.4")
+def test_scaling_down_clamps_global_tokens(ratelimit):
+    rl = ratelimit.RateLimiter(rate=100.0, burst=100.0, global_rate=1.0, global_burst=2.0)
+    rl.set_network_size(4096)
+    assert rl.check(b"a", FIND, 0.0).allowed  # global bucket starts at 4, 3 left
+    rl.set_network_size(0)
+    assert rl.check(b"b", FIND, 0.0).allowed  # clamped to 2
+    assert rl.check(b"c", FIND, 0.0).allowed
+    d = rl.check(b"d", FIND, 0.0)
+    assert d.as_tuple() == (False, 1.0, "global", False, 1.0, 2.0)
+
+
+@pytest.mark.req("A3.4")
+def test_cost_valid_only_at_some_scale(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0)
+    with pytest.raises(InvalidArgument, match="never pass"):
+        rl.check(b"p", FIND, 0.0, cost=3.0)
+    rl.set_network_size(4096)
+    assert rl.check(b"p", FIND, 0.0, cost=3.0).allowed
+
+
+# --------------------------------------------------------------------------
+# Memory bound
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A3.5")
+def test_expire_drops_only_full_buckets(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_burst=1000.0)
+    drain(rl, b"a", 0.0, 2)  # empty
+    drain(rl, b"b", 0.0, 1)  # half
+    assert rl.check(b"c", FIND, 0.0, cost=2.0).allowed  # empty
+    assert len(rl) == 3
+    assert rl.expire(0.0) == 0
+    assert rl.expire(1.0) == 1  # b is full again at t=1
+    assert len(rl) == 2
+    assert rl.expire(0.5) == 0  # earlier than the stamps: no refill assumed
+    assert rl.expire(2.0) == 2
+    assert len(rl) == 0
+    assert rl.expire(3.0) == 0
+
+
+@pytest.mark.req("A3.5")
+def test_expire_loses_nothing(ratelimit):
+    kept = ratelimit.RateLimiter(rate=2.0, burst=3.0, global_rate=1e6, global_burst=1e6)
+    pruned = ratelimit.RateLimiter(rate=2.0, burst=3.0, global_rate=1e6, global_burst=1e6)
+    peers = [bytes([i]) for i in range(5)]
+    now = 0.0
+    for step in range(400):
+        peer = peers[(step * 7) % 5 if step % 3 else step % 2]
+        assert kept.check(peer, FIND, now) == pruned.check(peer, FIND, now)
+        if step % 11 == 0:
+            pruned.expire(now)
+        now += 0.125 if step % 4 else 1.5
+    assert len(pruned) <= len(kept)
+
+
+@pytest.mark.req("A3.5")
+def test_eviction_order_when_nothing_expires(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_burst=1000.0, max_keys=4)
+    for p in (b"a", b"b", b"c", b"d"):
+        drain(rl, p, 0.0, 2)
+    assert len(rl) == 4
+    assert rl.check(b"e", FIND, 0.0).allowed  # makes room: oldest a, b forgiven
+    assert len(rl) == 3
+    assert rl.check(b"a", FIND, 0.0).allowed  # forgiven: starts full again
+    assert not rl.check(b"c", FIND, 0.0).allowed  # c still remembered
+
+
+@pytest.mark.req("A3.5")
+def test_eviction_prefers_full_buckets(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_burst=1000.0, max_keys=4)
+    drain(rl, b"a", 0.0, 2)
+    for p in (b"b", b"c", b"d"):
+        drain(rl, p, 1.0, 1)
+    drain(rl, b"a", 1.5, 1)  # a: 0 + 1.5 refilled - 1 = 0.5 tokens
+    # At t=2 b, c, d are full again (1 + 1) but a has only 1 token.
+    assert rl.check(b"e", FIND, 2.0).allowed
+    assert len(rl) == 2  # b, c, d expired; a kept; e added
+    assert not rl.check(b"a", FIND, 2.0, cost=2.0).allowed
+
+
+@pytest.mark.req("A3.5")
+@pytest.mark.parametrize("global_burst", [400.0, 1e9])
+def test_flood_of_distinct_peers_stays_bounded(ratelimit, global_burst):
+    rl = ratelimit.RateLimiter(global_rate=200.0, global_burst=global_burst, max_keys=1000)
+    most = 0
+    for i in range(100_000):
+        rl.check(i.to_bytes(32, "big"), FIND, i * 1e-4)
+        most = max(most, len(rl))
+    assert most <= 1000
+    assert len(rl) <= 1000
+    assert rl.allowed_count + rl.denied_count == 100_000
+
+
+@pytest.mark.req("A3.5")
+def test_max_keys_one(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=1.0, max_keys=1)
+    for i in range(10):
+        assert rl.check(i, FIND, 0.0).allowed
+        assert len(rl) == 1
+
+
+# --------------------------------------------------------------------------
+# Decision
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A2.2")
+def test_decision_is_read_only_value(ratelimit):
+    Decision = ratelimit.Decision
+    d = Decision(False, 1.5, "peer", False, 10.0, 20.0)
+    assert d == Decision(False, 1.5, "peer", False, 10.0, 20.0)
+    assert d != Decision(False, 1.5, "global", False, 10.0, 20.0)
+    assert hash(d) == hash(Decision(False, 1.5, "peer", False, 10.0, 20.0))
+    assert d.as_tuple() == (False, 1.5, "peer", False, 10.0, 20.0)
+    assert not d and ratelimit.ALLOW
+    assert repr(d) == (
+        "Decision(allowed=False, retry_after=1.5, scope='peer', bypassed=False, "
+        "limit=10.0, burst=20.0)"
+    )
+    assert ratelimit.ALLOW.as_tuple() == (True, 0.0, None, False, 0.0, 0.0)
+    for name in ("allowed", "retry_after", "scope", "bypassed", "limit", "burst"):
+        with pytest.raises(AttributeError):
+            setattr(d, name, None)
+    assert not hasattr(d, "__dict__")
+    assert pickle.loads(pickle.dumps(d)) == d
+    assert d != d.as_tuple()
+
+
+def test_limiter_properties_are_read_only(ratelimit):
+    rl = ratelimit.RateLimiter(1.0, 2.0, 3.0, 4.0, max_keys=5)
+    assert (rl.rate, rl.burst, rl.global_rate, rl.global_burst, rl.max_keys) == (
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+        5,
+    )
+    assert (rl.bypass_rate, rl.bypass_burst, rl.reference_size, rl.max_scale, rl.audit_size) == (
+        0.1,
+        5.0,
+        64.0,
+        8.0,
+        64,
+    )
+    for name in ("rate", "burst", "global_rate", "global_burst", "scale", "max_keys"):
+        with pytest.raises(AttributeError):
+            setattr(rl, name, 1.0)
+    assert repr(rl) == (
+        "RateLimiter(rate=1.0, burst=2.0, global_rate=3.0, global_burst=4.0, scale=1.0, keys=0)"
+    )
+
+
+# --------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rate": math.nan},
+        {"rate": 0.0},
+        {"rate": -1.0},
+        {"rate": math.inf},
+        {"rate": "10"},
+        {"rate": True},
+        {"burst": -2.0},
+        {"burst": math.nan},
+        {"global_rate": math.inf},
+        {"global_burst": 0},
+        {"bypass_rate": -0.1},
+        {"bypass_burst": math.nan},
+        {"bypass_burst": math.inf},
+        {"max_keys": 0},
+        {"max_keys": 1.5},
+        {"max_keys": True},
+        {"max_keys": 2**70},
+        {"reference_size": 1},
+        {"reference_size": math.nan},
+        {"max_scale": 0.5},
+        {"max_scale": math.inf},
+        {"audit_size": 0},
+        {"audit_size": 2.0},
+    ],
+)
+def test_bad_config_raises_invalid_config(ratelimit, kwargs):
+    with pytest.raises(InvalidConfig) as info:
+        ratelimit.RateLimiter(**kwargs)
+    assert isinstance(info.value, ValueError)
+    assert next(iter(kwargs)) in str(info.value)
+
+
+def test_zero_bypass_is_valid_config(ratelimit):
+    ratelimit.RateLimiter(bypass_rate=0, bypass_burst=0)
+
+
+@pytest.mark.parametrize(
+    ("now", "cost", "match"),
+    [
+        (math.nan, 1.0, "now"),
+        (math.inf, 1.0, "now"),
+        (-math.inf, 1.0, "now"),
+        (0.0, 0.0, "cost"),
+        (0.0, -1.0, "cost"),
+        (0.0, math.nan, "cost"),
+        (0.0, 21.0, "never pass"),
+        (0.0, math.inf, "never pass"),
+    ],
+)
+def test_bad_check_arguments(ratelimit, now, cost, match):
+    rl = ratelimit.RateLimiter()
+    with pytest.raises(InvalidArgument, match=match):
+        rl.check(b"p", FIND, now, cost=cost)
+    assert len(rl) == 0 and rl.allowed_count == rl.denied_count == 0
+
+
+def test_cost_above_global_capacity(ratelimit):
+    rl = ratelimit.RateLimiter(rate=1.0, burst=10.0, global_burst=5.0)
+    with pytest.raises(InvalidArgument, match="global bucket capacity"):
+        rl.check(b"p", FIND, 0.0, cost=6.0)
+
+
+def test_bad_expire_and_network_size(ratelimit):
+    rl = ratelimit.RateLimiter()
+    with pytest.raises(InvalidArgument):
+        rl.expire(math.nan)
+    for bad in (-1, -0.5, math.nan, math.inf, "100", None):
+        with pytest.raises(InvalidArgument):
+            rl.set_network_size(bad)
+    assert rl.scale == 1.0
+    with pytest.raises(TypeError):
+        rl.check(b"p", FIND, "0")
+    with pytest.raises(TypeError):
+        rl.check([1], FIND, 0.0)  # unhashable peer
+
+
+# --------------------------------------------------------------------------
+# Compiled vs pure
+# --------------------------------------------------------------------------
+
+
+def test_same_public_api():
+    c, py = impl_pair("_ratelimit")
+    assert c.__all__ == py.__all__
+    for name in ("RateLimiter", "Decision"):
+        public_c = {n for n in dir(getattr(c, name)) if not n.startswith("_")}
+        public_py = {n for n in dir(getattr(py, name)) if not n.startswith("_")}
+        assert public_c == public_py, name
+
+
+@pytest.mark.req("A2.2")
+def test_decisions_compare_across_implementations():
+    c, py = impl_pair("_ratelimit")
+    args = (False, 0.25, "global", False, 4.0, 3.0)
+    dc, dp = c.Decision(*args), py.Decision(*args)
+    assert dc == dp and dp == dc
+    assert (dc != dp) is False and (dp != dc) is False
+    assert hash(dc) == hash(dp) and repr(dc) == repr(dp)
+    assert c.ALLOW == py.ALLOW
+    assert dc != py.ALLOW and py.ALLOW != dc
+
+
+def test_error_messages_match():
+    c, py = impl_pair("_ratelimit")
+    for kwargs in ({"rate": math.nan}, {"max_keys": 0}, {"reference_size": 1.5}):
+        msgs = []
+        for mod in (c, py):
+            with pytest.raises(InvalidConfig) as info:
+                mod.RateLimiter(**kwargs)
+            msgs.append(str(info.value))
+        assert msgs[0] == msgs[1]
+    for call in (
+        lambda rl: rl.check(b"p", FIND, math.nan),
+        lambda rl: rl.check(b"p", FIND, 0.0, cost=0.0),
+        lambda rl: rl.check(b"p", FIND, 0.0, cost=1e9),
+        lambda rl: rl.set_network_size(-3),
+        lambda rl: rl.expire(math.inf),
+    ):
+        msgs = []
+        for mod in (c, py):
+            with pytest.raises(InvalidArgument) as info:
+                call(mod.RateLimiter())
+            msgs.append(str(info.value))
+        assert msgs[0] == msgs[1]
+
+
+_PEERS = [bytes([i]) * 32 for i in range(6)] + ["ab" * 32, "cd" * 32, 7]
+
+
+@st.composite
+def _dt(draw):
+    """A clock step: mostly forward and small, sometimes zero, sometimes back."""
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return 0.0
+    if kind == 1:
+        return draw(st.floats(min_value=-1.0, max_value=0.0))
+    if kind == 2:
+        return draw(st.floats(min_value=0.0, max_value=3.0))
+    if kind == 3:
+        return draw(st.sampled_from([0.125, 1.0 / 3.0, 0.1]))
+    return draw(st.floats(min_value=0.0, max_value=0.1))
+
+
+@st.composite
+def _op(draw):
+    """One call: check (mostly), set_network_size or expire."""
+    kind = draw(st.integers(0, 19))
+    if kind == 0:
+        n = draw(
+            st.one_of(
+                st.integers(0, 200),  # scale 1 (for most reference sizes): scales down
+                st.integers(0, 2**70),
+                st.floats(min_value=0.0, max_value=1e12),
+                st.sampled_from([-1, math.nan]),
+            )
+        )
+        return ("size", n)
+    if kind == 1:
+        return ("expire", draw(_dt()))
+    cost_kind = draw(st.integers(0, 9))
+    if cost_kind < 6:
+        cost = 1.0
+    elif cost_kind < 9:
+        cost = draw(st.floats(min_value=0.05, max_value=2.0))
+    else:
+        cost = draw(st.sampled_from([0.0, 50.0, math.inf]))  # always refused
+    return (
+        "check",
+        draw(st.one_of(st.integers(0, 1), st.integers(0, len(_PEERS) - 1))),  # 0, 1 are hot
+        draw(st.sampled_from(["find_node", "find_node", "ping"])),
+        draw(_dt()),
+        cost,
+        draw(st.integers(0, 3)) == 0,
+    )
+
+
+_OPS = _op()
+
+
+@st.composite
+def _config(draw):
+    """Limiter settings; the global limits are a few peers' worth, so both bind."""
+    rate = draw(st.floats(min_value=0.01, max_value=10.0))
+    burst = draw(st.floats(min_value=2.0, max_value=8.0))
+    return {
+        "rate": rate,
+        "burst": burst,
+        "global_rate": rate * draw(st.floats(min_value=0.5, max_value=20.0)),
+        "global_burst": burst * draw(st.floats(min_value=1.0, max_value=6.0)),
+        "bypass_rate": draw(st.one_of(st.just(0.0), st.floats(min_value=0.01, max_value=3.0))),
+        "bypass_burst": draw(st.one_of(st.just(0.0), st.floats(min_value=0.5, max_value=5.0))),
+        "max_keys": draw(st.integers(1, 8)),
+        "reference_size": draw(st.one_of(st.sampled_from([2, 16, 64]), st.floats(2.0, 1e4))),
+        "max_scale": draw(st.one_of(st.just(1.0), st.floats(min_value=1.0, max_value=10.0))),
+        "audit_size": draw(st.integers(1, 4)),
+    }
+
+
+_CONFIG = _config()
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # noqa: BLE001 -- compare the error, not just that there was one
+        return ("err", type(exc).__name__, str(exc))
+
+
+def _drive(c, py, config, ops, start):
+    """Run ``ops`` on a compiled and a pure limiter; assert they never differ."""
+    rc, rp = c.RateLimiter(**config), py.RateLimiter(**config)
+    now = start
+    for op in ops:
+        if op[0] == "check":
+            _, pi, name, dt, cost, emergency = op
+            now += dt
+            args = (_PEERS[pi], name, now, cost, emergency)
+            oc = _outcome(partial(rc.check, *args))
+            op_ = _outcome(partial(rp.check, *args))
+            if oc[0] == "ok":
+                assert op_[0] == "ok", (oc, op_)
+                assert oc[1] == op_[1]
+                assert repr(oc[1]) == repr(op_[1])  # bit-identical floats
+                assert (oc[1] is c.ALLOW) == (op_[1] is py.ALLOW)
+            else:
+                assert oc == op_
+        elif op[0] == "size":
+            assert _outcome(partial(rc.set_network_size, op[1])) == _outcome(
+                partial(rp.set_network_size, op[1])
+            )
+            assert repr(rc.scale) == repr(rp.scale)
+        else:
+            now += op[1]
+            assert rc.expire(now) == rp.expire(now)
+        assert len(rc) == len(rp) <= config["max_keys"]
+    assert rc.audit() == rp.audit()
+    assert [repr(e[0]) for e in rc.audit()] == [repr(e[0]) for e in rp.audit()]
+    assert (rc.allowed_count, rc.denied_count, rc.bypassed_count) == (
+        rp.allowed_count,
+        rp.denied_count,
+        rp.bypassed_count,
+    )
+    assert repr(rc) == repr(rp)
+
+
+@pytest.mark.req("A3.2", "A3.4", "A3.5")
+@settings(max_examples=200)
+@given(config=_CONFIG, ops=st.lists(_OPS, min_size=20, max_size=100), start=st.floats(-1e3, 1e6))
+def test_differential_random_sequences(config, ops, start):
+    c, py = impl_pair("_ratelimit")
+    _drive(c, py, config, ops, start)
+
+
+@pytest.mark.req("A3.2", "A3.4", "A3.5")
+@pytest.mark.parametrize("seed", range(20))
+def test_differential_long_seeded_runs(seed):
+    """Long call sequences from a seeded generator: deep states hypothesis rarely reaches."""
+    c, py = impl_pair("_ratelimit")
+    rng = random.Random(seed)
+    rate, burst = rng.uniform(0.01, 10.0), rng.uniform(2.0, 8.0)
+    config = {
+        "rate": rate,
+        "burst": burst,
+        "global_rate": rate * rng.uniform(0.5, 20.0),
+        "global_burst": burst * rng.uniform(1.0, 6.0),
+        "bypass_rate": rng.choice([0.0, rng.uniform(0.01, 3.0)]),
+        "bypass_burst": rng.choice([0.0, rng.uniform(0.5, 5.0)]),
+        "max_keys": rng.randint(1, 8),
+        "reference_size": rng.choice([2, 16, 64, rng.uniform(2.0, 1e4)]),
+        "max_scale": rng.choice([1.0, rng.uniform(1.0, 10.0)]),
+        "audit_size": rng.randint(1, 4),
+    }
+
+    def dt():
+        kind = rng.randrange(10)
+        if kind == 0:
+            return 0.0
+        if kind == 1:
+            return -rng.random()
+        if kind == 2:
+            return rng.uniform(0.0, 3.0)
+        return rng.uniform(0.0, 0.1)
+
+    ops = []
+    for _ in range(2000):
+        kind = rng.randrange(20)
+        if kind == 0:
+            ops.append(("size", rng.choice([rng.randrange(200), rng.randrange(2**40), -1])))
+        elif kind == 1:
+            ops.append(("expire", dt()))
+        else:
+            cost = 1.0 if rng.random() < 0.7 else rng.uniform(0.05, 2.0)
+            ops.append(
+                (
+                    "check",
+                    rng.randrange(2 if rng.random() < 0.6 else len(_PEERS)),  # 0, 1 are hot
+                    rng.choice(["find_node", "ping"]),
+                    dt(),
+                    cost,
+                    rng.random() < 0.25,
+                )
+            )
+    _drive(c, py, config, ops, rng.uniform(-1e3, 1e6))
