@@ -9,11 +9,27 @@ next::
     │   ├── InvalidId                INVALID_ID        not a 32-byte / 64-hex node id
     │   └── InvalidConfig            INVALID_CONFIG    a limit or setting is out of range
     ├── LocalProtocolError           LOCAL_PROTOCOL    we broke the protocol (a bug here)
-    └── RemoteProtocolError          REMOTE_PROTOCOL   the peer broke the protocol
+    │   └── EncodeError              (per instance)    a message we cannot send
+    ├── RemoteProtocolError          REMOTE_PROTOCOL   the peer broke the protocol
+    │   └── WireError                (per instance)    a bad frame or an error reply
+    │       └── HandshakeError       (per instance)    the signed hello failed
+    ├── KeyFileError                 KEY_FILE_INVALID  <data_dir>/node.key is unusable
+    │   └── KeyFilePermissionError   KEY_FILE_PERMISSIONS  node.key is open to others
+    └── TransportError               TRANSPORT_ERROR   a transport could not carry a message
+        ├── ConnectFailed            CONNECT_FAILED    refused, unreachable or timed out
+        │   └── WsUpgradeRejected    WS_UPGRADE_REJECTED  HTTP, but no 101 (200: a web page)
+        ├── ListenFailed             LISTEN_FAILED     the listen address cannot be bound
+        ├── ConnectionClosed         CONNECTION_CLOSED  the peer or the network closed it
+        ├── FrameTooLarge            FRAME_TOO_LARGE   a message is over max_frame
+        └── TransportUnavailable     TRANSPORT_UNAVAILABLE  no loadable plugin
 
 ``InvalidArgument`` also derives from :class:`ValueError`, so code written
 against the standard library keeps working. The compiled modules raise these
 same classes.
+
+The classes marked *per instance* carry one of the wire error codes of
+:class:`yzcore.wire.ErrorCode` in ``code``; their default advice is
+:func:`yzcore.wire.advice` of that code.
 """
 
 from __future__ import annotations
@@ -25,6 +41,18 @@ __all__ = [
     "InvalidConfig",
     "LocalProtocolError",
     "RemoteProtocolError",
+    "EncodeError",
+    "WireError",
+    "HandshakeError",
+    "KeyFileError",
+    "KeyFilePermissionError",
+    "TransportError",
+    "ConnectFailed",
+    "WsUpgradeRejected",
+    "ListenFailed",
+    "ConnectionClosed",
+    "FrameTooLarge",
+    "TransportUnavailable",
 ]
 
 
@@ -81,3 +109,176 @@ class RemoteProtocolError(YzError):
 
     code = "REMOTE_PROTOCOL"
     advice = "The peer is misbehaving or runs an incompatible build; it has been dropped."
+
+
+def _wire_advice(code: str) -> str:
+    # Imported here: yzcore.wire imports this module, and the advice table
+    # lives beside the codes it explains.
+    from yzcore.wire import advice
+
+    return advice(code)
+
+
+class EncodeError(LocalProtocolError):
+    """This node tried to send a message the wire format cannot carry.
+
+    Attributes:
+        code: A wire error code, e.g. ``VALUE_TOO_LARGE`` or ``INVALID_MESSAGE``.
+    """
+
+    def __init__(self, code: str, message: str, *, advice: str | None = None) -> None:
+        self.code = str(code)
+        super().__init__(message, advice=advice if advice is not None else _wire_advice(code))
+
+
+class WireError(RemoteProtocolError):
+    """A peer sent something invalid, or refused something we sent.
+
+    Raised by :func:`yzcore.wire.decode` for every bad frame; turn it into the
+    ``error`` reply with :func:`yzcore.wire.error_reply`.
+
+    Attributes:
+        code: A wire error code (see :class:`yzcore.wire.ErrorCode`).
+        rid: The request id of the offending message when it could be read, so
+            the reply can name the request; else None.
+        retry_after: Seconds to wait before retrying, for ``RATE_LIMITED``.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        rid: int | None = None,
+        retry_after: float | None = None,
+        advice: str | None = None,
+    ) -> None:
+        self.code = str(code)
+        self.rid = rid
+        self.retry_after = retry_after
+        super().__init__(message, advice=advice if advice is not None else _wire_advice(code))
+
+    @property
+    def message(self) -> str:
+        """The message without code and advice."""
+        return str(self.args[0])
+
+
+class HandshakeError(WireError):
+    """The signed hello failed: wrong version, bad signature, unexpected id...
+
+    The connection must be closed; the peer never enters a routing table.
+    """
+
+
+class KeyFileError(YzError):
+    """The node key file (``<data_dir>/node.key``) cannot be used."""
+
+    code = "KEY_FILE_INVALID"
+    advice = (
+        "node.key must hold exactly the 32 raw bytes of an Ed25519 private key; move the "
+        "file aside to let the node create a new one (the node then gets a new id)."
+    )
+
+
+class KeyFilePermissionError(KeyFileError):
+    """The node key file is readable or writable by group or others."""
+
+    code = "KEY_FILE_PERMISSIONS"
+    advice = (
+        "Restrict it to its owner with `chmod 600 <data_dir>/node.key` (in Kubernetes, mount "
+        "the secret with defaultMode: 0400)."
+    )
+
+
+class TransportError(YzError):
+    """A transport (``ws``, ``mem``, a plugin, ...) could not carry a message."""
+
+    code = "TRANSPORT_ERROR"
+    advice = "The message names the address and the cause; `yz diagnose` checks each step."
+
+
+class ConnectFailed(TransportError):
+    """Dialling an address failed: refused, unreachable, unresolvable or timed out."""
+
+    code = "CONNECT_FAILED"
+    advice = (
+        "Check the address, that the peer is running, and that its port is reachable from "
+        "here (`yz diagnose --bootstrap URL` tests each step)."
+    )
+
+
+class WsUpgradeRejected(ConnectFailed):
+    """The server answered the WebSocket handshake over HTTP, but not with 101.
+
+    Attributes:
+        status: The HTTP status it answered with (``None`` if the answer was not valid HTTP).
+    """
+
+    code = "WS_UPGRADE_REJECTED"
+    advice = "Point the URL at a yzcore node's WebSocket endpoint: ws://HOST:PORT/dht."
+
+    def __init__(
+        self, message: str, *, status: int | None = None, advice: str | None = None
+    ) -> None:
+        self.status = status
+        super().__init__(message, advice=advice)
+
+
+class ListenFailed(TransportError):
+    """The listen address cannot be bound (in use, not a local address, no permission)."""
+
+    code = "LISTEN_FAILED"
+    advice = "Choose another port (0 picks a free one) or stop the process that holds it."
+
+
+class ConnectionClosed(TransportError):
+    """The connection is closed: the peer left, the network dropped it, or we closed it.
+
+    Attributes:
+        close_code: The WebSocket-style close code (1000 normal, 1001 going away, 1006
+            dropped without a close, 1009 frame too large, ...), or ``None`` where the
+            transport has no codes.
+        reason: The close reason the peer gave, if any.
+    """
+
+    code = "CONNECTION_CLOSED"
+    advice = "The peer went away; connection managers reconnect with backoff."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        close_code: int | None = None,
+        reason: str = "",
+        advice: str | None = None,
+    ) -> None:
+        self.close_code = close_code
+        self.reason = reason
+        super().__init__(message, advice=advice)
+
+
+class FrameTooLarge(TransportError):
+    """A message is larger than the receiving side accepts (``max_frame``, 64 KiB by default).
+
+    Raised by ``send()`` before anything is sent, so the connection stays usable.
+
+    Attributes:
+        size: The size of the refused message in bytes.
+        limit: The limit it broke.
+    """
+
+    code = "FRAME_TOO_LARGE"
+    advice = "Split the payload; frames are limited to 64 KiB by default (max_frame)."
+
+    def __init__(self, message: str, *, size: int, limit: int, advice: str | None = None) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message, advice=advice)
+
+
+class TransportUnavailable(TransportError):
+    """No transport plugin serves this URL scheme, or its plugin failed to load."""
+
+    code = "TRANSPORT_UNAVAILABLE"
+    advice = "Install the package that provides this transport; `yz version` lists them."
