@@ -1,0 +1,308 @@
+"""WebSocket transport (``ws://``, ``wss://``) on the ``websockets`` library.
+
+Uses websockets' asyncio implementation, so it runs under anyio's **asyncio**
+backend only; under trio, ``connect`` and ``listen`` raise
+``TransportUnavailable``.
+
+* ``listen("ws://127.0.0.1:0/dht")`` binds (port 0: a free port, reported in
+  ``Listener.address``), upgrades WebSocket requests on the path (``/dht``
+  when none is given) and serves plain HTTP on the same port (see ``_http``).
+  Give an IP literal with port 0: a name like ``localhost`` binds one socket
+  per address family, each on its own free port, and only the first is reported.
+* Frames: ``send`` uses a Text frame when the bytes are valid UTF-8 (JSON
+  always is, and browsers send and expect their JSON as text) and a Binary
+  frame otherwise; ``receive`` returns bytes for both.
+* ``max_frame`` is websockets' ``max_size``: a peer sending more is closed
+  with 1009 and the receiving side sees ``ConnectionClosed(close_code=1009)``;
+  our own ``send`` refuses a message over this side's ``max_frame`` up front
+  (``FrameTooLarge``, the connection stays open).
+* Keepalive pings (``ping_interval``/``ping_timeout``, 10 s each by default)
+  detect dead peers; the connection then closes with 1011.
+
+All of websockets' and the socket layer's exceptions become ours in
+:func:`_translate`, and only there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import ssl as _ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed as WsClosed
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from yzcore.exceptions import (
+    ConnectFailed,
+    ConnectionClosed,
+    FrameTooLarge,
+    InvalidArgument,
+    ListenFailed,
+    TransportUnavailable,
+    WsUpgradeRejected,
+    YzError,
+)
+from yzcore.transport import (
+    DEFAULT_MAX_FRAME,
+    AcceptQueue,
+    Connection,
+    ConnectionHandler,
+    HttpHandler,
+    Listener,
+    Transport,
+)
+
+from ._http import make_process_request
+
+__all__ = ["WebSocketTransport", "WsConnection", "WsListener", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "/dht"
+# websockets >= 15 reads HTTPS_PROXY & co. by default; a DHT dials peers directly.
+_NO_PROXY: dict[str, Any] = (
+    {"proxy": None} if "proxy" in inspect.signature(ws_connect).parameters else {}
+)
+_CLOSE_CAUSES = {
+    1000: "closed normally",
+    1001: "going away",
+    1006: "dropped without a close frame",
+    1009: "a frame was over the receiver's max_frame",
+    1011: "closed on an error or a keepalive timeout",
+}
+
+
+def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -> YzError | None:
+    """The one place websockets' and socket errors become yzcore's (None: not ours to map)."""
+    if isinstance(exc, WsClosed):
+        frame = exc.rcvd or exc.sent
+        code = frame.code if frame else 1006
+        reason = frame.reason if frame else ""
+        cause = _CLOSE_CAUSES.get(code, "closed")
+        if code == 1009:  # who closed first says whose limit it was
+            peer_first = exc.rcvd is not None and exc.rcvd_then_sent is not False
+            cause = (
+                "our message was over the peer's max_frame"
+                if peer_first
+                else "the peer sent a frame over our max_frame"
+            )
+        return ConnectionClosed(
+            f"WebSocket to {where} closed with {code}: {cause}"
+            + (f" ({reason})" if reason else ""),
+            close_code=code,
+            reason=reason,
+        )
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status == 200:
+            return WsUpgradeRejected(
+                f"{where} answered HTTP 200 instead of 101 Switching Protocols: this URL serves a "
+                f"web page, not the WebSocket endpoint; the endpoint is {DEFAULT_PATH}",
+                status=200,
+            )
+        body = bytes(exc.response.body[:200]).decode("utf-8", "replace").strip()
+        return WsUpgradeRejected(
+            f"{where} refused the WebSocket upgrade with HTTP {status} "
+            f"{exc.response.reason_phrase}" + (f": {body}" if body else ""),
+            status=status,
+        )
+    if isinstance(exc, InvalidURI) or (isinstance(exc, ValueError) and op != "io"):
+        return InvalidArgument(
+            f"{where!r} is not a WebSocket URL: {exc}", advice="Use ws://HOST:PORT/dht (or wss://)."
+        )
+    if isinstance(exc, InvalidHandshake):
+        return WsUpgradeRejected(f"{where} did not complete the WebSocket handshake: {exc}")
+    if isinstance(exc, TimeoutError):
+        return ConnectFailed(
+            f"timed out after {timeout} s opening {where} (TCP connect and WebSocket handshake)"
+        )
+    if isinstance(exc, OSError):
+        url = urlsplit(where)
+        hostport = url.netloc or where
+        if op == "listen":
+            return ListenFailed(f"cannot listen on {hostport}: {exc.strerror or exc}")
+        if exc.errno == errno.ECONNREFUSED or f"[Errno {errno.ECONNREFUSED}]" in str(exc):
+            return ConnectFailed(f"nothing listens on {hostport} (connection refused)")
+        return ConnectFailed(f"cannot reach {hostport}: {exc.strerror or exc}")
+    return None
+
+
+@contextmanager
+def _errors(op: str, where: str, timeout: float | None = None) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        err = _translate(exc, op, where, timeout)
+        if err is None:
+            raise
+        raise err from exc
+
+
+def _require_asyncio() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise TransportUnavailable(
+            "the ws transport runs on anyio's asyncio backend only (websockets' asyncio API)",
+            advice="Run yzcore under asyncio (anyio's default backend), not trio.",
+        ) from None
+
+
+def _hostport(sockname: Any) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class WsConnection(Connection):
+    """A WebSocket connection from either side."""
+
+    def __init__(self, ws: Any, scheme: str, max_frame: int) -> None:
+        self._ws, self._scheme, self._max_frame = ws, scheme, max_frame
+        self._remote = _hostport(ws.remote_address) if ws.remote_address else "?"
+
+    @property
+    def remote_address(self) -> str:
+        return self._remote
+
+    @property
+    def transport(self) -> str:
+        return self._scheme
+
+    async def send(self, data: bytes) -> None:
+        if len(data) > self._max_frame:
+            raise FrameTooLarge(
+                f"a {len(data)}-byte message to {self._remote} is over max_frame "
+                f"({self._max_frame} bytes); nothing was sent",
+                size=len(data),
+                limit=self._max_frame,
+            )
+        with _errors("io", self._remote):
+            await self._ws.send(data, text=_is_utf8(data))
+
+    async def receive(self) -> bytes:
+        with _errors("io", self._remote):
+            message: bytes = await self._ws.recv(decode=False)
+        return message
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._ws.close()
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class WsListener(Listener):
+    def __init__(self, server: Server, address: str, queue: AcceptQueue) -> None:
+        self._server, self._address, self._queue = server, address, queue
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    async def serve(self, handler: ConnectionHandler) -> None:
+        await self._queue.serve(handler)
+
+    async def aclose(self) -> None:
+        await self._queue.aclose()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+class WebSocketTransport(Transport):
+    """The ``ws://`` / ``wss://`` transport.
+
+    Args:
+        ping_interval: Seconds between keepalive pings (``None``: no pings).
+        ping_timeout: Seconds to wait for a pong before the peer is declared dead.
+        close_timeout: Seconds to wait for the closing handshake.
+        ssl: Server TLS context, needed to listen on ``wss://``. Dialling ``wss://``
+            uses the system's default trust store.
+    """
+
+    schemes = ("ws", "wss")
+
+    def __init__(
+        self,
+        *,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 10.0,
+        close_timeout: float = 2.0,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        self._opts: dict[str, Any] = {
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+        }
+        self._ssl = ssl
+
+    async def connect(
+        self, address: str, *, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> Connection:
+        _require_asyncio()
+        with _errors("connect", address, timeout):
+            ws = await ws_connect(
+                address, open_timeout=timeout, max_size=max_frame, **self._opts, **_NO_PROXY
+            )
+        return WsConnection(ws, "wss" if address.lower().startswith("wss:") else "ws", max_frame)
+
+    async def listen(
+        self, address: str, *, http: HttpHandler | None = None, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> Listener:
+        _require_asyncio()
+        url = urlsplit(address)
+        if url.scheme not in self.schemes or not url.hostname:
+            raise InvalidArgument(
+                f"{address!r} is not a ws:// or wss:// URL with a host",
+                advice="Listen on e.g. ws://127.0.0.1:0/dht.",
+            )
+        if url.scheme == "wss" and self._ssl is None:
+            raise ListenFailed(
+                f"cannot listen on {address}: wss:// needs a TLS certificate",
+                advice="Pass ssl= to WebSocketTransport, or listen on ws:// behind "
+                "a TLS-terminating proxy.",
+            )
+        try:
+            port = url.port or 0
+        except ValueError:
+            raise InvalidArgument(f"{address!r} has an invalid port") from None
+        path = url.path or DEFAULT_PATH
+        queue = AcceptQueue()
+
+        async def on_connection(ws: ServerConnection) -> None:
+            done = queue.put(WsConnection(ws, url.scheme, max_frame))
+            if done is not None:
+                await done.wait()
+
+        try:
+            with _errors("listen", address):
+                server = await ws_serve(
+                    on_connection,
+                    url.hostname,
+                    port,
+                    process_request=make_process_request(path, http),
+                    max_size=max_frame,
+                    server_header="yzcore",
+                    ssl=self._ssl if url.scheme == "wss" else None,
+                    **self._opts,
+                )
+        except BaseException:
+            await queue.aclose()
+            raise
+        bound = _hostport(server.sockets[0].getsockname())
+        return WsListener(server, f"{url.scheme}://{bound}{path}", queue)
