@@ -1,0 +1,84 @@
+"""What the engine asks its driver (the runtime or the simulator) to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yzcore.protocol.lookup import LookupResult
+from yzcore.wire import Message, NodeInfo
+
+__all__ = ["Send", "Dial", "Close", "Done", "PutResult", "Action"]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one message on the open connection to a peer.
+
+    Attributes:
+        peer: The peer's node id.
+        message: What to send.
+    """
+
+    peer: bytes
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Open a connection to a node; report back with ``connection_opened`` or ``dial_failed``.
+
+    Attributes:
+        node: Whom to dial (``node.addr`` is where).
+    """
+
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection to a peer.
+
+    Attributes:
+        peer: The peer's node id.
+        reason: Why, as an error code or a short word ("idle", "over_capacity").
+    """
+
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What a put achieved.
+
+    Attributes:
+        key: The key stored under.
+        stored: How many of the k closest nodes confirmed the store.
+        nodes: The k closest nodes it was sent to.
+    """
+
+    key: bytes
+    stored: int
+    nodes: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A user operation finished.
+
+    Attributes:
+        op: The id the operation was started with.
+        kind: "find_node", "get" or "put".
+        result: The lookup's result, or the put's.
+        started_at: ``now`` when it started.
+        finished_at: ``now`` when it finished.
+    """
+
+    op: int
+    kind: str
+    result: LookupResult | PutResult
+    started_at: float
+    finished_at: float
+
+
+Action = Send | Dial | Close | Done

@@ -1,0 +1,50 @@
+"""The engine's configuration: every protocol knob, with the documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The engine's knobs (all times in seconds).
+
+    Attributes:
+        k: Bucket size and replication factor.
+        alpha: Lookup concurrency.
+        rpc_timeout: Hard timeout of a request.
+        initial_rto: Soft timeout towards a peer never measured.
+        min_rto: Floor of the adaptive soft timeout.
+        conn_target: Long-lived connections the node dials up to.
+        conn_max: Most long-lived connections (inbound ones count).
+        conn_cap: Most connections of any kind; above it idle transients close.
+        idle_timeout: A transient connection idle this long is closed.
+        maintenance_interval: How often housekeeping runs.
+        refresh_interval: A bucket untouched this long is refreshed by a lookup.
+        value_ttl: Default lifetime of a stored value.
+        max_ttl: Longest lifetime a peer may ask us to keep a value.
+        republish_interval: How often a published value is pushed again.
+        replicate_interval: How often a held replica is pushed again.
+        max_values: Most values held.
+        rate_limit: Whether incoming lookups are rate limited.
+    """
+
+    k: int = 20
+    alpha: int = 3
+    rpc_timeout: float = 5.0
+    initial_rto: float = 1.0
+    min_rto: float = 0.1
+    conn_target: int = 4
+    conn_max: int = 8
+    conn_cap: int = 32
+    idle_timeout: float = 15.0
+    maintenance_interval: float = 1.0
+    refresh_interval: float = 600.0
+    value_ttl: float = 3600.0
+    max_ttl: float = 86400.0
+    republish_interval: float = 3600.0
+    replicate_interval: float = 3600.0
+    max_values: int = 10_000
+    rate_limit: bool = True

@@ -1,0 +1,486 @@
+"""The sans-I/O Kademlia engine of one node.
+
+Events go in — a verified connection opened or closed, a dial failed, a
+message received, a timer fired — each with the caller's ``now``; actions
+come out of :meth:`Engine.actions` (:class:`~yzcore.protocol.actions.Send`,
+``Dial``, ``Close``, ``Done``) and :meth:`Engine.get_timer` says when to call
+:meth:`Engine.handle_timer` next. Randomness comes from an injected
+``random.Random``. The anyio runtime and the simulator drive the same engine.
+
+Connections: the engine keeps between ``conn_target`` and ``conn_max``
+long-lived connections (inbound ones count), and opens more transiently for
+lookups; a transient connection idle for ``idle_timeout`` is closed, and above
+``conn_cap`` the least recently used transient ones go first.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from yzcore import ratelimit, routing
+from yzcore.protocol.actions import Action, Close, Dial, Done, PutResult, Send
+from yzcore.protocol.config import EngineConfig
+from yzcore.protocol.lookup import Lookup, LookupResult
+from yzcore.protocol.rpc import Pending, RpcTable
+from yzcore.protocol.store import ValueStore
+from yzcore.wire import (
+    Error,
+    ErrorCode,
+    FindNode,
+    FindValue,
+    Message,
+    NodeInfo,
+    Nodes,
+    Ping,
+    Pong,
+    Store,
+    Stored,
+    Value,
+)
+
+__all__ = ["Engine", "EngineConfig"]
+
+_TABLE_ROLES = ("node", "bridge")
+
+
+@dataclass(slots=True)
+class _Peer:
+    info: NodeInfo
+    connected: bool = False
+    dialing: bool = False
+    kept: bool = False
+    outbound: bool = False
+    last_active: float = 0.0
+    queue: list[Message] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Op:
+    id: int
+    kind: str  # "find_node" | "get" | "put"
+    lookup: Lookup
+    started_at: float
+    notify: bool = True  # False for housekeeping: refreshes and republishing
+    join: bool = False  # the self-lookup of bootstrap: refresh the far buckets after it
+    value: str = ""
+    ttl: float = 0.0
+    put_nodes: tuple[NodeInfo, ...] = ()
+    put_waiting: int = 0
+    put_stored: int = 0
+    store_retried: set[bytes] = field(default_factory=set)
+
+
+class Engine:
+    """One node's protocol state.
+
+    Args:
+        info: This node: id, advertised address (None if it accepts no
+            inbound connections) and role.
+        now: The caller's clock at start.
+        rng: The only source of randomness.
+        config: The knobs; defaults match ARCHITECTURE.md.
+    """
+
+    def __init__(self, info: NodeInfo, now: float, rng: random.Random,
+                 config: EngineConfig | None = None) -> None:
+        self.info = info
+        self.config = cfg = config or EngineConfig()
+        self.rng = rng
+        self.table = routing.RoutingTable(info.id, cfg.k, now=now)
+        self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto, min_rto=cfg.min_rto)
+        self.store = ValueStore(cfg.max_values, cfg.republish_interval, cfg.replicate_interval)
+        self.limiter = ratelimit.RateLimiter() if cfg.rate_limit else None
+        self.peers: dict[bytes, _Peer] = {}
+        self._ops: dict[int, _Op] = {}
+        self._next_op = 1
+        self._out: list[Action] = []
+        self._next_maintenance = now + cfg.maintenance_interval
+
+    # -- what the driver reads ------------------------------------------------
+
+    def actions(self) -> list[Action]:
+        """Everything the engine wants done since the last call, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float:
+        """When :meth:`handle_timer` must next be called."""
+        deadline = self.rpc.next_deadline()
+        return self._next_maintenance if deadline is None else min(deadline, self._next_maintenance)
+
+    def connected(self) -> list[bytes]:
+        """Ids of the peers with an open, verified connection."""
+        return [i for i, p in self.peers.items() if p.connected]
+
+    # -- user operations --------------------------------------------------------
+
+    def bootstrap(self, seeds: list[NodeInfo], now: float) -> int:
+        """Join through ``seeds``: a lookup of our own id that starts from them.
+
+        When it is done, every bucket farther than our closest neighbour is
+        refreshed too (the Kademlia join), so that nodes all over the id space
+        hear of us and our table fills beyond our own neighbourhood.
+        """
+        for seed in seeds:
+            self._peer(seed).kept = True
+        op = self._start("find_node", self.info.id, now, seeds=seeds, defer=True)
+        self._ops[op].join = True
+        self._advance(self._ops[op], now)
+        return op
+
+    def find_node(self, target: bytes, now: float) -> int:
+        """Start a lookup for the k nodes closest to ``target``; returns the op id."""
+        return self._start("find_node", target, now)
+
+    def get(self, key: bytes, now: float) -> int:
+        """Start a value lookup; ``Done.result.value`` is None when nothing was found."""
+        value = self.store.get(key, now)
+        if value is None:
+            return self._start("get", key, now, want_value=True)
+        op = self._next_op
+        self._next_op += 1
+        self._out.append(Done(op, "get", LookupResult(key, (), value, self.info.id), now, now))
+        return op
+
+    def put(self, key: bytes, value: str, now: float, ttl: float | None = None) -> int:
+        """Store ``value`` at the k nodes closest to ``key`` (and keep republishing it)."""
+        ttl = self.config.value_ttl if ttl is None else ttl
+        self.store.put(key, value, ttl, now, original=True)
+        op = self._start("put", key, now, defer=True)
+        o = self._ops[op]
+        o.value, o.ttl = value, ttl
+        self._advance(o, now)
+        return op
+
+    # -- events from the driver -------------------------------------------------
+
+    def connection_opened(self, info: NodeInfo, now: float, *, outbound: bool,
+                          ip: str | None = None) -> None:
+        """A connection passed the handshake: the peer is verified and reachable now.
+
+        Args:
+            info: The peer as its verified hello describes it.
+            now: The caller's clock.
+            outbound: True when we dialled it.
+            ip: Its IP address, for the routing table's diversity limit.
+        """
+        peer = self._peer(info)
+        peer.info = info  # the verified hello is the freshest information (A4.5)
+        peer.connected, peer.dialing, peer.last_active = True, False, now
+        peer.outbound = outbound
+        if not peer.kept and info.role in _TABLE_ROLES and self._kept_count() < self.config.conn_max:
+            peer.kept = True
+        if info.role in _TABLE_ROLES and info.addr:
+            self._table_add(info, now, ip)
+        queued, peer.queue = peer.queue, []
+        for msg in queued:
+            self._out.append(Send(info.id, msg))
+
+    def connection_closed(self, peer_id: bytes, now: float, *, error: bool = False) -> None:
+        """The connection to a peer ended; ``error`` when it was not a clean close."""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return
+        peer.connected = peer.dialing = False
+        peer.kept = False
+        self._fail_peer(peer_id, now, count_failure=error)
+
+    def dial_failed(self, peer_id: bytes, now: float) -> None:
+        """A ``Dial`` could not connect (refused, timed out, handshake failed)."""
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return
+        peer.dialing = peer.kept = False
+        self._fail_peer(peer_id, now, count_failure=True)
+
+    def receive(self, peer_id: bytes, msg: Message, now: float) -> None:
+        """A message arrived from a connected, verified peer."""
+        peer = self.peers.get(peer_id)
+        if peer is None or not peer.connected:
+            return
+        peer.last_active = now
+        self.table.seen(peer_id, now)
+        if isinstance(msg, (Ping, FindNode, FindValue, Store)):
+            self._serve(peer_id, msg, now)
+            return
+        rid = getattr(msg, "rid", None)
+        p = self.rpc.finish(peer_id, rid, now) if rid is not None else None
+        if p is not None:
+            self._answered(p, msg, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Expire requests and run housekeeping that is due."""
+        soft, hard = self.rpc.expire(now)
+        for p in soft:
+            op = self._ops.get(p.owner) if p.owner is not None else None
+            if op is not None:
+                op.lookup.slow(p.peer)
+                self._advance(op, now)
+        for p in hard:
+            self.table.fail(p.peer, now)
+            self._rpc_failed(p, now)
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + self.config.maintenance_interval
+            self._maintain(now)
+
+    # -- serving requests ---------------------------------------------------------
+
+    def _serve(self, peer_id: bytes, msg: Ping | FindNode | FindValue | Store, now: float) -> None:
+        if self.rpc.is_duplicate(peer_id, msg.rid, now):
+            return
+        if self.limiter is not None and isinstance(msg, (FindNode, FindValue)):
+            d = self.limiter.check(peer_id, "find_node", now)
+            if not d.allowed:
+                self._reply(peer_id, Error(
+                    msg.rid, ErrorCode.RATE_LIMITED,
+                    f"{d.scope} limit of {d.limit:g} lookups/s (burst {d.burst:g}) reached; "
+                    f"retry in {d.retry_after:.3f}s", d.retry_after))
+                return
+        if isinstance(msg, Ping):
+            self._reply(peer_id, Pong(msg.rid))
+        elif isinstance(msg, FindNode):
+            self._reply(peer_id, Nodes(msg.rid, self._closest(msg.target, exclude=peer_id)))
+        elif isinstance(msg, FindValue):
+            value = self.store.get(msg.key, now)
+            nodes = () if value is not None else self._closest(msg.key, exclude=peer_id)
+            self._reply(peer_id, Value(msg.rid, value, nodes))
+        else:
+            self.store.put(msg.key, msg.value, min(msg.ttl, self.config.max_ttl), now)
+            self._reply(peer_id, Stored(msg.rid))
+
+    def _closest(self, target: bytes, exclude: bytes) -> tuple[NodeInfo, ...]:
+        contacts = self.table.nearest(target, self.config.k + 1)
+        return tuple(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
+                     for c in contacts if c.id != exclude)[: self.config.k]
+
+    def _reply(self, peer_id: bytes, msg: Message) -> None:
+        self._out.append(Send(peer_id, msg))
+
+    # -- operations -----------------------------------------------------------------
+
+    def _start(self, kind: str, target: bytes, now: float, *, want_value: bool = False,
+               seeds: list[NodeInfo] | None = None, defer: bool = False, notify: bool = True) -> int:
+        op_id = self._next_op
+        self._next_op += 1
+        lookup = Lookup(target, self.info.id, self.config.k, self.config.alpha, want_value)
+        lookup.add(self._closest(target, exclude=self.info.id))
+        lookup.add([p.info for p in self.peers.values() if p.connected and p.info.addr is not None
+                    and p.info.role in _TABLE_ROLES])
+        if seeds:
+            lookup.add(seeds)
+        op = self._ops[op_id] = _Op(op_id, kind, lookup, now, notify)
+        self.table.mark_refreshed(min(self.table.bucket_of(target), 255), now)
+        if not defer:
+            self._advance(op, now)
+        return op_id
+
+    def _advance(self, op: _Op, now: float) -> None:
+        """Send the queries the lookup wants; finish the op when it is done."""
+        lookup = op.lookup
+        if op.kind == "put" and op.put_nodes:
+            return  # storing phase: waits for Stored answers
+        for info in lookup.next_queries():
+            if lookup.want_value:
+                self._request(info, "find_value", lambda rid: FindValue(rid, lookup.target), op.id, now)
+            else:
+                self._request(info, "find_node", lambda rid: FindNode(rid, lookup.target), op.id, now)
+        if lookup.done and op.id in self._ops:
+            if op.kind == "put":
+                self._store_at_closest(op, now)
+            else:
+                self._finish(op, now)
+
+    def _store_at_closest(self, op: _Op, now: float) -> None:
+        nodes = op.lookup.result().nodes
+        op.put_nodes = nodes or (NodeInfo(self.info.id, self.info.addr, self.info.role),)
+        op.put_waiting = len(nodes)
+        if not nodes:  # alone in the network: our own copy is all there is
+            self._finish(op, now)
+            return
+        for info in nodes:
+            self._request(info, "store", lambda rid: Store(rid, op.lookup.target, op.value, op.ttl),
+                          op.id, now)
+
+    def _finish(self, op: _Op, now: float) -> None:
+        self._ops.pop(op.id, None)
+        if op.join:
+            self._refresh_far_buckets(now)
+        if not op.notify:
+            return
+        result: LookupResult | PutResult
+        if op.kind == "put":
+            result = PutResult(op.lookup.target, op.put_stored, op.put_nodes)
+        else:
+            result = op.lookup.result()
+        self._out.append(Done(op.id, op.kind, result, op.started_at, now))
+
+    def _request(self, info: NodeInfo, kind: str, make: Callable[[int], Message],
+                 owner: int | None, now: float) -> None:
+        p = self.rpc.start(info.id, kind, now, owner)
+        msg = make(p.rid)
+        peer = self._peer(info)
+        if peer.connected:
+            peer.last_active = now
+            self._out.append(Send(info.id, msg))
+        elif info.addr:
+            peer.queue.append(msg)
+            if not peer.dialing:
+                peer.dialing = True
+                self._out.append(Dial(peer.info))
+        else:  # cannot be dialled and not connected: unreachable from here
+            self.rpc.finish(info.id, p.rid, now)
+            self._rpc_failed(p, now)
+
+    def _answered(self, p: Pending, msg: Message, now: float) -> None:
+        op = self._ops.get(p.owner) if p.owner is not None else None
+        if isinstance(msg, Error):
+            self._rpc_failed(p, now)
+            return
+        if op is None:
+            return
+        if p.kind == "store":
+            op.put_waiting -= 1
+            op.put_stored += isinstance(msg, Stored)
+            if op.put_waiting <= 0:
+                self._finish(op, now)
+            return
+        if isinstance(msg, Nodes):
+            op.lookup.answered(p.peer, msg.nodes)
+        elif isinstance(msg, Value):
+            op.lookup.answered(p.peer, msg.nodes, msg.value)
+        else:
+            op.lookup.failed(p.peer)
+        self._advance(op, now)
+
+    def _rpc_failed(self, p: Pending, now: float) -> None:
+        op = self._ops.get(p.owner) if p.owner is not None else None
+        if op is None:
+            return
+        if p.kind == "store":
+            op.put_waiting -= 1
+            if op.put_waiting <= 0:
+                self._finish(op, now)
+            return
+        op.lookup.failed(p.peer)
+        self._advance(op, now)
+
+    def _fail_peer(self, peer_id: bytes, now: float, *, count_failure: bool) -> None:
+        """Requests waiting on a peer whose connection is gone fail at once.
+
+        After a clean close (typically the peer closed an idle connection just
+        as we sent a request on it) each is retried once on a new connection.
+        """
+        self.peers[peer_id].queue.clear()
+        if count_failure:
+            self.table.fail(peer_id, now)
+        for p in self.rpc.drop_peer(peer_id):
+            if count_failure or not self._retry(p, now):
+                self._rpc_failed(p, now)
+
+    def _retry(self, p: Pending, now: float) -> bool:
+        op = self._ops.get(p.owner) if p.owner is not None else None
+        if op is None or self.peers[p.peer].info.addr is None:
+            return False
+        if p.kind == "store":
+            if p.peer in op.store_retried:
+                return False
+            op.store_retried.add(p.peer)
+            target, value, ttl = op.lookup.target, op.value, op.ttl
+            self._request(self.peers[p.peer].info, "store",
+                          lambda rid: Store(rid, target, value, ttl), op.id, now)
+            return True
+        if not op.lookup.retry(p.peer):
+            return False
+        self._advance(op, now)
+        return True
+
+    # -- routing table and connections ---------------------------------------------
+
+    def _peer(self, info: NodeInfo) -> _Peer:
+        peer = self.peers.get(info.id)
+        if peer is None:
+            peer = self.peers[info.id] = _Peer(info)
+        return peer
+
+    def _kept_count(self) -> int:
+        return sum(1 for p in self.peers.values() if p.kept and (p.connected or p.dialing))
+
+    def _table_add(self, info: NodeInfo, now: float, ip: str | None) -> None:
+        status, other = self.table.add(info.id, info.addr, now, ip)  # type: ignore[arg-type]
+        self.table.update(info.id, meta={"role": info.role})
+        if status == routing.FULL and other is not None:
+            oldest = self.table.get(other)
+            if oldest is not None:  # ping the oldest: evicted if it does not answer
+                self._request(NodeInfo(oldest.id, oldest.address), "ping", Ping, None, now)
+
+    def _maintain(self, now: float) -> None:
+        cfg = self.config
+        self.store.expire(now)
+        for key, value, ttl in self.store.due(now):
+            o = self._ops[self._start("put", key, now, defer=True, notify=False)]
+            o.value, o.ttl = value, ttl
+            self._advance(o, now)
+        for index in self.table.due_for_refresh(now, cfg.refresh_interval)[:2]:
+            self._start("find_node", self._random_id_in(index), now, notify=False)
+        self._keep_connections(now)
+        if self.limiter is not None:
+            self.limiter.set_network_size(self.network_size_estimate())
+            self.limiter.expire(now)
+
+    def _keep_connections(self, now: float) -> None:
+        cfg = self.config
+        missing = cfg.conn_target - self._kept_count()
+        if missing > 0:
+            pool = [c for c in self.table.contacts()
+                    if not self.peers.get(c.id, _IDLE).connected and not self.peers.get(c.id, _IDLE).dialing]
+            for c in self.rng.sample(pool, min(missing, len(pool))):
+                peer = self._peer(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node")))  # type: ignore[arg-type]
+                peer.kept = peer.dialing = True
+                self._out.append(Dial(peer.info))
+        # Transient connections: ours close when idle; anyone's go, least
+        # recently used first, above the cap. Inbound ones are someone else's
+        # long-lived connection, so idleness alone does not close them.
+        busy = self.rpc.busy_peers()
+        transient = sorted((p.last_active, i) for i, p in self.peers.items()
+                           if p.connected and not p.kept and i not in busy)
+        excess = len(self.connected()) - cfg.conn_cap
+        for last_active, peer_id in transient:
+            peer = self.peers[peer_id]
+            if excess > 0:
+                reason = "over_capacity"
+            elif peer.outbound and last_active + cfg.idle_timeout <= now:
+                reason = "idle"
+            else:
+                continue
+            excess -= 1
+            peer.connected = False
+            self._out.append(Close(peer_id, reason))
+
+    def _refresh_far_buckets(self, now: float) -> None:
+        nearest = self.table.nearest(self.info.id, 1)
+        if not nearest:
+            return
+        for index in range(self.table.bucket_of(nearest[0].id)):
+            self._start("find_node", self._random_id_in(index), now, notify=False)
+
+    def _random_id_in(self, index: int) -> bytes:
+        """A random id sharing exactly ``index`` leading bits with ours."""
+        own = int.from_bytes(self.info.id, "big")
+        flip = 1 << (255 - index)
+        low = self.rng.getrandbits(255 - index) if index < 255 else 0
+        value = ((own ^ flip) >> (255 - index) << (255 - index)) | low
+        return value.to_bytes(32, "big")
+
+    def network_size_estimate(self) -> int:
+        """Estimated nodes in the network, from how close our k nearest contacts are."""
+        near = self.table.nearest(self.info.id, self.config.k)
+        if not near:
+            return 1
+        own = int.from_bytes(self.info.id, "big")
+        d_k = int.from_bytes(near[-1].id, "big") ^ own
+        return max(len(near), min(2**40, len(near) * 2**256 // max(d_k, 1)))
+
+
+_IDLE = _Peer(NodeInfo(b"\x00" * 32, None))

@@ -1,0 +1,184 @@
+"""Outstanding requests: request ids, adaptive timeouts, duplicate suppression.
+
+Each peer gets its own retransmission-timeout estimate from measured round
+trips (RFC 6298: ``rto = srtt + 4 * rttvar``). A request has two deadlines:
+the *soft* one (the peer's RTO), after which a lookup stops waiting for it and
+asks someone else, and the *hard* one, after which it has failed. Time is
+always passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+__all__ = ["RttEstimator", "Pending", "RpcTable"]
+
+
+@dataclass(slots=True)
+class RttEstimator:
+    """Smoothed round-trip time of one peer.
+
+    Attributes:
+        srtt: Smoothed RTT in seconds (None until the first sample).
+        rttvar: RTT variation in seconds.
+    """
+
+    srtt: float | None = None
+    rttvar: float = 0.0
+
+    def sample(self, rtt: float) -> None:
+        """Fold one measured round trip in."""
+        if self.srtt is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def rto(self, initial: float, floor: float, ceiling: float) -> float:
+        """The retransmission timeout, clamped to [floor, ceiling]."""
+        if self.srtt is None:
+            return initial
+        return min(ceiling, max(floor, self.srtt + 4 * self.rttvar))
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request waiting for its answer.
+
+    Attributes:
+        rid: The request id.
+        peer: Who was asked.
+        kind: The request type ("find_node", "ping", ...).
+        sent_at: ``now`` when it was sent.
+        soft_at: The soft deadline.
+        hard_at: The hard deadline.
+        owner: Who wants the answer (an operation id), or None.
+        soft_fired: Whether the soft deadline already passed.
+    """
+
+    rid: int
+    peer: bytes
+    kind: str
+    sent_at: float
+    soft_at: float
+    hard_at: float
+    owner: int | None
+    soft_fired: bool = False
+
+
+@dataclass(slots=True)
+class RpcTable:
+    """Requests in flight across all peers.
+
+    Attributes:
+        timeout: Hard timeout of every request, seconds.
+        initial_rto: Soft timeout for a peer with no RTT sample yet.
+        min_rto: Floor of the soft timeout.
+        dedup_window: How long a received request id is remembered.
+        dedup_max: At most this many remembered request ids.
+    """
+
+    timeout: float = 5.0
+    initial_rto: float = 1.0
+    min_rto: float = 0.05
+    dedup_window: float = 30.0
+    dedup_max: int = 4096
+    _next: int = field(init=False, default=1)
+    _pending: dict[int, Pending] = field(init=False, default_factory=dict)
+    _deadlines: list[tuple[float, int]] = field(init=False, default_factory=list)
+    _rtt: dict[bytes, RttEstimator] = field(init=False, default_factory=dict)
+    _seen: OrderedDict[tuple[bytes, int], float] = field(init=False, default_factory=OrderedDict)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def rto(self, peer: bytes) -> float:
+        """The current soft timeout for ``peer``."""
+        est = self._rtt.get(peer)
+        if est is None:
+            return self.initial_rto
+        return est.rto(self.initial_rto, self.min_rto, self.timeout)
+
+    def srtt(self, peer: bytes) -> float | None:
+        """Smoothed RTT of ``peer``, or None before the first answer."""
+        est = self._rtt.get(peer)
+        return None if est is None else est.srtt
+
+    def start(self, peer: bytes, kind: str, now: float, owner: int | None = None) -> Pending:
+        """Allocate a request id and its deadlines."""
+        rid = self._next
+        self._next = rid + 1 if rid < 2**53 - 1 else 1
+        soft = min(self.rto(peer), self.timeout)
+        p = Pending(rid, peer, kind, now, now + soft, now + self.timeout, owner)
+        self._pending[rid] = p
+        heapq.heappush(self._deadlines, (p.soft_at, rid))
+        heapq.heappush(self._deadlines, (p.hard_at, rid))
+        return p
+
+    def finish(self, peer: bytes, rid: int, now: float) -> Pending | None:
+        """The answer to ``rid`` arrived from ``peer``: the request, or None if unknown.
+
+        An answer from a peer other than the one asked is ignored (None): a
+        peer cannot complete someone else's request.
+        """
+        p = self._pending.get(rid)
+        if p is None or p.peer != peer:
+            return None
+        del self._pending[rid]
+        self._rtt.setdefault(peer, RttEstimator()).sample(max(0.0, now - p.sent_at))
+        return p
+
+    def busy_peers(self) -> set[bytes]:
+        """Peers with a request in flight."""
+        return {p.peer for p in self._pending.values()}
+
+    def drop_peer(self, peer: bytes) -> list[Pending]:
+        """Fail every request to ``peer`` at once (its connection is gone)."""
+        gone = [p for p in self._pending.values() if p.peer == peer]
+        for p in gone:
+            del self._pending[p.rid]
+        return gone
+
+    def forget_peer(self, peer: bytes) -> None:
+        """Drop the RTT history of a peer that left the routing table."""
+        self._rtt.pop(peer, None)
+
+    def expire(self, now: float) -> tuple[list[Pending], list[Pending]]:
+        """Requests whose soft deadline just passed, and those that failed for good."""
+        soft: list[Pending] = []
+        hard: list[Pending] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, rid = heapq.heappop(self._deadlines)
+            p = self._pending.get(rid)
+            if p is None:
+                continue
+            if p.hard_at <= now:
+                del self._pending[rid]
+                hard.append(p)
+            elif not p.soft_fired:
+                p.soft_fired = True
+                soft.append(p)
+        return soft, hard
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` next has something to do."""
+        while self._deadlines and self._deadlines[0][1] not in self._pending:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def is_duplicate(self, peer: bytes, rid: int, now: float) -> bool:
+        """True if ``peer`` already sent request ``rid`` recently; remembers it otherwise."""
+        seen = self._seen
+        while seen:
+            key, at = next(iter(seen.items()))
+            if at + self.dedup_window > now and len(seen) < self.dedup_max:
+                break
+            del seen[key]
+        key = (peer, rid)
+        if key in seen:
+            return True
+        seen[key] = now
+        return False
