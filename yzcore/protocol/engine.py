@@ -212,11 +212,16 @@ class Engine:
 
     def handle_timer(self, now: float) -> None:
         """Expire requests and run housekeeping that is due."""
-        soft, hard = self.rpc.expire(now)
+        soft, abandon, hard = self.rpc.expire(now)
         for p in soft:
             op = self._ops.get(p.owner) if p.owner is not None else None
             if op is not None:
                 op.lookup.slow(p.peer)
+                self._advance(op, now)
+        for p in abandon:
+            op = self._ops.get(p.owner) if p.owner is not None else None
+            if op is not None:
+                op.lookup.abandon(p.peer)
                 self._advance(op, now)
         for p in hard:
             self.table.fail(p.peer, now)

@@ -6,12 +6,13 @@ candidates that have not failed, and it is done when those ``k`` have all
 answered: the answer is then exactly the ``k`` closest live nodes it could
 find (or the value, for a value lookup).
 
-A slow peer never holds the lookup up. When a query passes its *soft*
-timeout (the peer's adaptive RTO) the peer leaves the k-window and stops
-counting against ``alpha``, so the next candidate is queried in its place —
-libtorrent's "short timeout". If its answer comes before the lookup is done,
-it is used and the peer takes its place again; only the *hard* timeout fails
-it for the routing table.
+A slow peer never holds the lookup up for long. When a query passes its
+*soft* timeout (the peer's adaptive RTO) it stops counting against
+``alpha``, so the next candidate is queried in parallel — libtorrent's "short
+timeout" — but the lookup still waits for its answer. Past the *abandon*
+deadline (a few RTOs) the peer leaves the k-window and the lookup may finish
+without it; an answer that still comes in time is used. Only the *hard*
+timeout fails it for the routing table.
 
 No I/O and no clock: the engine tells the lookup what happened and asks it
 which peers to query next.
@@ -33,7 +34,8 @@ class State(Enum):
 
     NEW = "new"  #: known, not queried yet
     ASKED = "asked"  #: query in flight, within its soft timeout
-    SLOW = "slow"  #: query in flight past its soft timeout: no longer counts against alpha
+    SLOW = "slow"  #: past its soft timeout: no longer counts against alpha, still awaited
+    ABANDONED = "abandoned"  #: past its abandon deadline: the lookup no longer waits for it
     ANSWERED = "answered"  #: responded: a live node
     FAILED = "failed"  #: hard timeout, error or unreachable
 
@@ -123,6 +125,12 @@ class Lookup:
         if c is not None and c.state is State.ASKED:
             c.state = State.SLOW
 
+    def abandon(self, peer: bytes) -> None:
+        """A query passed its abandon deadline: stop waiting for it."""
+        c = self._by_id.get(peer)
+        if c is not None and c.state in (State.ASKED, State.SLOW):
+            c.state = State.ABANDONED
+
     def retry(self, peer: bytes) -> bool:
         """Ask ``peer`` again (once): its connection closed cleanly under the query.
 
@@ -130,7 +138,7 @@ class Lookup:
             False when it was already retried; the caller then fails it.
         """
         c = self._by_id.get(peer)
-        if c is None or c.retried or c.state not in (State.ASKED, State.SLOW):
+        if c is None or c.retried or c.state not in (State.ASKED, State.SLOW, State.ABANDONED):
             return False
         c.state, c.retried = State.NEW, True
         self._queried -= 1
@@ -139,7 +147,7 @@ class Lookup:
     def failed(self, peer: bytes) -> None:
         """A query failed for good (hard timeout, error, unreachable)."""
         c = self._by_id.get(peer)
-        if c is not None and c.state in (State.NEW, State.ASKED, State.SLOW):
+        if c is not None and c.state in (State.NEW, State.ASKED, State.SLOW, State.ABANDONED):
             c.state = State.FAILED
             self._failed += 1
 
@@ -154,7 +162,7 @@ class Lookup:
         considered = 0
         for _, node_id in self._order:
             c = self._by_id[node_id]
-            if c.state is State.FAILED or c.state is State.SLOW:
+            if c.state is State.FAILED or c.state is State.ABANDONED:
                 continue
             considered += 1
             if c.state is State.ASKED:
@@ -173,24 +181,34 @@ class Lookup:
     @property
     def done(self) -> bool:
         """True once a value was found, or the k closest candidates that are
-        neither failed nor slow have answered."""
+        neither failed nor abandoned have answered.
+
+        Abandoned peers are skipped only when others fill the window: with
+        fewer than k candidates left, the lookup waits for them to answer or
+        fail rather than finish with less than it could have.
+        """
         if self._value is not None:
             return True
         considered = 0
+        abandoned = False
         for _, node_id in self._order:
             state = self._by_id[node_id].state
-            if state is State.FAILED or state is State.SLOW:
+            if state is State.FAILED:
+                continue
+            if state is State.ABANDONED:
+                abandoned = True
                 continue
             if state is not State.ANSWERED:
                 return False
             considered += 1
             if considered >= self.k:
-                break
-        return True
+                return True
+        return not abandoned
 
     def in_flight(self) -> list[bytes]:
         """Peers asked and not yet answered or failed."""
-        return [i for i, c in self._by_id.items() if c.state in (State.ASKED, State.SLOW)]
+        return [i for i, c in self._by_id.items()
+                if c.state in (State.ASKED, State.SLOW, State.ABANDONED)]
 
     def result(self) -> LookupResult:
         """The k closest nodes that answered, nearest first, and the value if found."""

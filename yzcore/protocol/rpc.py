@@ -2,8 +2,9 @@
 
 Each peer gets its own retransmission-timeout estimate from measured round
 trips (RFC 6298: ``rto = srtt + 4 * rttvar``). A request has two deadlines:
-the *soft* one (the peer's RTO), after which a lookup stops waiting for it and
-asks someone else, and the *hard* one, after which it has failed. Time is
+the *soft* one (the peer's RTO), after which a lookup asks someone else in parallel; the
+*abandon* one (a few RTOs, at least a second), after which the lookup no
+longer waits for it; and the *hard* one, after which it has failed. Time is
 always passed in; nothing here reads a clock.
 """
 
@@ -54,9 +55,11 @@ class Pending:
         kind: The request type ("find_node", "ping", ...).
         sent_at: ``now`` when it was sent.
         soft_at: The soft deadline.
+        abandon_at: When a lookup stops waiting for it.
         hard_at: The hard deadline.
         owner: Who wants the answer (an operation id), or None.
         soft_fired: Whether the soft deadline already passed.
+        abandon_fired: Whether the abandon deadline already passed.
     """
 
     rid: int
@@ -64,9 +67,11 @@ class Pending:
     kind: str
     sent_at: float
     soft_at: float
+    abandon_at: float
     hard_at: float
     owner: int | None
     soft_fired: bool = False
+    abandon_fired: bool = False
 
 
 @dataclass(slots=True)
@@ -111,11 +116,13 @@ class RpcTable:
         """Allocate a request id and its deadlines."""
         rid = self._next
         self._next = rid + 1 if rid < 2**53 - 1 else 1
-        soft = min(self.rto(peer), self.timeout)
-        p = Pending(rid, peer, kind, now, now + soft, now + self.timeout, owner)
+        rto = self.rto(peer)
+        soft = min(rto, self.timeout)
+        abandon = min(max(3 * rto, 1.0), self.timeout)
+        p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner)
         self._pending[rid] = p
-        heapq.heappush(self._deadlines, (p.soft_at, rid))
-        heapq.heappush(self._deadlines, (p.hard_at, rid))
+        for at in (p.soft_at, p.abandon_at, p.hard_at):
+            heapq.heappush(self._deadlines, (at, rid))
         return p
 
     def finish(self, peer: bytes, rid: int, now: float) -> Pending | None:
@@ -146,9 +153,10 @@ class RpcTable:
         """Drop the RTT history of a peer that left the routing table."""
         self._rtt.pop(peer, None)
 
-    def expire(self, now: float) -> tuple[list[Pending], list[Pending]]:
-        """Requests whose soft deadline just passed, and those that failed for good."""
+    def expire(self, now: float) -> tuple[list[Pending], list[Pending], list[Pending]]:
+        """Requests whose soft, abandon and hard deadlines just passed (hard ones are gone)."""
         soft: list[Pending] = []
+        abandon: list[Pending] = []
         hard: list[Pending] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, rid = heapq.heappop(self._deadlines)
@@ -158,10 +166,14 @@ class RpcTable:
             if p.hard_at <= now:
                 del self._pending[rid]
                 hard.append(p)
-            elif not p.soft_fired:
+                continue
+            if not p.soft_fired and p.soft_at <= now:
                 p.soft_fired = True
                 soft.append(p)
-        return soft, hard
+            if not p.abandon_fired and p.abandon_at <= now:
+                p.abandon_fired = True
+                abandon.append(p)
+        return soft, abandon, hard
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do."""
