@@ -244,7 +244,10 @@ class WebSocketTransport(Transport):
         close_timeout: float = 2.0,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        # No permessage-deflate: frames are small JSON, and zlib was the
+        # largest single CPU cost of a busy node.
         self._opts: dict[str, Any] = {
+            "compression": None,
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
             "close_timeout": close_timeout,

@@ -1,0 +1,754 @@
+"""yzcore against its de-facto Python peer, the `kademlia` package, in one run.
+
+    python benchmarks/peer_compare.py --nodes N [--seed S] [--json]
+                                      [--only yzcore|kademlia] [--isolate]
+
+Each implementation runs as N nodes in this one process on 127.0.0.1, one
+after the other (kademlia first, then yzcore), each fully torn down before
+the next, with the same N, the same seed and the same seeded operation plan
+(who bootstraps from whom, who looks up what, who puts and gets which key,
+who is killed). Per implementation it measures:
+
+1. formation: wall time from the first node created until every node has
+   started and bootstrapped (joined in waves, each node from up to 3 random
+   nodes of earlier waves) and a probe find_node from each of 20 random
+   nodes has completed;
+2. find_node latency p50/p99 over ``--lookups`` sequential lookups of random
+   targets from random nodes;
+3. put ``--values`` values (keys sha256("key-i")) from random nodes, one at a
+   time, then get each from a random other node: get p50/p99 and success;
+4. exact-k: share of the lookups of (2) whose k results are exactly the k
+   closest live ids, by brute force over every node's id, the asking node
+   excluded (kademlia: its 160-bit ids and target[:20]);
+5. churn: 20% of the nodes are killed abruptly (no goodbye), then every
+   stored key is got from a random survivor (``--churn-in-flight`` at once):
+   get p95 and success;
+6. memory per node: (VmRSS after formation - VmRSS before the first node)
+   / N (/ the nodes started, if formation stopped short), VmRSS read from
+   /proc/self/status, the same for both;
+7. concurrent gets/s: ``--concurrent`` gets of stored keys from random nodes,
+   at most ``--in-flight`` at once, divided by their wall time (before churn).
+
+Each phase also reports its CPU seconds and the event loop's lag (how late
+a 50 ms sleep wakes), since all N nodes share one loop. Every phase has a time limit and reports "timeout" instead of hanging; every
+operation has one too (``--op-timeout``) and counts as failed, with that
+time as its latency, when it runs out. Progress goes to stderr; the table
+(or with --json one JSON object) to stdout. Needs `pip install kademlia`
+for the kademlia side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import gc
+import hashlib
+import inspect
+import json
+import logging
+import platform
+import random
+import re
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _oracle import Oracle, percentile
+
+SIDES = ("kademlia", "yzcore")
+MEMORY_METHOD = "VmRSS from /proc/self/status (after gc.collect + malloc_trim at the baseline)"
+
+
+# -- the plan: every random choice, made once from (N, seed) -------------------
+
+
+@dataclass
+class Plan:
+    """Every random decision of a run, identical for both implementations."""
+
+    n: int
+    seed: int
+    k: int
+    waves: list[list[int]] = field(default_factory=list)
+    bootstrap: list[list[int]] = field(default_factory=list)
+    probes: list[tuple[int, bytes]] = field(default_factory=list)
+    lookups: list[tuple[int, bytes]] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+    putters: list[int] = field(default_factory=list)
+    getters: list[int] = field(default_factory=list)
+    concurrent: list[tuple[int, int]] = field(default_factory=list)
+    killed: list[int] = field(default_factory=list)
+    churn_getters: list[int] = field(default_factory=list)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    n, rng = args.nodes, random.Random(args.seed)
+    plan = Plan(n=n, seed=args.seed, k=args.k)
+    # Join waves: 1 seed node, then doubling up to --join-batch at a time.
+    start, size = 1, 1
+    plan.waves.append([0])
+    while start < n:
+        size = min(size * 2, args.join_batch)
+        plan.waves.append(list(range(start, min(n, start + size))))
+        start += size
+    plan.bootstrap = [[] for _ in range(n)]
+    joined: list[int] = []
+    for wave in plan.waves:
+        for i in wave:
+            plan.bootstrap[i] = rng.sample(joined, min(args.bootstrap_peers, len(joined)))
+        joined.extend(wave)
+    plan.probes = [(a, rng.randbytes(32)) for a in rng.sample(range(n), min(args.probes, n))]
+    plan.lookups = [(rng.randrange(n), rng.randbytes(32)) for _ in range(args.lookups)]
+    plan.keys = [hashlib.sha256(f"key-{i}".encode()).digest() for i in range(args.values)]
+    plan.values = [f"value-{i}-{rng.getrandbits(64):016x}" for i in range(args.values)]
+    plan.putters = [rng.randrange(n) for _ in plan.keys]
+    plan.getters = [other(rng, n, p) for p in plan.putters]
+    plan.concurrent = [(rng.randrange(n), rng.randrange(len(plan.keys)))
+                       for _ in range(args.concurrent)] if plan.keys else []
+    kills = int(n * args.kill_fraction)
+    plan.killed = sorted(rng.sample(range(n), kills))
+    dead = set(plan.killed)
+    survivors = [i for i in range(n) if i not in dead]
+    plan.churn_getters = [rng.choice(survivors) for _ in plan.keys] if survivors else []
+    return plan
+
+
+def other(rng: random.Random, n: int, not_this: int) -> int:
+    if n < 2:
+        return not_this
+    pick = rng.randrange(n - 1)
+    return pick + 1 if pick >= not_this else pick
+
+
+# -- measuring helpers ----------------------------------------------------------
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def trim_heap() -> None:
+    """Return freed memory to the OS, so the baseline is not inflated by a past side."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def raise_nofile() -> tuple[int, int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+@dataclass
+class Op:
+    seconds: float
+    value: Any = None
+    timed_out: bool = False
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return not self.timed_out and self.error is None
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], timeout: float) -> Op:
+    start = time.perf_counter()
+    value, error = None, None
+    with anyio.move_on_after(timeout) as scope:
+        try:
+            value = await fn()
+        except Exception as exc:  # noqa: BLE001 - an operation's failure is a figure
+            error = f"{type(exc).__name__}: {exc}"
+    return Op(time.perf_counter() - start, value, scope.cancelled_caught, error)
+
+
+async def bounded(jobs: Sequence[Callable[[], Awaitable[Op]]], limit: int) -> list[Op | None]:
+    """Run ``jobs`` at most ``limit`` at a time; results in job order (None if cut short)."""
+    results: list[Op | None] = [None] * len(jobs)
+    limiter = anyio.CapacityLimiter(max(1, limit))
+
+    async def one(i: int) -> None:
+        async with limiter:
+            results[i] = await jobs[i]()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(jobs)):
+            tg.start_soon(one, i)
+    return results
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def latency_stats(ops: Sequence[Op], *qs: int) -> dict[str, float | None]:
+    lat = [o.seconds for o in ops]
+    return {f"p{q}_ms": ms(percentile(lat, q)) for q in qs}
+
+
+def first_errors(ops: Sequence[Op | None], limit: int = 3) -> list[str]:
+    seen = Counter(o.error for o in ops if o is not None and o.error)
+    return [f"{e} (x{c})" for e, c in seen.most_common(limit)]
+
+
+class Progress:
+    def __init__(self, side: str, quiet: bool) -> None:
+        self.side, self.quiet, self.t0 = side, quiet, time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.t0:7.1f}s {self.side}] {msg}",
+                  file=sys.stderr, flush=True)
+
+
+async def _await(aw: Awaitable[Any]) -> None:
+    await aw
+
+
+class LogCounter(logging.Handler):
+    """Counts the warnings the implementations log instead of printing thousands of them."""
+
+    LOGGERS = ("kademlia", "rpcudp", "yzcore")
+
+    def __init__(self, echo: bool) -> None:
+        super().__init__(logging.WARNING)
+        self.echo = echo
+        self.counts: Counter[str] = Counter()
+
+    def install(self) -> None:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            logger.addHandler(self)
+            logger.propagate = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001
+            msg = str(record.msg)
+        code = getattr(record, "code", None)
+        shape = re.sub(r"\d+", "N", re.sub(r"b'[^']*'", "ID", msg))[:90]
+        self.counts[f"{record.name} {code}: {shape}" if code else f"{record.name}: {shape}"] += 1
+        if self.echo:
+            print(f"  log {record.levelname} {record.name}: {msg}", file=sys.stderr)
+
+    def take(self) -> dict[str, Any]:
+        out = {"total": sum(self.counts.values()), "top": dict(self.counts.most_common(6))}
+        self.counts.clear()
+        return out
+
+
+# -- one implementation ------------------------------------------------------------
+
+
+def load_side(name: str, seed: int, k: int, alpha: int) -> Any:
+    if name == "kademlia":
+        from _kademlia_side import KademliaSide
+
+        return KademliaSide(seed, k=k, alpha=alpha)
+    from _yzcore_side import YzcoreSide
+
+    return YzcoreSide(seed, k=k, alpha=alpha)
+
+
+class Run:
+    """The phases of one implementation over one plan."""
+
+    def __init__(self, side: Any, plan: Plan, args: argparse.Namespace, log: Progress) -> None:
+        self.side, self.plan, self.args, self.log = side, plan, args, log
+        self.scale = args.timeout_scale
+        self.op_timeout = args.op_timeout
+        self.res: dict[str, Any] = {
+            "status": "ok",
+            "version": side.version,
+            "id_bits": side.id_bits,
+            "kill_method": side.kill_method,
+        }
+        self.started: set[int] = set()
+        self.lags: list[float] = []
+        self.oracle: Oracle | None = None
+
+    async def phase(self, name: str, limit: float,
+                    body: Callable[[dict[str, Any]], Awaitable[None]]) -> bool:
+        slot: dict[str, Any] = {"status": "running", "limit_s": round(limit * self.scale, 1)}
+        self.res[name] = slot
+        self.log(f"{name}: start (limit {limit * self.scale:.0f}s)")
+        start, cpu = time.perf_counter(), time.process_time()
+        first_lag = len(self.lags)
+        with anyio.move_on_after(limit * self.scale) as scope:
+            try:
+                await body(slot)
+            except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+                slot["status"] = f"error: {type(exc).__name__}: {exc}"
+                traceback.print_exc(file=sys.stderr)
+        if scope.cancelled_caught:
+            slot["status"] = "timeout"
+        elif slot["status"] == "running":
+            slot["status"] = "ok"
+        slot["wall_s"] = round(time.perf_counter() - start, 3)
+        slot["cpu_s"] = round(time.process_time() - cpu, 3)
+        lags = self.lags[first_lag:]
+        slot["loop_lag_ms"] = {"p50": ms(percentile(lags, 50)), "p99": ms(percentile(lags, 99)),
+                               "max": ms(max(lags, default=None))}
+        self.log(f"{name}: {slot['status']} in {slot['wall_s']:.1f}s "
+                 f"(cpu {slot['cpu_s']:.1f}s, loop lag p99 {slot['loop_lag_ms']['p99']} ms)")
+        return slot["status"] == "ok"
+
+    async def _watch_loop(self) -> None:
+        """Event-loop lag: how late a 50 ms sleep wakes (all N nodes share one loop)."""
+        while True:
+            start = time.perf_counter()
+            await anyio.sleep(0.05)
+            self.lags.append(max(0.0, time.perf_counter() - start - 0.05))
+
+    async def op(self, fn: Callable[[], Awaitable[Any]]) -> Op:
+        return await timed(fn, self.op_timeout)
+
+    # 1 + 6
+    async def form(self, slot: dict[str, Any]) -> None:
+        plan, side = self.plan, self.side
+        slot.update(nodes=plan.n, started=0, joined=0, probes=len(plan.probes), probes_ok=0,
+                    formed=False)
+        start = time.perf_counter()
+        last_log = start
+        for w, wave in enumerate(plan.waves):
+            for i in wave:
+                await side.start_node(i, plan.bootstrap[i])
+                self.started.add(i)
+                slot["started"] += 1
+
+            async def join(i: int) -> Op:
+                return await self.op(lambda: side.join_node(i, self.op_timeout))
+
+            ops = await bounded([lambda i=i: join(i) for i in wave], len(wave))
+            ok = [o for o in ops if o is not None and o.done and o.value]
+            slot["joined"] += len(ok)
+            if len(ok) < len(wave):
+                slot.setdefault("join_failures", []).extend(first_errors(ops))
+            if time.perf_counter() - last_log > 2 or w == len(plan.waves) - 1:
+                last_log = time.perf_counter()
+                self.log(f"formation: wave {w + 1}/{len(plan.waves)}, "
+                         f"{slot['joined']}/{plan.n} joined")
+        slot["join_s"] = round(time.perf_counter() - start, 3)
+        probes = await bounded(
+            [lambda a=a, t=t: self.op(lambda: side.find_node(a, t)) for a, t in plan.probes],
+            len(plan.probes))
+        slot["probes_ok"] = sum(1 for o in probes if o is not None and o.done)
+        slot["seconds"] = round(time.perf_counter() - start, 3)
+        slot["formed"] = slot["joined"] == plan.n and slot["probes_ok"] == len(plan.probes)
+        if slot["probes_ok"] < len(plan.probes):
+            slot["probe_failures"] = first_errors(probes)
+
+    # 2 + 4
+    async def lookups(self, slot: dict[str, Any]) -> None:
+        assert self.oracle is not None
+        ops: list[Op] = []
+        exact = recall = 0.0
+        slot.update(count=len(self.plan.lookups))
+        for n, (asker, target) in enumerate(self.plan.lookups):
+            o = await self.op(lambda a=asker, t=target: self.side.find_node(a, t))
+            ops.append(o)
+            if o.done:
+                hit, rec = self.oracle.check(o.value, self.side.target_id(target),
+                                             self.plan.k, asker)
+                exact += hit
+                recall += rec
+            self._fill_lookups(slot, ops, exact, recall)
+            if (n + 1) % 50 == 0:
+                self.log(f"find_node: {n + 1}/{len(self.plan.lookups)}")
+
+    @staticmethod
+    def _fill_lookups(slot: dict[str, Any], ops: list[Op], exact: float, recall: float) -> None:
+        slot["done"] = sum(o.done for o in ops)
+        slot.update(latency_stats(ops, 50, 99))
+        slot["exact_k_share"] = round(exact / len(ops), 4)
+        slot["mean_recall"] = round(recall / len(ops), 4)
+        if slot["done"] < len(ops):
+            slot["errors"] = first_errors(ops)
+
+    # 3
+    async def puts(self, slot: dict[str, Any]) -> None:
+        plan = self.plan
+        ops: list[Op] = []
+        slot["count"] = len(plan.keys)
+        for key, value, putter in zip(plan.keys, plan.values, plan.putters):
+            ops.append(await self.op(
+                lambda p=putter, k=key, v=value: self.side.put(p, k, v)))
+            slot["ok"] = sum(1 for o in ops if o.done and o.value)
+            slot.update(latency_stats(ops, 50, 99))
+        if slot.get("ok", 0) < len(ops):
+            slot["errors"] = first_errors(ops)
+
+    async def gets(self, slot: dict[str, Any]) -> None:
+        plan = self.plan
+        ops: list[Op] = []
+        slot["count"] = len(plan.keys)
+        for i, getter in enumerate(plan.getters):
+            ops.append(await self.op(lambda g=getter, k=plan.keys[i]: self.side.get(g, k)))
+            self._fill_gets(slot, ops, plan.values)
+
+    @staticmethod
+    def _fill_gets(slot: dict[str, Any], ops: Sequence[Op | None], values: Sequence[str]) -> None:
+        done = [o for o in ops if o is not None]
+        good = sum(1 for i, o in enumerate(ops) if o is not None and o.value == values[i])
+        slot["returned"] = sum(o.done for o in done)
+        slot["found"] = good
+        slot["success_rate"] = round(good / len(ops), 4) if ops else None
+        slot.update(latency_stats(done, 50, 95, 99))
+        errs = first_errors(ops)
+        if errs:
+            slot["errors"] = errs
+
+    # 7
+    async def concurrent(self, slot: dict[str, Any]) -> None:
+        plan = self.plan
+        slot.update(count=len(plan.concurrent), in_flight=self.args.in_flight)
+        jobs = [lambda g=g, k=k: self.op(lambda: self.side.get(g, plan.keys[k]))
+                for g, k in plan.concurrent]
+        start = time.perf_counter()
+        ops = await bounded(jobs, self.args.in_flight)
+        wall = time.perf_counter() - start
+        returned = sum(1 for o in ops if o is not None and o.done)
+        want = [plan.values[k] for _, k in plan.concurrent]
+        good = sum(1 for o, v in zip(ops, want) if o is not None and o.value == v)
+        slot.update(wall_s_gets=round(wall, 3), returned=returned,
+                    success_rate=round(good / len(ops), 4) if ops else None,
+                    per_second=round(returned / wall, 1) if wall > 0 else None,
+                    found_per_second=round(good / wall, 1) if wall > 0 else None)
+        slot.update(latency_stats([o for o in ops if o is not None], 50, 99))
+
+    # 5
+    async def churn(self, slot: dict[str, Any]) -> None:
+        plan = self.plan
+        assert self.oracle is not None
+        # All at once, as a crash of 20% of the network would be.
+        start = time.perf_counter()
+        pending = []
+        for i in plan.killed:
+            res = self.side.kill(i)
+            if inspect.isawaitable(res):
+                pending.append(res)
+            self.oracle.kill(i)
+        if pending:
+            with anyio.move_on_after(self.op_timeout):
+                async with anyio.create_task_group() as tg:
+                    for aw in pending:
+                        tg.start_soon(_await, aw)
+        slot.update(killed=len(plan.killed), count=len(plan.keys),
+                    in_flight=self.args.churn_in_flight,
+                    kill_s=round(time.perf_counter() - start, 3))
+        self.log(f"churn: killed {len(plan.killed)} nodes, getting {len(plan.keys)} keys "
+                 f"({self.args.churn_in_flight} at once)")
+        ops: list[Op | None] = [None] * len(plan.keys)
+        limiter = anyio.CapacityLimiter(self.args.churn_in_flight)
+
+        async def one(i: int) -> None:
+            async with limiter:
+                ops[i] = await self.op(
+                    lambda: self.side.get(plan.churn_getters[i], plan.keys[i]))
+                self._fill_gets(slot, ops, plan.values)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(plan.keys)):
+                tg.start_soon(one, i)
+        self._fill_gets(slot, ops, plan.values)
+
+    async def run(self) -> dict[str, Any]:
+        a, n = self.args, self.plan.n
+        trim_heap()
+        rss_before = rss_kib()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_loop)
+            await self.side.setup(tg)
+            try:
+                formed = await self.phase("formation", a.formation_timeout or 60 + 0.3 * n,
+                                          self.form)
+                gc.collect()  # no malloc_trim here: we measure what the nodes hold
+                rss_after = rss_kib()
+                counted = len(self.started) or 1  # N, unless formation stopped short
+                self.res["memory"] = {
+                    "method": MEMORY_METHOD, "rss_before_kib": rss_before,
+                    "rss_after_kib": rss_after, "nodes": counted,
+                    "per_node_kib": round((rss_after - rss_before) / counted, 1),
+                }
+                if len(self.started) < n:
+                    self.res["status"] = "formation failed: not every node started"
+                    return self.res
+                if not formed:
+                    self.res["status"] = "formation incomplete"
+                self.oracle = Oracle([self.side.node_id(i) for i in range(n)])
+                await self.phase("find_node", a.phase_timeout, self.lookups)
+                await self.phase("put", a.phase_timeout, self.puts)
+                await self.phase("get", a.phase_timeout, self.gets)
+                await self.phase("concurrent_gets", a.phase_timeout, self.concurrent)
+                await self.phase("churn", a.phase_timeout, self.churn)
+            finally:
+                self.log("teardown")
+                with anyio.CancelScope(shield=True), anyio.move_on_after(90):
+                    try:
+                        await self.side.aclose()
+                    except Exception as exc:  # noqa: BLE001
+                        self.res["teardown"] = f"error: {type(exc).__name__}: {exc}"
+                tg.cancel_scope.cancel()
+        return self.res
+
+
+# -- the whole run ------------------------------------------------------------------
+
+
+class LoopErrors:
+    """Counts exceptions the event loop would print (kademlia's late RPC replies)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        what = f"{type(exc).__name__}: {exc}" if exc else str(context.get("message", "?"))
+        self.counts[what[:100]] += 1
+
+    def take(self) -> dict[str, int]:
+        out = dict(self.counts.most_common(5))
+        self.counts.clear()
+        return out
+
+
+async def run_all(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    loop_errors = LoopErrors()
+    asyncio.get_running_loop().set_exception_handler(loop_errors)
+    logs = LogCounter(args.show_logs)
+    logs.install()
+    results: dict[str, Any] = {}
+    for name in args.sides:
+        log = Progress(name, args.quiet)
+        try:
+            side = load_side(name, args.seed, args.k, args.alpha)
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a runtime half written
+            results[name] = {"status": f"unavailable: {type(exc).__name__}: {exc}"}
+            log(f"unavailable: {type(exc).__name__}: {exc}")
+            continue
+        log(f"{plan.n} nodes, seed {plan.seed}")
+        run = Run(side, plan, args, log)
+        try:
+            results[name] = await run.run()
+        except Exception as exc:  # noqa: BLE001 - the other side still runs
+            traceback.print_exc(file=sys.stderr)
+            run.res["status"] = f"error: {type(exc).__name__}: {exc}"
+            results[name] = run.res
+        results[name]["loop_errors"] = loop_errors.take()
+        results[name]["log_warnings"] = logs.take()
+        del run, side
+        trim_heap()
+        await anyio.sleep(0.5)
+    return results
+
+
+def run_isolated(args: argparse.Namespace) -> dict[str, Any]:
+    """Each side in its own child process (cleanest memory figure), merged here."""
+    results: dict[str, Any] = {}
+    base = [a for a in sys.argv[1:] if a not in ("--isolate", "--json")]
+    drop = {"--only"}
+    cleaned: list[str] = []
+    skip = False
+    for a in base:
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        if a.startswith("--only="):
+            continue
+        cleaned.append(a)
+    for name in args.sides:
+        cmd = [sys.executable, str(Path(__file__).resolve()), *cleaned, "--only", name, "--json"]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+        try:
+            results[name] = json.loads(proc.stdout)["results"][name]
+        except (ValueError, KeyError):
+            results[name] = {"status": f"error: child exited {proc.returncode}"}
+    return results
+
+
+def fmt(v: Any, unit: str = "", digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}{unit}"
+    return f"{v}{unit}"
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.1f}%"
+
+
+def cell(r: dict[str, Any], phase: str, render: Callable[[dict[str, Any]], str]) -> str:
+    slot = r.get(phase)
+    if not isinstance(slot, dict):
+        return "-"
+    status = slot.get("status", "")
+    if status == "timeout":
+        return "timeout (" + render(slot) + ")"
+    if status.startswith("error"):
+        return status[:60]
+    return render(slot)
+
+
+def table(report: dict[str, Any]) -> str:
+    res = report["results"]
+    names = list(res)
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
+        rows.append((label, [fn(res[n]) for n in names]))
+
+    row("status", lambda r: r.get("status", "-"))
+    row("version / id bits", lambda r: f"{r.get('version', '-')} / {r.get('id_bits', '-')}")
+    row("1 formation time", lambda r: cell(r, "formation", lambda s: fmt(s.get("seconds"), " s", 2)))
+    row("  joined / probes ok", lambda r: cell(
+        r, "formation",
+        lambda s: f"{s.get('joined')}/{s.get('nodes')} / {s.get('probes_ok')}/{s.get('probes')}"))
+    row("  cpu s", lambda r: cell(r, "formation", lambda s: fmt(s.get("cpu_s"), " s", 2)))
+    row("2 find_node p50 / p99", lambda r: cell(
+        r, "find_node", lambda s: f"{fmt(s.get('p50_ms'), ' ms')} / {fmt(s.get('p99_ms'), ' ms')}"))
+    row("4 exact k closest", lambda r: cell(
+        r, "find_node",
+        lambda s: f"{pct(s.get('exact_k_share'))} (recall {pct(s.get('mean_recall'))})"))
+    row("3 put ok / p50", lambda r: cell(
+        r, "put", lambda s: f"{s.get('ok')}/{s.get('count')} / {fmt(s.get('p50_ms'), ' ms')}"))
+    row("3 get p50 / p99", lambda r: cell(
+        r, "get", lambda s: f"{fmt(s.get('p50_ms'), ' ms')} / {fmt(s.get('p99_ms'), ' ms')}"))
+    row("3 get success", lambda r: cell(r, "get", lambda s: pct(s.get("success_rate"))))
+    row("5 churn: killed (in s)", lambda r: cell(
+        r, "churn", lambda s: f"{fmt(s.get('killed'))} ({fmt(s.get('kill_s'), ' s', 2)})"))
+    row("5 churn get p50 / p95", lambda r: cell(
+        r, "churn", lambda s: f"{fmt(s.get('p50_ms'), ' ms')} / {fmt(s.get('p95_ms'), ' ms')}"))
+    row("5 churn get success", lambda r: cell(r, "churn", lambda s: pct(s.get("success_rate"))))
+    row("loop lag p99 form/lookup", lambda r: " / ".join(
+        fmt(((r.get(ph) or {}).get("loop_lag_ms") or {}).get("p99"), " ms")
+        for ph in ("formation", "find_node")))
+    row("6 memory per node", lambda r: fmt((r.get("memory") or {}).get("per_node_kib"), " KiB"))
+    row("7 concurrent gets/s", lambda r: cell(
+        r, "concurrent_gets",
+        lambda s: f"{fmt(s.get('per_second'))} (success {pct(s.get('success_rate'))})"))
+
+    width = [max(len(label) for label, _ in rows)] + [
+        max(len(n), *(len(vals[i]) for _, vals in rows)) for i, n in enumerate(names)]
+    p = report["params"]
+    lines = [
+        (f"peer_compare: {report['nodes']} nodes per implementation in one process on "
+         f"127.0.0.1, seed {report['seed']}, k={p['k']} alpha={p['alpha']}"),
+        (f"{p['lookups']} lookups, {p['values']} values, {p['concurrent']} concurrent gets "
+         f"({p['in_flight']} in flight), {int(p['kill_fraction'] * 100)}% killed "
+         f"(churn gets {p['churn_in_flight']} in flight), op timeout {p['op_timeout']} s"),
+        f"memory: {report['memory_method']}",
+        "",
+        "  ".join(["metric".ljust(width[0])] + [n.ljust(width[i + 1]) for i, n in enumerate(names)]),
+        "  ".join("-" * w for w in width),
+    ]
+    for label, vals in rows:
+        lines.append("  ".join([label.ljust(width[0])]
+                               + [v.ljust(width[i + 1]) for i, v in enumerate(vals)]))
+    lines.append("")
+    lines.append("kademlia: 160-bit ids, keys placed at sha1(key); yzcore: 256-bit ids, keys as given.")
+    for n in names:
+        if res[n].get("kill_method"):
+            lines.append(f"{n} kill: {res[n]['kill_method']}")
+        warn = res[n].get("log_warnings") or {}
+        if warn.get("total"):
+            lines.append(f"{n} logged {warn['total']} warnings (see --json or --show-logs)")
+    return "\n".join(lines)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, required=True, help="nodes per implementation")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--only", choices=SIDES, help="run one implementation")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run each implementation in its own child process")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--show-logs", action="store_true",
+                    help="echo the implementations' warnings to stderr (else only counted)")
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--alpha", type=int, default=3)
+    ap.add_argument("--lookups", type=int, default=200)
+    ap.add_argument("--values", type=int, default=100)
+    ap.add_argument("--concurrent", type=int, default=500)
+    ap.add_argument("--in-flight", type=int, default=100, help="bound of the concurrent gets")
+    ap.add_argument("--churn-in-flight", type=int, default=20,
+                    help="churn gets at once (bounds the phase's time)")
+    ap.add_argument("--kill-fraction", type=float, default=0.2)
+    ap.add_argument("--probes", type=int, default=20)
+    ap.add_argument("--join-batch", type=int, default=50, help="largest join wave")
+    ap.add_argument("--bootstrap-peers", type=int, default=3)
+    ap.add_argument("--op-timeout", type=float, default=30.0, help="seconds per operation")
+    ap.add_argument("--phase-timeout", type=float, default=180.0, help="seconds per phase")
+    ap.add_argument("--formation-timeout", type=float, default=None,
+                    help="seconds for formation (default 60 + 0.3 N)")
+    ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiplies phase limits")
+    args = ap.parse_args(argv)
+    if args.nodes < 2:
+        ap.error("--nodes must be at least 2")
+    args.sides = [args.only] if args.only else list(SIDES)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    nofile = raise_nofile()
+    plan = make_plan(args)
+    if args.isolate:
+        results = run_isolated(args)
+    else:
+        results = anyio.run(run_all, args, plan, backend="asyncio")
+    report = {
+        "nodes": args.nodes,
+        "seed": args.seed,
+        "host": "127.0.0.1",
+        "python": platform.python_version(),
+        "nofile_limit": list(nofile),
+        "memory_method": MEMORY_METHOD,
+        "isolated": args.isolate,
+        "params": {k: getattr(args, k) for k in (
+            "k", "alpha", "lookups", "values", "concurrent", "in_flight", "churn_in_flight",
+            "kill_fraction", "probes", "join_batch", "bootstrap_peers", "op_timeout",
+            "phase_timeout", "timeout_scale")},
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

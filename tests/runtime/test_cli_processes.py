@@ -1,0 +1,101 @@
+"""Five `yz node` processes started from the CLI, driven by the CLI's client commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+YZ = [sys.executable, "-m", "yzcore.cli"]
+
+
+def start_node(tmp: Path, name: str, peers: list[str]) -> tuple[subprocess.Popen[str], dict]:
+    args = [*YZ, "node", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / name), "--log-json"]
+    for peer in peers:
+        args += ["--peer", peer]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    assert line, f"{name} exited before listening"
+    return proc, json.loads(line)
+
+
+def yz(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*YZ, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def five_nodes(tmp_path):
+    procs: list[subprocess.Popen[str]] = []
+    infos: list[dict] = []
+    try:
+        proc, info = start_node(tmp_path, "n0", [])
+        procs.append(proc)
+        infos.append(info)
+        for i in range(1, 5):
+            proc, info = start_node(tmp_path, f"n{i}", [infos[0]["address"]])
+            procs.append(proc)
+            infos.append(info)
+        yield tmp_path, procs, infos
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.req("A1.2")
+def test_five_cli_processes_form_a_network_without_any_bootstrap_server(five_nodes):
+    tmp, procs, infos = five_nodes
+    put = yz("put", "greeting", "hello from a process", "--via", infos[1]["address"], "--json")
+    assert put.returncode == 0, put.stderr
+    assert json.loads(put.stdout)["stored"] == 5
+    got = yz("get", "greeting", "--via", infos[4]["address"])
+    assert got.returncode == 0 and got.stdout.strip() == "hello from a process"
+    found = yz("find-node", infos[2]["id"], "--via", infos[3]["address"], "--json")
+    assert json.loads(found.stdout)["nodes"][0]["id"] == infos[2]["id"]
+    missing = yz("get", "never-put", "--via", infos[0]["address"])
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    status = yz("status", infos[2]["address"], "--json")
+    assert json.loads(status.stdout)["connections"]["ws"] >= 3
+
+
+def test_a_killed_node_is_routed_around_and_restarts_with_its_id(five_nodes):
+    tmp, procs, infos = five_nodes
+    assert yz("put", "survivor", "still here", "--via", infos[0]["address"]).returncode == 0
+    procs[3].send_signal(signal.SIGKILL)  # abrupt: no close frames
+    procs[3].wait(timeout=5)
+    got = yz("get", "survivor", "--via", infos[1]["address"])
+    assert got.returncode == 0 and got.stdout.strip() == "still here"
+    proc, info = start_node(tmp, "n3", [infos[0]["address"]])
+    procs[3] = proc
+    assert info["id"] == infos[3]["id"]  # the key in --data-dir keeps the id
+    assert (tmp / "n3" / "node.key").stat().st_mode & 0o777 == 0o600
+    time.sleep(1.0)
+    found = yz("find-node", info["id"], "--via", infos[4]["address"], "--json")
+    assert json.loads(found.stdout)["nodes"][0]["address"] == info["address"]
+
+
+def test_clear_error_when_nothing_listens():
+    got = yz("get", "x", "--via", "ws://127.0.0.1:9/dht", "--timeout", "10")
+    assert got.returncode == 1
+    assert "PEER_UNREACHABLE" in got.stderr
+    status = yz("status", "ws://127.0.0.1:9/dht")
+    assert status.returncode == 1 and "STATUS_UNAVAILABLE" in status.stderr
+
+
+def test_version_names_the_core_in_use():
+    out = yz("version")
+    assert out.returncode == 0 and "core: compiled" in out.stdout
+    env = {**os.environ, "YZCORE_NO_EXTENSIONS": "1"}
+    out = subprocess.run([*YZ, "version"], capture_output=True, text=True, env=env, timeout=30)
+    assert "core: pure-Python twins" in out.stdout

@@ -1,0 +1,226 @@
+"""Nodes on real WebSockets on 127.0.0.1, many in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import urllib.error
+import urllib.request
+
+import anyio
+import pytest
+from websockets.asyncio.client import connect
+
+from yzcore import wire
+from yzcore.identity import Identity
+from yzcore.ids import key_for
+from yzcore.protocol.handshake import Handshake
+from yzcore.runtime import Node
+
+pytestmark = pytest.mark.anyio
+
+
+def oracle(nodes: list[Node], target: bytes, k: int, asker: Node) -> list[bytes]:
+    t = int.from_bytes(target, "big")
+    ids = [n.id for n in nodes if n is not asker]
+    return sorted(ids, key=lambda x: int.from_bytes(x, "big") ^ t)[:k]
+
+
+async def start_network(tg, n: int, seed: int = 0) -> list[Node]:
+    rng = random.Random(seed)
+    nodes = [Node(seed=seed)]
+    await nodes[0].start(tg)
+    for i in range(1, n):
+        node = Node(peers=[rng.choice(nodes).address], seed=seed + i)
+        await node.start(tg)
+        nodes.append(node)
+    with anyio.fail_after(60):
+        for node in nodes:
+            await node.joined()
+    return nodes
+
+
+async def http_get(url: str) -> tuple[int, dict]:
+    def fetch():
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+    status, body = await anyio.to_thread.run_sync(fetch)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"text": body.decode()}
+
+
+@pytest.mark.req("A4.1", "A4.2", "B3.1", "B3.2")
+async def test_hundred_nodes_exact_lookups_gettable_puts_and_abrupt_churn():
+    # One 100-node network (forming it is the expensive part), three checks.
+    async with anyio.create_task_group() as tg:
+        network = await start_network(tg, 100, seed=3)
+        rng = random.Random(1)
+        await anyio.sleep(1.0)  # the far-bucket refreshes of the last joiners settle
+        exact, recall = 0, []
+        for _ in range(30):
+            asker, target = rng.choice(network), rng.randbytes(32)
+            got = [n.id for n in (await asker.find_node(target)).nodes]
+            want = oracle(network, target, 20, asker)
+            exact += got == want
+            recall.append(len(set(got) & set(want)) / 20)
+        # 100 nodes share one CPU here, so a busy peer can pass its soft
+        # timeout and be skipped; the lookup then misses it. Exactness is
+        # held to 99% at the benchmark; here, misses must stay rare.
+        assert exact >= 27 and min(recall) >= 0.9, (exact, sorted(recall)[:3])
+        keys = [key_for(f"key-{i}") for i in range(20)]
+        for i, key in enumerate(keys):
+            put = await rng.choice(network).put(key, f"value-{i}")
+            assert put.stored >= 19
+            for node in rng.sample(network, 3):
+                assert await node.get(key) == f"value-{i}"
+        # A fifth of the nodes disappear at once; every value stays gettable.
+        victims = rng.sample(network[1:], 20)
+        for node in victims:
+            await node.kill()
+        survivors = [n for n in network if n not in victims]
+        for i, key in enumerate(keys):
+            for node in rng.sample(survivors, 2):
+                with anyio.fail_after(5):
+                    assert await node.get(key) == f"value-{i}"
+        dead = {n.id for n in victims}
+        assert not any(dead & set(n.conns) for n in survivors)  # gone from active lists
+        for node in survivors:
+            await node.aclose()
+
+
+@pytest.mark.req("B2.3", "B3.4")
+async def test_http_endpoints_on_the_websocket_port():
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 5, seed=7)
+        base = nodes[1].address.removesuffix("/dht").replace("ws://", "http://")
+        with anyio.fail_after(15):
+            while nodes[1].last_probe is None:
+                await anyio.sleep(0.1)
+        status, health = await http_get(base + "/healthz")
+        assert status == 200 and health["healthy"], health
+        status, body = await http_get(base + "/status")
+        assert status == 200
+        assert body["id"] == nodes[1].id.hex() and body["connections"]["ws"] >= 3
+        assert body["routing_table"] == 4
+        status, body = await http_get(base + "/metrics")
+        assert status == 200 and "yz_connections" in body["text"]
+        status, body = await http_get(base + "/dht")  # a plain GET on the endpoint
+        assert status == 426 and "WebSocket" in body["message"]
+        status, _ = await http_get(base + "/nope")
+        assert status == 404
+        for node in nodes:
+            await node.aclose()
+
+
+async def raw_peer(url: str, identity: Identity | None = None):
+    """A hand-driven peer: a websockets client that completes a real handshake."""
+    ws = await connect(url, max_size=None)
+    hs = Handshake(identity or Identity.generate(), role="node", listen=(), advertise=None,
+                   caps=(), nonce=os.urandom(16))
+    await ws.send(wire.encode(hs.start()).decode())
+    while not hs.done:
+        for out in hs.receive(wire.decode(await ws.recv())):
+            await ws.send(wire.encode(out).decode())
+    return ws
+
+
+async def next_reply(ws, type_: type) -> wire.Message:
+    with anyio.fail_after(5):
+        while True:
+            msg = wire.decode(await ws.recv())
+            if isinstance(msg, type_):
+                return msg
+
+
+@pytest.mark.req("B2.2", "B3.5")
+async def test_bad_input_gets_its_error_code_and_the_node_keeps_serving():
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 4, seed=9)
+        url = nodes[0].address
+        ws = await raw_peer(url)
+        for frame, code in [
+            ("{not json", "MALFORMED_JSON"),
+            ('{"v": "1.0", "t": "teleport", "rid": 4}', "UNKNOWN_TYPE"),
+            ('{"v": "1.0", "t": "find_node", "rid": 5, "target": "abcd"}', "INVALID_MESSAGE"),
+        ]:
+            await ws.send(frame)
+            reply = await next_reply(ws, wire.Error)
+            assert reply.code == code
+        reply_rid = await next_reply_to(ws, wire.FindNode(77, bytes(32)))
+        assert isinstance(reply_rid, wire.Nodes) and reply_rid.rid == 77  # still served
+        # An oversized frame closes that connection (1009), nobody else's.
+        await ws.send("x" * (wire.MAX_FRAME + 1))
+        with anyio.fail_after(5), pytest.raises(Exception):
+            while True:
+                await ws.recv()
+        result = await nodes[2].find_node(nodes[0].id)
+        assert result.nodes[0].id == nodes[0].id
+        for node in nodes:
+            await node.aclose()
+
+
+async def next_reply_to(ws, request: wire.Message) -> wire.Message:
+    await ws.send(wire.encode(request).decode())
+    with anyio.fail_after(5):
+        while True:
+            msg = wire.decode(await ws.recv())
+            if getattr(msg, "rid", None) == request.rid:  # type: ignore[attr-defined]
+                return msg
+
+
+@pytest.mark.req("B2.2")
+async def test_forged_hello_is_refused_with_bad_signature():
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 2, seed=11)
+        ws = await connect(nodes[0].address)
+        victim, forger = Identity.generate(), Identity.generate()
+        hs = Handshake(victim, role="node", listen=(), advertise=None, caps=(), nonce=os.urandom(16))
+        await ws.send(wire.encode(hs.start()).decode())
+        their_hello = wire.decode(await ws.recv())
+        auth = hs.receive(their_hello)[0]
+        forged = wire.Auth(forger.sign(b"not the transcript") if auth else b"")
+        await ws.send(wire.encode(forged).decode())
+        reply = await next_reply(ws, wire.Error)
+        assert reply.code == "BAD_SIGNATURE"
+        assert victim.node_id not in nodes[0].conns
+        assert nodes[0].engine.table.get(victim.node_id) is None  # never in a routing table
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_a_peer_that_stops_reading_does_not_stall_the_node():
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 4, seed=13)
+        ws = await raw_peer(nodes[0].address)
+        for rid in range(1, 3001):  # never reads a single answer
+            await ws.send(wire.encode(wire.Ping(rid)).decode())
+        with anyio.fail_after(5):
+            for _ in range(10):
+                result = await nodes[1].find_node(nodes[0].id)
+                assert result.nodes[0].id == nodes[0].id
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_simultaneous_dials_leave_exactly_one_connection():
+    async with anyio.create_task_group() as tg:
+        a, b = Node(seed=21), Node(seed=22)
+        await a.start(tg)
+        await b.start(tg)
+        from yzcore.wire import NodeInfo
+        async with anyio.create_task_group() as dials:
+            dials.start_soon(a._dial, NodeInfo(b.id, b.address))
+            dials.start_soon(b._dial, NodeInfo(a.id, a.address))
+        await anyio.sleep(0.3)
+        assert list(a.conns) == [b.id] and list(b.conns) == [a.id]
+        # Both kept the same one: the connection the smaller id dialled.
+        assert a.conns[b.id].outbound == (a.id < b.id)
+        assert b.conns[a.id].outbound == (b.id < a.id)
+        await a.aclose()
+        await b.aclose()

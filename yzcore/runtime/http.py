@@ -1,0 +1,94 @@
+"""The HTTP endpoints a node serves on its WebSocket port.
+
+``/healthz`` (200 healthy / 503 not, with the reasons), ``/status`` (JSON),
+``/metrics`` (Prometheus text). Anything else falls through to the
+transport's defaults: 426 with a hint on the WebSocket path, 404 elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from yzcore import USE_EXTENSIONS, __version__
+from yzcore.transport import HttpResponse
+from yzcore.wire import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from yzcore.runtime.node import Node
+
+__all__ = ["HttpEndpoints", "health"]
+
+
+def health(node: Node) -> dict[str, Any]:
+    """The node's health by ARCHITECTURE §4: enough live connections, lookups answering."""
+    engine = node.engine
+    connections = len(node.conns)
+    size = engine.network_size_estimate() if engine else 1
+    need = min(3, max(size - 1, 0))
+    reasons = []
+    if engine is None:
+        reasons.append("not started")
+    if connections < need:
+        reasons.append(f"{connections} live connections, needs {need}")
+    probe = node.last_probe
+    if need and probe is not None and not probe["ok"]:
+        reasons.append(f"last find_node probe failed or took over 2 s ({probe['seconds']:.2f}s)")
+    return {"healthy": not reasons, "connections": connections, "needed": need,
+            "network_size_estimate": size, "probe": probe, "reasons": reasons}
+
+
+class HttpEndpoints:
+    """The node's HTTP hook for the transport (sync and cheap: no awaits)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def __call__(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        route = path.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return None
+        if route == "/healthz":
+            h = health(self.node)
+            return HttpResponse.json(200 if h["healthy"] else 503, h)
+        if route == "/status":
+            return HttpResponse.json(200, self.status())
+        if route == "/metrics":
+            return HttpResponse(200, (("content-type", "text/plain; version=0.0.4"),),
+                                self.metrics().encode())
+        return None
+
+    def status(self) -> dict[str, Any]:
+        node, engine = self.node, self.node.engine
+        return {
+            "id": node.id.hex(),
+            "role": node.role,
+            "address": node.address,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "compiled_core": USE_EXTENSIONS,
+            "uptime_s": round(time.time() - node.started_at, 1),
+            "connections": {"ws": len(node.conns)},
+            "peers": [{"id": p.id.hex(), "role": p.role, "address": p.advertise}
+                      for p in node.peer_infos()],
+            "routing_table": len(engine.table) if engine else 0,
+            "values": len(engine.store) if engine else 0,
+            "health": health(node),
+            "recent_errors": list(node.errors),
+        }
+
+    def metrics(self) -> str:
+        node, engine = self.node, self.node.engine
+        sent = sum(pc.sent for pc in node.conns.values())
+        received = sum(pc.received for pc in node.conns.values())
+        lines = [
+            "# TYPE yz_connections gauge", f'yz_connections{{transport="ws"}} {len(node.conns)}',
+            "# TYPE yz_routing_table_size gauge", f"yz_routing_table_size {len(engine.table) if engine else 0}",
+            "# TYPE yz_values gauge", f"yz_values {len(engine.store) if engine else 0}",
+            "# TYPE yz_frames_sent gauge", f"yz_frames_sent {sent}",
+            "# TYPE yz_frames_received gauge", f"yz_frames_received {received}",
+            "# TYPE yz_errors_recent gauge", f"yz_errors_recent {len(node.errors)}",
+            "# TYPE yz_healthy gauge", f"yz_healthy {int(health(node)['healthy'])}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,348 @@
+"""The anyio node: the sans-I/O engine driven by real transports and a real clock.
+
+The node owns the connections; the engine owns every protocol decision. The
+loop is the one python-websockets uses: feed events in, carry the actions
+out. Handlers are attached before a connection's first message is read; a
+peer enters the routing table the moment its handshake verifies (A4.1); a
+closed connection leaves the active list at once (A4.2).
+
+Exactly one connection per peer: when two nodes dial each other at the same
+time, both keep the connection dialled by the node with the smaller id and
+close the other, so they always agree without talking about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from yzcore import wire
+from yzcore.exceptions import ConnectionClosed, TransportError, WireError
+from yzcore.identity import Identity, load_or_create
+from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
+from yzcore.protocol.config import EngineConfig
+from yzcore.protocol.engine import Engine
+from yzcore.protocol.handshake import PeerInfo
+from yzcore.protocol.lookup import LookupResult
+from yzcore.runtime.http import HttpEndpoints
+from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.transport import Connection, Listener, transport_for
+from yzcore.wire import NodeInfo
+
+__all__ = ["Node"]
+
+log = logging.getLogger("yzcore.node")
+
+
+class Node:
+    """A yzcore server node.
+
+    Args:
+        listen: Where to accept connections (``ws://HOST:PORT/dht``; port 0
+            picks one), or None for a node that accepts none.
+        advertise: The URL other nodes should dial; defaults to the bound
+            listen address.
+        peers: URLs to join through (no id needed: the handshake tells).
+        data_dir: Where the node key (and later the peer cache) lives; None
+            for an ephemeral identity.
+        role: "node" or "bridge".
+        config: Protocol knobs.
+        seed: Seeds the engine's random source (reproducible tests); None
+            draws one from the OS.
+        handshake_timeout: Seconds a new connection has to complete its hello.
+        dial_timeout: Seconds a dial may take.
+    """
+
+    def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
+                 peers: Sequence[str] = (), data_dir: str | None = None, identity: Identity | None = None,
+                 role: str = "node", config: EngineConfig | None = None, seed: int | None = None,
+                 handshake_timeout: float = 5.0, dial_timeout: float = 5.0) -> None:
+        self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
+        self.id = self.identity.node_id
+        self.role = role
+        self._listen = listen
+        self._advertise = advertise
+        self._peers = list(peers)
+        self._config = config or EngineConfig()
+        self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
+        self.handshake_timeout = handshake_timeout
+        self.dial_timeout = dial_timeout
+        self.address: str | None = None
+        self.engine: Engine | None = None
+        self.conns: dict[bytes, PeerConnection] = {}
+        self.errors: deque[dict[str, object]] = deque(maxlen=32)
+        self.started_at = time.time()
+        self._listener: Listener | None = None
+        self._tg: TaskGroup | None = None
+        self._waiters: dict[int, tuple[anyio.Event, list[object]]] = {}
+        self._wake = anyio.Event()
+        self._sleep_until = float("inf")
+        self._joined = anyio.Event()
+        self.last_probe: dict[str, object] | None = None
+        self.probe_interval = 30.0
+        self.http = HttpEndpoints(self)
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Listen, then join in the background; returns once listening."""
+        await tg.start(self._run)
+
+    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            if self._listen:
+                self._listener = await transport_for(self._listen).listen(self._listen, http=self.http)
+                tg.start_soon(self._listener.serve, self._accepted)
+            self.address = self._advertise or (self._listener.address if self._listener else None)
+            info = NodeInfo(self.id, self.address, self.role)
+            self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
+            tg.start_soon(self._timer_loop)
+            tg.start_soon(self._join)
+            tg.start_soon(self._probe_loop)
+            task_status.started()
+
+    async def joined(self, timeout: float = 30.0) -> None:
+        """Wait until the bootstrap lookup finished (at once for a first node)."""
+        with anyio.fail_after(timeout):
+            await self._joined.wait()
+
+    async def aclose(self) -> None:
+        """Stop: close every connection and the listener."""
+        for pc in list(self.conns.values()):
+            await pc.close()
+        if self._listener is not None:
+            await self._listener.aclose()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    kill = aclose  # in one process there is no harder way to die; peers see the close
+
+    # -- user operations ----------------------------------------------------------
+
+    async def find_node(self, target: bytes) -> LookupResult:
+        """The k nodes closest to ``target``."""
+        return await self._wait(self._engine.find_node(target, anyio.current_time()))  # type: ignore[return-value]
+
+    async def get(self, key: bytes) -> str | None:
+        """The value stored under ``key``, or None."""
+        res = await self._wait(self._engine.get(key, anyio.current_time()))
+        return res.value  # type: ignore[union-attr]
+
+    async def put(self, key: bytes, value: str, ttl: float | None = None) -> PutResult:
+        """Store ``value`` at the k nodes closest to ``key``."""
+        return await self._wait(self._engine.put(key, value, anyio.current_time(), ttl))  # type: ignore[return-value]
+
+    @property
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the node is not started; call `await node.start(task_group)` first")
+        return self.engine
+
+    async def _wait(self, op: int) -> LookupResult | PutResult:
+        event = anyio.Event()
+        slot: list[object] = []
+        self._waiters[op] = (event, slot)
+        self._process()
+        await event.wait()
+        return slot[0]  # type: ignore[return-value]
+
+    async def _probe_loop(self) -> None:
+        """Health (ARCHITECTURE §4): a find_node for a random id must finish within 2 s."""
+        await self._joined.wait()
+        rng = random.Random(self._seed ^ 0x5EED)
+        while True:
+            started = anyio.current_time()
+            with anyio.move_on_after(2.0) as scope:
+                await self.find_node(rng.randbytes(32))
+            took = anyio.current_time() - started
+            self.last_probe = {"ok": not scope.cancelled_caught, "seconds": round(took, 3),
+                               "at": time.time()}
+            await anyio.sleep(self.probe_interval)
+
+    # -- engine actions --------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Carry out what the engine asked for; wake the timer if it moved earlier."""
+        engine = self._engine
+        for action in engine.actions():
+            if isinstance(action, Send):
+                pc = self.conns.get(action.peer)
+                if pc is not None and not pc.send(action.message):
+                    self._record("SLOW_READER", action.peer, "peer stopped reading; dropped")
+                    self._tg.start_soon(pc.close)  # type: ignore[union-attr]
+            elif isinstance(action, Dial):
+                self._tg.start_soon(self._dial, action.node)  # type: ignore[union-attr]
+            elif isinstance(action, Close):
+                pc = self.conns.get(action.peer)
+                if pc is not None:
+                    self._tg.start_soon(pc.close)  # type: ignore[union-attr]
+            elif isinstance(action, Done):
+                self._done(action)
+        if engine.get_timer() < self._sleep_until:
+            self._wake.set()
+
+    def _done(self, action: Done) -> None:
+        if action.kind == "find_node" and not self._joined.is_set() and action.result.target == self.id:
+            self._joined.set()
+        waiter = self._waiters.pop(action.op, None)
+        if waiter is not None:
+            waiter[1].append(action.result)
+            waiter[0].set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            engine = self._engine
+            self._sleep_until = engine.get_timer()
+            with anyio.move_on_after(max(0.0, self._sleep_until - anyio.current_time())):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            # Our own processing must not wake us again: only actions processed
+            # by other tasks while we sleep can move the timer earlier.
+            self._sleep_until = float("-inf")
+            engine.handle_timer(anyio.current_time())
+            self._process()
+
+    # -- connections ------------------------------------------------------------------
+
+    async def _join(self) -> None:
+        if not self._peers:
+            self._joined.set()  # the first node of a network has nobody to ask
+            return
+        seeds = []
+        for url in self._peers:
+            info = await self._dial(NodeInfo(bytes(32), url), by_url=True)
+            if info is not None:
+                seeds.append(info)
+        if seeds:
+            self._engine.bootstrap(seeds, anyio.current_time())
+            self._process()
+        else:
+            self._record("NO_PEERS", None, f"none of {len(self._peers)} peer URLs answered")
+            self._joined.set()
+
+    async def _dial(self, node: NodeInfo, *, by_url: bool = False) -> NodeInfo | None:
+        """Connect and verify; hands the connection to the engine."""
+        expected = None if by_url else node.id
+        try:
+            conn = await transport_for(node.addr).connect(node.addr, timeout=self.dial_timeout)  # type: ignore[arg-type]
+        except (TransportError, OSError) as exc:
+            self._dial_failed(node, expected, exc)
+            return None
+        try:
+            peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
+                                   timeout=self.handshake_timeout, expected_id=expected)
+        except (WireError, TransportError, TimeoutError) as exc:
+            await conn.close()
+            self._dial_failed(node, expected, exc)
+            return None
+        pc = PeerConnection(conn, peer, outbound=True)
+        if not self._register(pc):
+            await pc.close()
+            return self.conns[peer.id].info if peer.id in self.conns else None
+        self._tg.start_soon(self._serve, pc)  # type: ignore[union-attr]
+        return pc.info
+
+    def _dial_failed(self, node: NodeInfo, expected: bytes | None, exc: BaseException) -> None:
+        code, text = describe_failure(exc)
+        self._record(code, expected, f"dial {node.addr} failed: {text}")
+        if expected is not None and self.engine is not None:
+            self.engine.dial_failed(expected, anyio.current_time())
+            self._process()
+
+    async def _accepted(self, conn: Connection) -> None:
+        try:
+            peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
+                                   timeout=self.handshake_timeout)
+        except (WireError, TransportError, TimeoutError) as exc:
+            code, text = describe_failure(exc)
+            self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}")
+            return
+        pc = PeerConnection(conn, peer, outbound=False)
+        if self._register(pc):
+            await self._serve(pc)
+        else:
+            await pc.close()
+
+    def _keeps(self, new: PeerConnection) -> bool:
+        """Of two connections to one peer, keep the one the smaller id dialled."""
+        dialled_by_us = new.outbound
+        return dialled_by_us == (self.id < new.peer.id)
+
+    def _register(self, pc: PeerConnection) -> bool:
+        """Make ``pc`` the peer's connection, at once; False when it must be closed."""
+        peer_id = pc.peer.id
+        if peer_id == self.id:
+            return False
+        old = self.conns.get(peer_id)
+        if old is not None:
+            if not self._keeps(pc):
+                pc.send(wire.Error(None, wire.ErrorCode.DUPLICATE_CONNECTION, "already connected"))
+                # Whatever the engine queued for the dial goes out on the kept one.
+                self._engine.connection_opened(old.info, anyio.current_time(), outbound=old.outbound)
+                self._process()
+                return False
+            del self.conns[peer_id]
+            self._tg.start_soon(old.close)  # type: ignore[union-attr]
+        self.conns[peer_id] = pc
+        self._engine.connection_opened(pc.info, anyio.current_time(), outbound=pc.outbound, ip=pc.ip)
+        self._process()
+        return True
+
+    async def _serve(self, pc: PeerConnection) -> None:
+        """Write and read for a registered connection until it closes."""
+        peer_id = pc.peer.id
+        error = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pc.writer)
+            try:
+                await self._read(pc)
+            except ConnectionClosed as exc:
+                error = exc.close_code not in (1000, 1001, None)
+            except TransportError:
+                error = True
+            finally:
+                if self.conns.get(peer_id) is pc:
+                    del self.conns[peer_id]
+                    self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
+                    self._process()
+                tg.cancel_scope.cancel()
+                await pc.close()
+
+    async def _read(self, pc: PeerConnection) -> None:
+        engine = self._engine
+        while True:
+            frame = await pc.conn.receive()
+            pc.received += 1
+            try:
+                msg = wire.decode(frame)
+            except WireError as err:
+                self._record(str(err.code), pc.peer.id, str(err.args[0]) if err.args else "")
+                if not pc.send(wire.error_reply(err)):
+                    return
+                continue
+            if isinstance(msg, wire.Error) and msg.rid is None:
+                self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
+                continue
+            engine.receive(pc.peer.id, msg, anyio.current_time())
+            self._process()
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def _record(self, code: str, peer: bytes | None, message: str) -> None:
+        """Keep a recent error for /status and log it with its code (A2.1)."""
+        entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
+                 "message": message}
+        self.errors.append(entry)
+        log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
+                                    "transport": "ws"})
+
+    def peer_infos(self) -> list[PeerInfo]:
+        return [pc.peer for pc in self.conns.values()]

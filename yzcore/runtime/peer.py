@@ -1,0 +1,119 @@
+"""One verified connection: the signed handshake, then a bounded writer queue.
+
+Sends never wait on the peer: each connection has its own writer task fed by
+a bounded queue, so a peer that stops reading fills only its own queue and
+is dropped, while everyone else is served (ARCHITECTURE §2).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from yzcore import wire
+from yzcore.exceptions import ConnectionClosed, HandshakeError, TransportError, WireError
+from yzcore.identity import Identity
+from yzcore.protocol.handshake import Handshake, PeerInfo
+from yzcore.transport import Connection
+from yzcore.wire import NodeInfo
+
+__all__ = ["PeerConnection", "handshake"]
+
+log = logging.getLogger("yzcore.node")
+
+SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
+
+
+async def handshake(conn: Connection, identity: Identity, *, role: str, advertise: str | None,
+                    timeout: float, expected_id: bytes | None = None) -> PeerInfo:
+    """Run the signed hello on a fresh connection; the verified peer, or an exception.
+
+    Raises:
+        HandshakeError: the peer failed verification (its code says why); an
+            error reply was sent before raising.
+        TransportError: the connection failed underneath.
+        TimeoutError: no complete handshake within ``timeout`` seconds.
+    """
+    listen = (advertise,) if advertise else ()
+    hs = Handshake(identity, role=role, listen=listen, advertise=advertise, caps=("ws",),
+                   nonce=os.urandom(16), expected_id=expected_id)
+    try:
+        with anyio.fail_after(timeout):
+            await conn.send(wire.encode(hs.start()))
+            while not hs.done:
+                msg = wire.decode(await conn.receive())
+                for out in hs.receive(msg):
+                    await conn.send(wire.encode(out))
+    except WireError as err:  # HandshakeError included: tell the peer why, then give up
+        with anyio.move_on_after(1.0, shield=True):
+            try:
+                await conn.send(wire.encode(wire.error_reply(err)))
+            except TransportError:
+                pass
+        raise
+    assert hs.peer is not None
+    return hs.peer
+
+
+class PeerConnection:
+    """A connection that passed the handshake.
+
+    Args:
+        conn: The transport connection.
+        peer: Who the handshake proved is on the other end.
+        outbound: True when we dialled it.
+    """
+
+    def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool) -> None:
+        self.conn = conn
+        self.peer = peer
+        self.outbound = outbound
+        self.info = NodeInfo(peer.id, peer.advertise, peer.role)
+        self._send: ObjectSendStream[bytes]
+        self._recv: ObjectReceiveStream[bytes]
+        self._send, self._recv = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
+        self.sent = self.received = 0
+
+    @property
+    def ip(self) -> str | None:
+        """The peer's IP address as the transport sees it, when it has one."""
+        host, sep, _ = self.conn.remote_address.rpartition(":")
+        return host.strip("[]") if sep and host else None
+
+    def send(self, msg: wire.Message) -> bool:
+        """Queue a message; False when the peer is not reading (its queue is full)."""
+        try:
+            self._send.send_nowait(wire.encode(msg))
+        except anyio.WouldBlock:
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return True  # closing already; the close path reports it
+        return True
+
+    async def writer(self) -> None:
+        """Drain the queue onto the connection until it is closed."""
+        try:
+            async for frame in self._recv:
+                await self.conn.send(frame)
+                self.sent += 1
+        except (ConnectionClosed, TransportError):
+            pass  # the reader sees the close and reports it
+
+    async def close(self) -> None:
+        """Stop the writer and close the connection."""
+        self._send.close()
+        with anyio.CancelScope(shield=True):
+            await self.conn.close()
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """(code, sentence) for a failed dial or handshake, for logs and /status."""
+    if isinstance(exc, HandshakeError | WireError):
+        return str(exc.code), str(exc.args[0] if exc.args else exc)
+    if isinstance(exc, TimeoutError):
+        return str(wire.ErrorCode.HANDSHAKE_TIMEOUT), "no complete handshake in time"
+    code = getattr(exc, "code", type(exc).__name__)
+    return str(code), str(exc.args[0] if exc.args else exc)
