@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100"]
+# Installed by hand where Cython must stay out (the install itself runs --no-deps).
+RUNTIME_DEPS = ["orjson>=3.9", "anyio>=4.4", "websockets>=15.0", "cryptography>=42"]
 
 
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -77,7 +79,7 @@ def main() -> int:
 
         print("== `pip install .` without Cython falls back to the twins")
         py = make_venv(tmp_path / "twins")
-        run([str(py), "-m", "pip", "install", "--quiet", "setuptools>=69", "orjson>=3.9", *TEST_DEPS])
+        run([str(py), "-m", "pip", "install", "--quiet", "setuptools>=69", *RUNTIME_DEPS, *TEST_DEPS])
         probe = subprocess.run([str(py), "-c", "import Cython"], capture_output=True)
         if probe.returncode == 0:
             raise SystemExit("Cython is importable in the no-Cython environment; the check would prove nothing")
