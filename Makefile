@@ -19,7 +19,7 @@ help:
 # Editable install: builds the compiled modules in place; re-run when they change.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=70.1" wheel
 	YZCORE_BUILD_EXTENSION=yes $(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
