@@ -41,16 +41,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import gc
 import hashlib
 import inspect
 import json
-import logging
 import platform
 import random
-import re
-import resource
 import subprocess
 import sys
 import time
@@ -64,7 +60,12 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _oracle import Oracle, percentile
+from _measure import (  # noqa: E402
+    LogCounter, Op, Progress, _await, bounded, first_errors, latency_stats, ms, other,
+    raise_nofile, rss_kib, timed, trim_heap,
+)
+from _oracle import Oracle, percentile  # noqa: E402
+from _report import table  # noqa: E402
 
 SIDES = ("kademlia", "yzcore")
 MEMORY_METHOD = "VmRSS from /proc/self/status (after gc.collect + malloc_trim at the baseline)"
@@ -123,148 +124,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
     survivors = [i for i in range(n) if i not in dead]
     plan.churn_getters = [rng.choice(survivors) for _ in plan.keys] if survivors else []
     return plan
-
-
-def other(rng: random.Random, n: int, not_this: int) -> int:
-    if n < 2:
-        return not_this
-    pick = rng.randrange(n - 1)
-    return pick + 1 if pick >= not_this else pick
-
-
-# -- measuring helpers ----------------------------------------------------------
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def trim_heap() -> None:
-    """Return freed memory to the OS, so the baseline is not inflated by a past side."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def raise_nofile() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-@dataclass
-class Op:
-    seconds: float
-    value: Any = None
-    timed_out: bool = False
-    error: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return not self.timed_out and self.error is None
-
-
-async def timed(fn: Callable[[], Awaitable[Any]], timeout: float) -> Op:
-    start = time.perf_counter()
-    value, error = None, None
-    with anyio.move_on_after(timeout) as scope:
-        try:
-            value = await fn()
-        except Exception as exc:  # noqa: BLE001 - an operation's failure is a figure
-            error = f"{type(exc).__name__}: {exc}"
-    return Op(time.perf_counter() - start, value, scope.cancelled_caught, error)
-
-
-async def bounded(jobs: Sequence[Callable[[], Awaitable[Op]]], limit: int) -> list[Op | None]:
-    """Run ``jobs`` at most ``limit`` at a time; results in job order (None if cut short)."""
-    results: list[Op | None] = [None] * len(jobs)
-    limiter = anyio.CapacityLimiter(max(1, limit))
-
-    async def one(i: int) -> None:
-        async with limiter:
-            results[i] = await jobs[i]()
-
-    async with anyio.create_task_group() as tg:
-        for i in range(len(jobs)):
-            tg.start_soon(one, i)
-    return results
-
-
-def ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 2)
-
-
-def latency_stats(ops: Sequence[Op], *qs: int) -> dict[str, float | None]:
-    lat = [o.seconds for o in ops]
-    return {f"p{q}_ms": ms(percentile(lat, q)) for q in qs}
-
-
-def first_errors(ops: Sequence[Op | None], limit: int = 3) -> list[str]:
-    seen = Counter(o.error for o in ops if o is not None and o.error)
-    return [f"{e} (x{c})" for e, c in seen.most_common(limit)]
-
-
-class Progress:
-    def __init__(self, side: str, quiet: bool) -> None:
-        self.side, self.quiet, self.t0 = side, quiet, time.perf_counter()
-
-    def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            print(f"[{time.perf_counter() - self.t0:7.1f}s {self.side}] {msg}",
-                  file=sys.stderr, flush=True)
-
-
-async def _await(aw: Awaitable[Any]) -> None:
-    await aw
-
-
-class LogCounter(logging.Handler):
-    """Counts the warnings the implementations log instead of printing thousands of them."""
-
-    LOGGERS = ("kademlia", "rpcudp", "yzcore")
-
-    def __init__(self, echo: bool) -> None:
-        super().__init__(logging.WARNING)
-        self.echo = echo
-        self.counts: Counter[str] = Counter()
-
-    def install(self) -> None:
-        for name in self.LOGGERS:
-            logger = logging.getLogger(name)
-            logger.setLevel(logging.WARNING)
-            logger.addHandler(self)
-            logger.propagate = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = record.getMessage()
-        except Exception:  # noqa: BLE001
-            msg = str(record.msg)
-        code = getattr(record, "code", None)
-        shape = re.sub(r"\d+", "N", re.sub(r"b'[^']*'", "ID", msg))[:90]
-        self.counts[f"{record.name} {code}: {shape}" if code else f"{record.name}: {shape}"] += 1
-        if self.echo:
-            print(f"  log {record.levelname} {record.name}: {msg}", file=sys.stderr)
-
-    def take(self) -> dict[str, Any]:
-        out = {"total": sum(self.counts.values()), "top": dict(self.counts.most_common(6))}
-        self.counts.clear()
-        return out
-
-
-# -- one implementation ------------------------------------------------------------
 
 
 def load_side(name: str, seed: int, k: int, alpha: int) -> Any:
@@ -594,96 +453,6 @@ def run_isolated(args: argparse.Namespace) -> dict[str, Any]:
         except (ValueError, KeyError):
             results[name] = {"status": f"error: child exited {proc.returncode}"}
     return results
-
-
-def fmt(v: Any, unit: str = "", digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}{unit}"
-    return f"{v}{unit}"
-
-
-def pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
-
-
-def cell(r: dict[str, Any], phase: str, render: Callable[[dict[str, Any]], str]) -> str:
-    slot = r.get(phase)
-    if not isinstance(slot, dict):
-        return "-"
-    status = slot.get("status", "")
-    if status == "timeout":
-        return "timeout (" + render(slot) + ")"
-    if status.startswith("error"):
-        return status[:60]
-    return render(slot)
-
-
-def table(report: dict[str, Any]) -> str:
-    res = report["results"]
-    names = list(res)
-    rows: list[tuple[str, list[str]]] = []
-
-    def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
-        rows.append((label, [fn(res[n]) for n in names]))
-
-    row("status", lambda r: r.get("status", "-"))
-    row("version / id bits", lambda r: f"{r.get('version', '-')} / {r.get('id_bits', '-')}")
-    row("1 formation time", lambda r: cell(r, "formation", lambda s: fmt(s.get("seconds"), " s", 2)))
-    row("  joined / probes ok", lambda r: cell(
-        r, "formation",
-        lambda s: f"{s.get('joined')}/{s.get('nodes')} / {s.get('probes_ok')}/{s.get('probes')}"))
-    row("  cpu s", lambda r: cell(r, "formation", lambda s: fmt(s.get("cpu_s"), " s", 2)))
-    row("2 find_node p50 / p99", lambda r: cell(
-        r, "find_node", lambda s: f"{fmt(s.get('p50_ms'), ' ms')} / {fmt(s.get('p99_ms'), ' ms')}"))
-    row("4 exact k closest", lambda r: cell(
-        r, "find_node",
-        lambda s: f"{pct(s.get('exact_k_share'))} (recall {pct(s.get('mean_recall'))})"))
-    row("3 put ok / p50", lambda r: cell(
-        r, "put", lambda s: f"{s.get('ok')}/{s.get('count')} / {fmt(s.get('p50_ms'), ' ms')}"))
-    row("3 get p50 / p99", lambda r: cell(
-        r, "get", lambda s: f"{fmt(s.get('p50_ms'), ' ms')} / {fmt(s.get('p99_ms'), ' ms')}"))
-    row("3 get success", lambda r: cell(r, "get", lambda s: pct(s.get("success_rate"))))
-    row("5 churn: killed (in s)", lambda r: cell(
-        r, "churn", lambda s: f"{fmt(s.get('killed'))} ({fmt(s.get('kill_s'), ' s', 2)})"))
-    row("5 churn get p50 / p95", lambda r: cell(
-        r, "churn", lambda s: f"{fmt(s.get('p50_ms'), ' ms')} / {fmt(s.get('p95_ms'), ' ms')}"))
-    row("5 churn get success", lambda r: cell(r, "churn", lambda s: pct(s.get("success_rate"))))
-    row("loop lag p99 form/lookup", lambda r: " / ".join(
-        fmt(((r.get(ph) or {}).get("loop_lag_ms") or {}).get("p99"), " ms")
-        for ph in ("formation", "find_node")))
-    row("6 memory per node", lambda r: fmt((r.get("memory") or {}).get("per_node_kib"), " KiB"))
-    row("7 concurrent gets/s", lambda r: cell(
-        r, "concurrent_gets",
-        lambda s: f"{fmt(s.get('per_second'))} (success {pct(s.get('success_rate'))})"))
-
-    width = [max(len(label) for label, _ in rows)] + [
-        max(len(n), *(len(vals[i]) for _, vals in rows)) for i, n in enumerate(names)]
-    p = report["params"]
-    lines = [
-        (f"peer_compare: {report['nodes']} nodes per implementation in one process on "
-         f"127.0.0.1, seed {report['seed']}, k={p['k']} alpha={p['alpha']}"),
-        (f"{p['lookups']} lookups, {p['values']} values, {p['concurrent']} concurrent gets "
-         f"({p['in_flight']} in flight), {int(p['kill_fraction'] * 100)}% killed "
-         f"(churn gets {p['churn_in_flight']} in flight), op timeout {p['op_timeout']} s"),
-        f"memory: {report['memory_method']}",
-        "",
-        "  ".join(["metric".ljust(width[0])] + [n.ljust(width[i + 1]) for i, n in enumerate(names)]),
-        "  ".join("-" * w for w in width),
-    ]
-    for label, vals in rows:
-        lines.append("  ".join([label.ljust(width[0])]
-                               + [v.ljust(width[i + 1]) for i, v in enumerate(vals)]))
-    lines.append("")
-    lines.append("kademlia: 160-bit ids, keys placed at sha1(key); yzcore: 256-bit ids, keys as given.")
-    for n in names:
-        if res[n].get("kill_method"):
-            lines.append(f"{n} kill: {res[n]['kill_method']}")
-        warn = res[n].get("log_warnings") or {}
-        if warn.get("total"):
-            lines.append(f"{n} logged {warn['total']} warnings (see --json or --show-logs)")
-    return "\n".join(lines)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -57,8 +57,8 @@ def make_venv(path: Path) -> Path:
 
 def core_tests(py: Path, src: Path, work: Path, env: dict[str, str]) -> None:
     """Run tests/core against the installed package, away from the source tree."""
-    tests = work / "tests"
-    shutil.copytree(src / "tests", tests)
+    shutil.copytree(src / "tests", work / "tests")
+    shutil.copytree(src / "docs", work / "docs")  # the reference pages are tested too
     proc = run([str(py), "-m", "pytest", "tests/core", "-q", "-p", "no:cacheprovider"],
                cwd=work, env=env)
     print(proc.stdout.strip().splitlines()[-1])
