@@ -187,6 +187,17 @@ class Engine:
         peer.kept = False
         self._fail_peer(peer_id, now, count_failure=error)
 
+    def connection_superseded(self, peer_id: bytes, now: float) -> None:
+        """A duplicate connection to a still-connected peer closed (the tie-break).
+
+        Requests sent on it may be lost; each is retried once on the
+        connection that was kept.
+        """
+        if peer_id in self.peers:
+            for p in self.rpc.drop_peer(peer_id):
+                if not self._retry(p, now):
+                    self._rpc_failed(p, now)
+
     def dial_failed(self, peer_id: bytes, now: float) -> None:
         """A ``Dial`` could not connect (refused, timed out, handshake failed)."""
         peer = self.peers.get(peer_id)

@@ -313,6 +313,9 @@ class Node:
                     del self.conns[peer_id]
                     self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
                     self._process()
+                elif peer_id in self.conns:  # the tie-break closed this duplicate
+                    self._engine.connection_superseded(peer_id, anyio.current_time())
+                    self._process()
                 tg.cancel_scope.cancel()
                 await pc.close()
 
