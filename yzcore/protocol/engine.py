@@ -449,8 +449,8 @@ class Engine:
         cfg = self.config
         missing = cfg.conn_target - self._kept_count()
         if missing > 0:
-            pool = [c for c in self.table.contacts()
-                    if not self.peers.get(c.id, _IDLE).connected and not self.peers.get(c.id, _IDLE).dialing]
+            busy_ids = {i for i, p in self.peers.items() if p.connected or p.dialing}
+            pool = [c for c in self.table.contacts() if c.id not in busy_ids]
             for c in self.rng.sample(pool, min(missing, len(pool))):
                 peer = self._peer(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node")))  # type: ignore[arg-type]
                 peer.kept = peer.dialing = True
@@ -498,5 +498,3 @@ class Engine:
         d_k = int.from_bytes(near[-1].id, "big") ^ own
         return max(len(near), min(2**40, len(near) * 2**256 // max(d_k, 1)))
 
-
-_IDLE = _Peer(NodeInfo(b"\x00" * 32, None))
