@@ -13,7 +13,7 @@ import math
 import anyio
 
 from yzcore.exceptions import ConnectionClosed, LocalProtocolError
-from yzcore.transport import Connection, ConnectionHandler
+from yzcore.transport import Connection, ConnectionHandler, PushConnection
 
 __all__ = ["AcceptQueue"]
 
@@ -89,8 +89,9 @@ class AcceptQueue:
                 },
             )
         finally:
-            with anyio.CancelScope(shield=True):
-                await conn.close()
+            if not (isinstance(conn, PushConnection) and conn.attached):
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
             done.set()
 
     async def _drain(self) -> None:

@@ -11,7 +11,9 @@ Three interfaces, all anyio:
   (:meth:`~Transport.listen`);
 * :class:`Listener` hands each accepted :class:`Connection` to a handler, each
   in its own task (:meth:`~Listener.serve`);
-* :class:`Connection` sends, receives and closes.
+* :class:`Connection` sends, receives and closes; a :class:`PushConnection`
+  can also hand messages to a callback and send without waiting, so that a
+  node holding thousands of connections needs no task for each.
 
 Transports are plugins. Each registers under the entry-point group
 ``yzcore.transports`` with its scheme as the name; the built-in ones
@@ -62,6 +64,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "DEFAULT_MAX_FRAME",
     "Connection",
+    "PushConnection",
     "ConnectionHandler",
     "Listener",
     "Transport",
@@ -150,6 +153,51 @@ class Connection(abc.ABC):
             except ConnectionClosed:
                 return
             yield message
+
+
+class PushConnection(Connection):
+    """A connection that can also push messages to callbacks and send without waiting.
+
+    The pull API of :class:`Connection` stays usable until :meth:`attach` is
+    called (the handshake is read with ``receive()``); after it, messages go
+    to ``on_message`` only. The runtime prefers this API when a transport
+    offers it: it needs no task and no queue per connection.
+    """
+
+    @abc.abstractmethod
+    def attach(
+        self, on_message: Callable[[bytes], None], on_closed: Callable[[ConnectionClosed], None]
+    ) -> None:
+        """Deliver each further message to ``on_message``, in order, and the end once to ``on_closed``.
+
+        Messages that arrived before ``attach`` are delivered first, at once,
+        so nothing is lost between the handshake and the handlers.
+        Both callbacks run on the event loop and must not block. A connection
+        with handlers attached outlives the :meth:`Listener.serve` handler
+        that accepted it; close it with :meth:`close` or :meth:`abort`.
+        """
+
+    @abc.abstractmethod
+    def send_nowait(self, data: bytes) -> bool:
+        """Send one message without waiting.
+
+        Returns:
+            False, and nothing is sent, when the peer is not reading: the
+            connection's write buffer is over its high-water mark.
+
+        Raises:
+            FrameTooLarge: As :meth:`Connection.send`.
+            ConnectionClosed: The connection is closed.
+        """
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake (as a crash would)."""
+
+    @property
+    @abc.abstractmethod
+    def attached(self) -> bool:
+        """True once :meth:`attach` was called."""
 
 
 #: What :meth:`Listener.serve` calls with each accepted connection.

@@ -1,7 +1,9 @@
 """WebSocket transport (``ws://``, ``wss://``) on the ``websockets`` library.
 
-Uses websockets' asyncio implementation, so it runs under anyio's **asyncio**
-backend only; under trio, ``connect`` and ``listen`` raise
+Uses websockets' sans-I/O protocol under asyncio protocols of our own
+(``_conn``): no task per connection, and every connection is a
+:class:`~yzcore.transport.PushConnection`. It runs under anyio's
+**asyncio** backend only; under trio, ``connect`` and ``listen`` raise
 ``TransportUnavailable``.
 
 * ``listen("ws://127.0.0.1:0/dht")`` binds (port 0: a free port, reported in
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import inspect
 import ssl as _ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,16 +36,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import Server, ServerConnection
-from websockets.asyncio.server import serve as ws_serve
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 from yzcore.exceptions import (
     ConnectFailed,
     ConnectionClosed,
-    FrameTooLarge,
     InvalidArgument,
     ListenFailed,
     TransportUnavailable,
@@ -61,15 +61,12 @@ from yzcore.transport import (
     Transport,
 )
 
+from ._conn import WsConnection, hostport
 from ._http import make_process_request
 
 __all__ = ["WebSocketTransport", "WsConnection", "WsListener", "DEFAULT_PATH"]
 
 DEFAULT_PATH = "/dht"
-# websockets >= 15 reads HTTPS_PROXY & co. by default; a DHT dials peers directly.
-_NO_PROXY: dict[str, Any] = (
-    {"proxy": None} if "proxy" in inspect.signature(ws_connect).parameters else {}
-)
 _CLOSE_CAUSES = {
     1000: "closed normally",
     1001: "going away",
@@ -155,60 +152,10 @@ def _require_asyncio() -> None:
         ) from None
 
 
-def _hostport(sockname: Any) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class WsConnection(Connection):
-    """A WebSocket connection from either side."""
-
-    def __init__(self, ws: Any, scheme: str, max_frame: int) -> None:
-        self._ws, self._scheme, self._max_frame = ws, scheme, max_frame
-        self._remote = _hostport(ws.remote_address) if ws.remote_address else "?"
-
-    @property
-    def remote_address(self) -> str:
-        return self._remote
-
-    @property
-    def transport(self) -> str:
-        return self._scheme
-
-    async def send(self, data: bytes) -> None:
-        if len(data) > self._max_frame:
-            raise FrameTooLarge(
-                f"a {len(data)}-byte message to {self._remote} is over max_frame "
-                f"({self._max_frame} bytes); nothing was sent",
-                size=len(data),
-                limit=self._max_frame,
-            )
-        with _errors("io", self._remote):
-            await self._ws.send(data, text=_is_utf8(data))
-
-    async def receive(self) -> bytes:
-        with _errors("io", self._remote):
-            message: bytes = await self._ws.recv(decode=False)
-        return message
-
-    async def close(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._ws.close()
-
-
-def _is_utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 class WsListener(Listener):
-    def __init__(self, server: Server, address: str, queue: AcceptQueue) -> None:
-        self._server, self._address, self._queue = server, address, queue
+    def __init__(self, server: asyncio.Server, address: str, queue: AcceptQueue,
+                 conns: set[WsConnection]) -> None:
+        self._server, self._address, self._queue, self._conns = server, address, queue, conns
 
     @property
     def address(self) -> str:
@@ -218,9 +165,12 @@ class WsListener(Listener):
         await self._queue.serve(handler)
 
     async def aclose(self) -> None:
-        await self._queue.aclose()
         self._server.close()
-        await self._server.wait_closed()
+        await self._queue.aclose()
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for conn in list(self._conns):
+                    tg.start_soon(conn.close)
 
 
 class WebSocketTransport(Transport):
@@ -230,6 +180,7 @@ class WebSocketTransport(Transport):
         ping_interval: Seconds between keepalive pings (``None``: no pings).
         ping_timeout: Seconds to wait for a pong before the peer is declared dead.
         close_timeout: Seconds to wait for the closing handshake.
+        open_timeout: Seconds an accepted socket has to complete its upgrade request.
         ssl: Server TLS context, needed to listen on ``wss://``. Dialling ``wss://``
             uses the system's default trust store.
     """
@@ -242,27 +193,41 @@ class WebSocketTransport(Transport):
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
         close_timeout: float = 2.0,
+        open_timeout: float = 10.0,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
         # No permessage-deflate: frames are small JSON, and zlib was the
         # largest single CPU cost of a busy node.
-        self._opts: dict[str, Any] = {
-            "compression": None,
-            "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
-            "close_timeout": close_timeout,
-        }
+        self._keepalive = (ping_interval, ping_timeout)
+        self._close_timeout = close_timeout
+        self._open_timeout = open_timeout
         self._ssl = ssl
+
+    def _conn(self, ws: Any, scheme: str, max_frame: int, **listener: Any) -> WsConnection:
+        return WsConnection(ws, scheme, max_frame, self._keepalive, self._close_timeout,
+                            lambda exc, where: _translate(exc, "io", where, None), **listener)
 
     async def connect(
         self, address: str, *, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME
     ) -> Connection:
         _require_asyncio()
+        loop = asyncio.get_running_loop()
+        conn: WsConnection | None = None
         with _errors("connect", address, timeout):
-            ws = await ws_connect(
-                address, open_timeout=timeout, max_size=max_frame, **self._opts, **_NO_PROXY
-            )
-        return WsConnection(ws, "wss" if address.lower().startswith("wss:") else "ws", max_frame)
+            uri = parse_uri(address)
+            scheme = "wss" if uri.secure else "ws"
+            try:
+                async with asyncio.timeout(timeout):
+                    _, conn = await loop.create_connection(
+                        lambda: self._conn(ClientProtocol(uri, max_size=max_frame), scheme, max_frame),
+                        uri.host, uri.port, ssl=_ssl.create_default_context() if uri.secure else None)
+                    await conn.opened
+            except BaseException:
+                if conn is not None:
+                    conn.abort()
+                raise
+        assert conn is not None
+        return conn
 
     async def listen(
         self, address: str, *, http: HttpHandler | None = None, max_frame: int = DEFAULT_MAX_FRAME
@@ -286,26 +251,24 @@ class WebSocketTransport(Transport):
             raise InvalidArgument(f"{address!r} has an invalid port") from None
         path = url.path or DEFAULT_PATH
         queue = AcceptQueue()
+        conns: set[WsConnection] = set()
+        process_request = make_process_request(path, http)
 
-        async def on_connection(ws: ServerConnection) -> None:
-            done = queue.put(WsConnection(ws, url.scheme, max_frame))
-            if done is not None:
-                await done.wait()
+        def on_open(conn: WsConnection) -> None:
+            conns.add(conn)
+            conn.lost.add_done_callback(lambda _: conns.discard(conn))
+            if queue.put(conn) is None:  # the listener is closing
+                conn.abort()
 
-        try:
-            with _errors("listen", address):
-                server = await ws_serve(
-                    on_connection,
-                    url.hostname,
-                    port,
-                    process_request=make_process_request(path, http),
-                    max_size=max_frame,
-                    server_header="yzcore",
-                    ssl=self._ssl if url.scheme == "wss" else None,
-                    **self._opts,
-                )
-        except BaseException:
-            await queue.aclose()
-            raise
-        bound = _hostport(server.sockets[0].getsockname())
-        return WsListener(server, f"{url.scheme}://{bound}{path}", queue)
+        def factory() -> WsConnection:
+            return self._conn(ServerProtocol(max_size=max_frame), url.scheme, max_frame,
+                              on_request=lambda request: process_request(None, request),
+                              on_open=on_open, open_timeout=self._open_timeout)
+
+        loop = asyncio.get_running_loop()
+        with _errors("listen", address):
+            server = await loop.create_server(
+                factory, url.hostname, port, ssl=self._ssl if url.scheme == "wss" else None
+            )
+        bound = hostport(server.sockets[0].getsockname())
+        return WsListener(server, f"{url.scheme}://{bound}{path}", queue, conns)

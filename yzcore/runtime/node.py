@@ -115,15 +115,27 @@ class Node:
             await self._joined.wait()
 
     async def aclose(self) -> None:
-        """Stop: close every connection and the listener."""
+        """Stop gracefully: every connection is closed with a goodbye, then the listener."""
+        async with anyio.create_task_group() as tg:
+            for pc in list(self.conns.values()):
+                tg.start_soon(pc.close)
+        await self._stop()
+
+    async def kill(self) -> None:
+        """Die as a crash would: connections dropped without a goodbye.
+
+        Peers see the connection drop (1006), not a close, where the
+        transport can drop one (``ws``); the rest are closed.
+        """
         for pc in list(self.conns.values()):
-            await pc.close()
+            pc.abort()
+        await self._stop()
+
+    async def _stop(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-
-    kill = aclose  # in one process there is no harder way to die; peers see the close
 
     # -- user operations ----------------------------------------------------------
 
@@ -247,7 +259,10 @@ class Node:
         if not self._register(pc):
             await pc.close()
             return self.conns[peer.id].info if peer.id in self.conns else None
-        self._tg.start_soon(self._serve, pc)  # type: ignore[union-attr]
+        if pc.push:
+            self._attach(pc)
+        else:
+            self._tg.start_soon(self._serve, pc)  # type: ignore[union-attr]
         return pc.info
 
     def _dial_failed(self, node: NodeInfo, expected: bytes | None, exc: BaseException) -> None:
@@ -266,10 +281,12 @@ class Node:
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}")
             return
         pc = PeerConnection(conn, peer, outbound=False)
-        if self._register(pc):
-            await self._serve(pc)
-        else:
+        if not self._register(pc):
             await pc.close()
+        elif pc.push:
+            self._attach(pc)  # the connection outlives this handler
+        else:
+            await self._serve(pc)
 
     def _keeps(self, new: PeerConnection) -> bool:
         """Of two connections to one peer, keep the one the smaller id dialled."""
@@ -296,46 +313,61 @@ class Node:
         self._process()
         return True
 
+    def _attach(self, pc: PeerConnection) -> None:
+        """Push mode: the transport calls us with each message and with the end."""
+        def on_message(frame: bytes) -> None:
+            try:
+                if not self._on_frame(pc, frame):
+                    self._tg.start_soon(pc.close)  # type: ignore[union-attr]
+            except Exception:  # a bug here must not kill the event loop's callback
+                log.exception("failed handling a message", extra={"peer_id": pc.peer.id.hex()})
+
+        def on_closed(exc: ConnectionClosed) -> None:
+            self._closed(pc, exc.close_code not in (1000, 1001, None))
+
+        pc.conn.attach(on_message, on_closed)  # type: ignore[attr-defined]
+
     async def _serve(self, pc: PeerConnection) -> None:
-        """Write and read for a registered connection until it closes."""
-        peer_id = pc.peer.id
+        """Pull mode: write and read for a registered connection until it closes."""
         error = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(pc.writer)
             try:
-                await self._read(pc)
+                while self._on_frame(pc, await pc.conn.receive()):
+                    pass
             except ConnectionClosed as exc:
                 error = exc.close_code not in (1000, 1001, None)
             except TransportError:
                 error = True
             finally:
-                if self.conns.get(peer_id) is pc:
-                    del self.conns[peer_id]
-                    self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
-                    self._process()
-                elif peer_id in self.conns:  # the tie-break closed this duplicate
-                    self._engine.connection_superseded(peer_id, anyio.current_time())
-                    self._process()
+                self._closed(pc, error)
                 tg.cancel_scope.cancel()
                 await pc.close()
 
-    async def _read(self, pc: PeerConnection) -> None:
-        engine = self._engine
-        while True:
-            frame = await pc.conn.receive()
-            pc.received += 1
-            try:
-                msg = wire.decode(frame)
-            except WireError as err:
-                self._record(str(err.code), pc.peer.id, str(err.args[0]) if err.args else "")
-                if not pc.send(wire.error_reply(err)):
-                    return
-                continue
-            if isinstance(msg, wire.Error) and msg.rid is None:
-                self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
-                continue
-            engine.receive(pc.peer.id, msg, anyio.current_time())
+    def _closed(self, pc: PeerConnection, error: bool) -> None:
+        peer_id = pc.peer.id
+        if self.conns.get(peer_id) is pc:
+            del self.conns[peer_id]
+            self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
             self._process()
+        elif peer_id in self.conns:  # the tie-break closed this duplicate
+            self._engine.connection_superseded(peer_id, anyio.current_time())
+            self._process()
+
+    def _on_frame(self, pc: PeerConnection, frame: bytes) -> bool:
+        """One message from a verified peer; False when the peer must be dropped."""
+        pc.received += 1
+        try:
+            msg = wire.decode(frame)
+        except WireError as err:
+            self._record(str(err.code), pc.peer.id, str(err.args[0]) if err.args else "")
+            return pc.send(wire.error_reply(err))
+        if isinstance(msg, wire.Error) and msg.rid is None:
+            self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
+            return True
+        self._engine.receive(pc.peer.id, msg, anyio.current_time())
+        self._process()
+        return True
 
     # -- reporting ----------------------------------------------------------------------
 

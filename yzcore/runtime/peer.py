@@ -1,8 +1,11 @@
-"""One verified connection: the signed handshake, then a bounded writer queue.
+"""One verified connection: the signed handshake, then sends that never wait.
 
-Sends never wait on the peer: each connection has its own writer task fed by
-a bounded queue, so a peer that stops reading fills only its own queue and
-is dropped, while everyone else is served (ARCHITECTURE §2).
+Sends never wait on the peer, so a peer that stops reading fills only its own
+buffer and is dropped, while everyone else is served (ARCHITECTURE §2). On a
+:class:`~yzcore.transport.PushConnection` (the ``ws`` transport) that buffer
+is the connection's own write buffer and there is no task at all; on a plain
+:class:`~yzcore.transport.Connection` it is a bounded queue drained by a
+writer task.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from yzcore import wire
-from yzcore.exceptions import ConnectionClosed, HandshakeError, TransportError, WireError
+from yzcore.exceptions import ConnectionClosed, FrameTooLarge, HandshakeError, TransportError, WireError
 from yzcore.identity import Identity
 from yzcore.protocol.handshake import Handshake, PeerInfo
-from yzcore.transport import Connection
+from yzcore.transport import Connection, PushConnection
 from yzcore.wire import NodeInfo
 
 __all__ = ["PeerConnection", "handshake"]
@@ -67,14 +70,18 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
+    __slots__ = ("conn", "peer", "outbound", "info", "push", "_send", "_recv", "sent", "received")
+
     def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool) -> None:
         self.conn = conn
         self.peer = peer
         self.outbound = outbound
         self.info = NodeInfo(peer.id, peer.advertise, peer.role)
-        self._send: ObjectSendStream[bytes]
-        self._recv: ObjectReceiveStream[bytes]
-        self._send, self._recv = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
+        self.push = isinstance(conn, PushConnection)
+        self._send: ObjectSendStream[bytes] | None = None
+        self._recv: ObjectReceiveStream[bytes] | None = None
+        if not self.push:
+            self._send, self._recv = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
         self.sent = self.received = 0
 
     @property
@@ -84,29 +91,46 @@ class PeerConnection:
         return host.strip("[]") if sep and host else None
 
     def send(self, msg: wire.Message) -> bool:
-        """Queue a message; False when the peer is not reading (its queue is full)."""
+        """Send or queue a message; False when the peer is not reading."""
+        data = wire.encode(msg)
         try:
-            self._send.send_nowait(wire.encode(msg))
+            if self._send is None:
+                ok = self.conn.send_nowait(data)  # type: ignore[attr-defined]
+            else:
+                self._send.send_nowait(data)
+                ok = True
         except anyio.WouldBlock:
             return False
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, ConnectionClosed):
             return True  # closing already; the close path reports it
-        return True
+        except FrameTooLarge as exc:  # our own message: a bug worth a log line, not a crash
+            log.error("dropped an oversized message: %s", exc, extra={"code": exc.code})
+            return True
+        self.sent += ok
+        return ok
 
     async def writer(self) -> None:
-        """Drain the queue onto the connection until it is closed."""
+        """Pull mode: drain the queue onto the connection until it is closed."""
+        assert self._recv is not None
         try:
             async for frame in self._recv:
                 await self.conn.send(frame)
-                self.sent += 1
         except (ConnectionClosed, TransportError):
             pass  # the reader sees the close and reports it
 
     async def close(self) -> None:
-        """Stop the writer and close the connection."""
-        self._send.close()
+        """Close the connection gracefully (pull mode: stop the writer first)."""
+        if self._send is not None:
+            self._send.close()
         with anyio.CancelScope(shield=True):
             await self.conn.close()
+
+    def abort(self) -> None:
+        """Drop the connection without a goodbye, where the transport can."""
+        if self._send is not None:
+            self._send.close()
+        if isinstance(self.conn, PushConnection):
+            self.conn.abort()
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str]:

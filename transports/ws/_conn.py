@@ -1,0 +1,346 @@
+"""One WebSocket connection: an asyncio protocol around websockets' sans-I/O core.
+
+The loop python-websockets itself recommends for custom I/O: bytes from the
+socket go into the protocol object, events come out, bytes to write come
+out. There is no task per connection — a node holds thousands — only this
+object, the asyncio transport under it and one keepalive timer. Whole
+messages go to a small inbox read by ``receive()`` until :meth:`attach`
+installs callbacks; from then on they are pushed.
+
+Both sides share the class: the dialler starts in ``CONNECTING`` having sent
+its upgrade request and opens on a 101; the listener's side parses the
+request, answers plain HTTP itself (``on_request``) or upgrades, then hands
+the open connection to ``on_open``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed as WsClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING, OPEN, Protocol
+
+import anyio
+
+from yzcore.exceptions import ConnectionClosed, FrameTooLarge, YzError
+from yzcore.transport import PushConnection
+
+__all__ = ["WsConnection", "HIGH_WATER"]
+
+#: Bytes waiting in one connection's write buffer before the peer counts as not reading.
+HIGH_WATER = 1 << 20
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def hostport(sockname: Any) -> str:
+    """``host:port`` of a socket address, IPv6 hosts in brackets."""
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class WsConnection(PushConnection, asyncio.Protocol):
+    """A WebSocket connection from either side, pull or push.
+
+    Args:
+        ws: websockets' sans-I/O protocol (client or server side).
+        scheme: "ws" or "wss", for :attr:`transport`.
+        max_frame: Largest message we send (websockets enforces it on receive).
+        keepalive: (ping_interval, ping_timeout) in seconds, or Nones for no pings.
+        close_timeout: Seconds a closing handshake may take before the socket is dropped.
+        translate: Turns websockets' close exception into ours.
+        on_request: Listener side: answers a plain HTTP request (None: upgrade).
+        on_open: Listener side: receives the connection once it is open.
+        open_timeout: Listener side: seconds the peer has to send its upgrade request.
+    """
+
+    def __init__(
+        self,
+        ws: Protocol,
+        scheme: str,
+        max_frame: int,
+        keepalive: tuple[float | None, float | None],
+        close_timeout: float,
+        translate: Callable[[WsClosed, str], YzError],
+        on_request: Callable[[Request], Response | None] | None = None,
+        on_open: Callable[[WsConnection], None] | None = None,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self._ws = ws
+        self._scheme = scheme
+        self._max_frame = max_frame
+        self._keepalive = keepalive
+        self._close_timeout = close_timeout
+        self._translate = translate
+        self._on_request = on_request
+        self._on_open = on_open
+        self._open_timeout = open_timeout
+        self._transport: asyncio.Transport | None = None
+        self._remote = "?"
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self._inbox: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._fragments: list[bytes] | None = None
+        self._on_message: Callable[[bytes], None] | None = None
+        self._on_closed: Callable[[ConnectionClosed], None] | None = None
+        self._closed: ConnectionClosed | None = None
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_recv = loop.time()
+        self._ping_at: float | None = None
+
+    # -- Connection -------------------------------------------------------------
+
+    @property
+    def remote_address(self) -> str:
+        return self._remote
+
+    @property
+    def transport(self) -> str:
+        return self._scheme
+
+    @property
+    def lost(self) -> asyncio.Future[None]:
+        """Done once the socket is gone."""
+        return self._lost
+
+    @property
+    def attached(self) -> bool:
+        return self._on_message is not None
+
+    async def send(self, data: bytes) -> None:
+        self.send_nowait(data, force=True)
+        if self._paused:  # asyncio's own high-water mark: wait until the socket drains
+            self._drain = self._drain or self._loop.create_future()
+            await asyncio.shield(self._drain)
+
+    def send_nowait(self, data: bytes, *, force: bool = False) -> bool:
+        if len(data) > self._max_frame:
+            raise FrameTooLarge(
+                f"a {len(data)}-byte message to {self._remote} is over max_frame "
+                f"({self._max_frame} bytes); nothing was sent",
+                size=len(data),
+                limit=self._max_frame,
+            )
+        if self._closed is not None or self._ws.state is not OPEN or self._transport is None:
+            raise self._closed or self._close_error()
+        if not force and self._transport.get_write_buffer_size() > HIGH_WATER:
+            return False
+        if _is_utf8(data):
+            self._ws.send_text(data)
+        else:
+            self._ws.send_binary(data)
+        self._flush()
+        return True
+
+    async def receive(self) -> bytes:
+        while not self._inbox:
+            if self._closed is not None:
+                raise self._closed
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+    def attach(
+        self, on_message: Callable[[bytes], None], on_closed: Callable[[ConnectionClosed], None]
+    ) -> None:
+        self._on_message, self._on_closed = on_message, on_closed
+        while self._inbox and self._on_message is not None:
+            on_message(self._inbox.popleft())
+        if self._closed is not None and self._on_closed is not None:
+            self._on_closed, callback = None, self._on_closed
+            callback(self._closed)
+
+    async def close(self) -> None:
+        if self._transport is None or self._lost.done():
+            return
+        if self._ws.state is OPEN:
+            self._ws.send_close(1000)
+            self._flush()
+        elif self._ws.state is CONNECTING:
+            self._transport.close()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout):
+            await asyncio.shield(self._lost)
+        if not self._lost.done():
+            self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = hostport(peer) if peer else "?"
+        if self._on_request is None:  # dialler: send the upgrade request
+            request = self._ws.connect()  # type: ignore[attr-defined]
+            self._ws.send_request(request)  # type: ignore[attr-defined]
+            self._flush()
+        else:  # listener: a socket that never upgrades does not stay forever
+            self._timer = self._loop.call_later(self._open_timeout, self._open_expired)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_recv = self._loop.time()
+        self._ws.receive_data(data)
+        for event in self._ws.events_received():
+            if isinstance(event, Frame):
+                if event.opcode in _DATA:
+                    self._frame(event)
+            elif isinstance(event, Request):
+                self._request(event)
+            elif isinstance(event, Response):
+                self._response()
+        self._flush()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ws.receive_eof()
+        self._ws.data_to_send()  # nowhere to write any more
+        for timer in (self._timer, self._abort_timer):
+            if timer is not None:
+                timer.cancel()
+        self._closed = self._close_error()
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionResetError(
+                "the connection closed during the WebSocket opening handshake"))
+            self.opened.exception()  # retrieved: a failed dial reports it through connect()
+        for fut in (self._waiter, self._drain):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        self._lost.set_result(None)
+        if self._on_closed is not None:
+            self._on_closed, callback = None, self._on_closed
+            callback(self._closed)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _frame(self, frame: Frame) -> None:
+        if not frame.fin:  # a fragment: websockets checked the size limit already
+            self._fragments = (self._fragments or []) + [frame.data]
+            return
+        data = frame.data
+        if self._fragments is not None:
+            data, self._fragments = b"".join([*self._fragments, data]), None
+        if self._on_message is not None:
+            self._on_message(bytes(data))
+            return
+        self._inbox.append(bytes(data))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _request(self, request: Request) -> None:
+        assert self._on_request is not None
+        response = self._on_request(request)
+        upgrade = response is None
+        if response is None:
+            response = self._ws.accept(request)  # type: ignore[attr-defined]
+            response.headers["Server"] = "yzcore"
+        self._ws.send_response(response)  # type: ignore[attr-defined]
+        if upgrade and response.status_code == 101:
+            self._open()
+            if self._on_open is not None:
+                self._on_open(self)
+
+    def _response(self) -> None:
+        exc = self._ws.handshake_exc
+        if exc is not None:
+            if not self.opened.done():
+                self.opened.set_exception(exc)
+            return
+        self._open()
+
+    def _open_expired(self) -> None:
+        if self._ws.state is CONNECTING:
+            self.abort()
+
+    def _open(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.opened.done():
+            self.opened.set_result(None)
+        if self._keepalive[0] is not None:
+            self._timer = self._loop.call_later(self._keepalive[0], self._tick)
+
+    def _tick(self) -> None:
+        """Keepalive: ping an idle peer; one that stays silent is closed with 1011."""
+        interval, timeout = self._keepalive
+        assert interval is not None
+        now = self._loop.time()
+        if self._ws.state is not OPEN:
+            return
+        if self._ping_at is not None and self._last_recv < self._ping_at:
+            if timeout is not None and now - self._ping_at >= timeout:
+                self._ws.fail(1011, "keepalive ping timeout")
+                self._flush()
+                return
+            self._timer = self._loop.call_later(
+                (timeout or interval) - (now - self._ping_at), self._tick
+            )
+            return
+        if now - self._last_recv >= interval:
+            self._ws.send_ping(b"")
+            self._flush()
+            self._ping_at = now
+            self._timer = self._loop.call_later(timeout or interval, self._tick)
+            return
+        self._ping_at = None
+        self._timer = self._loop.call_later(self._last_recv + interval - now, self._tick)
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for data in self._ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        if self._ws.close_expected() and not transport.is_closing():
+            # websockets' rule: the server closes TCP; a client gives it a moment first.
+            if self._on_request is not None:
+                transport.close()
+            elif self._abort_timer is None:
+                self._abort_timer = self._loop.call_later(self._close_timeout, transport.abort)
+
+    def _close_error(self) -> ConnectionClosed:
+        ws = self._ws  # close_exc without its assert: CLOSING is reported like CLOSED
+        error = self._translate(WsClosed(ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent),
+                                self._remote)
+        assert isinstance(error, ConnectionClosed)
+        return error
