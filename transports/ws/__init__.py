@@ -131,6 +131,13 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -
     return None
 
 
+def _translate_io(exc: WsClosed, where: str) -> YzError:
+    """How a closed connection is reported (never None for a close)."""
+    err = _translate(exc, "io", where, None)
+    assert err is not None
+    return err
+
+
 @contextmanager
 def _errors(op: str, where: str, timeout: float | None = None) -> Iterator[None]:
     try:
@@ -205,7 +212,7 @@ class WebSocketTransport(Transport):
 
     def _conn(self, ws: Any, scheme: str, max_frame: int, **listener: Any) -> WsConnection:
         return WsConnection(ws, scheme, max_frame, self._keepalive, self._close_timeout,
-                            lambda exc, where: _translate(exc, "io", where, None), **listener)
+                            _translate_io, **listener)
 
     async def connect(
         self, address: str, *, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME
@@ -262,7 +269,7 @@ class WebSocketTransport(Transport):
 
         def factory() -> WsConnection:
             return self._conn(ServerProtocol(max_size=max_frame), url.scheme, max_frame,
-                              on_request=lambda request: process_request(None, request),
+                              on_request=process_request,
                               on_open=on_open, open_timeout=self._open_timeout)
 
         loop = asyncio.get_running_loop()

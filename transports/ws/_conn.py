@@ -76,7 +76,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         keepalive: tuple[float | None, float | None],
         close_timeout: float,
         translate: Callable[[WsClosed, str], YzError],
-        on_request: Callable[[Request], Response | None] | None = None,
+        on_request: Callable[[Any, Request], Response | None] | None = None,
         on_open: Callable[[WsConnection], None] | None = None,
         open_timeout: float = 10.0,
     ) -> None:
@@ -263,7 +263,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
 
     def _request(self, request: Request) -> None:
         assert self._on_request is not None
-        response = self._on_request(request)
+        response = self._on_request(self, request)
         upgrade = response is None
         if response is None:
             response = self._ws.accept(request)  # type: ignore[attr-defined]
@@ -290,6 +290,15 @@ class WsConnection(PushConnection, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        ws = self._ws
+        if self._on_request is not None and not ws.reader.buffer:
+            # websockets' opening parser keeps the HTTP request alive in its
+            # frame for the connection's whole life (~2 KiB); restart it as the
+            # plain frame parser. Safe here: a client sends no frame before our
+            # 101 (RFC 6455 §4.1), so the old parser is between frames. (A
+            # dialler cannot know that of the server's first frame.)
+            ws.parser = Protocol.parse(ws)
+            next(ws.parser)
         if not self.opened.done():
             self.opened.set_result(None)
         if self._keepalive[0] is not None:

@@ -21,6 +21,8 @@ class EngineConfig:
         conn_max: Most long-lived connections (inbound ones count).
         conn_cap: Most connections of any kind; above it idle transients close.
         idle_timeout: A transient connection idle this long is closed.
+        ping_quiet: A full bucket's oldest contact is pinged (to evict it if
+            dead) only when it has not been heard from for this long.
         maintenance_interval: How often housekeeping runs.
         refresh_interval: A bucket untouched this long is refreshed by a lookup.
         value_ttl: Default lifetime of a stored value.
@@ -38,8 +40,9 @@ class EngineConfig:
     min_rto: float = 0.1
     conn_target: int = 4
     conn_max: int = 8
-    conn_cap: int = 32
-    idle_timeout: float = 15.0
+    conn_cap: int = 16
+    idle_timeout: float = 5.0
+    ping_quiet: float = 60.0
     maintenance_interval: float = 1.0
     refresh_interval: float = 600.0
     value_ttl: float = 3600.0

@@ -186,6 +186,7 @@ class Engine:
         peer.connected = peer.dialing = False
         peer.kept = False
         self._fail_peer(peer_id, now, count_failure=error)
+        self._prune(peer_id)
 
     def connection_superseded(self, peer_id: bytes, now: float) -> None:
         """A duplicate connection to a still-connected peer closed (the tie-break).
@@ -205,6 +206,7 @@ class Engine:
             return
         peer.dialing = peer.kept = False
         self._fail_peer(peer_id, now, count_failure=True)
+        self._prune(peer_id)
 
     def receive(self, peer_id: bytes, msg: Message, now: float) -> None:
         """A message arrived from a connected, verified peer."""
@@ -420,15 +422,29 @@ class Engine:
             peer = self.peers[info.id] = _Peer(info)
         return peer
 
+    def _prune(self, peer_id: bytes) -> None:
+        """Forget a peer we no longer talk to; the routing table keeps what matters."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and not (peer.connected or peer.dialing or peer.queue):
+            del self.peers[peer_id]
+            if peer_id not in self.table:
+                self.rpc.forget_peer(peer_id)
+
     def _kept_count(self) -> int:
         return sum(1 for p in self.peers.values() if p.kept and (p.connected or p.dialing))
 
     def _table_add(self, info: NodeInfo, now: float, ip: str | None) -> None:
         status, other = self.table.add(info.id, info.addr, now, ip)  # type: ignore[arg-type]
-        self.table.update(info.id, meta={"role": info.role})
+        # The common role is the default: no dict per contact unless it differs.
+        if info.role != "node" or getattr(self.table.get(info.id), "meta", None):
+            self.table.update(info.id, meta={"role": info.role})
         if status == routing.FULL and other is not None:
+            # Ping the oldest, evicted if it does not answer — but only when it
+            # has been quiet a while: pinging a fresh contact proves nothing,
+            # and as the ping is itself a new connection for the pinged node,
+            # pinging every time set off a chain of dials across the network.
             oldest = self.table.get(other)
-            if oldest is not None:  # ping the oldest: evicted if it does not answer
+            if oldest is not None and now - oldest.last_seen >= self.config.ping_quiet:
                 self._request(NodeInfo(oldest.id, oldest.address), "ping", Ping, None, now)
 
     def _maintain(self, now: float) -> None:

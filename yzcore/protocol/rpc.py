@@ -89,8 +89,8 @@ class RpcTable:
     timeout: float = 5.0
     initial_rto: float = 1.0
     min_rto: float = 0.05
-    dedup_window: float = 30.0
-    dedup_max: int = 4096
+    dedup_window: float = 10.0
+    dedup_max: int = 1024
     _next: int = field(init=False, default=1)
     _pending: dict[int, Pending] = field(init=False, default_factory=dict)
     _deadlines: list[tuple[float, int]] = field(init=False, default_factory=list)
