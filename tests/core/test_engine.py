@@ -10,7 +10,7 @@ from tests.core.swarm import Swarm
 from yzcore.ids import key_for
 from yzcore.protocol.engine import EngineConfig
 from yzcore.protocol.lookup import Lookup
-from yzcore.wire import NodeInfo
+from yzcore.wire import NodeInfo, Ping
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -123,6 +123,42 @@ def test_dead_peer_leaves_connections_and_requests_fail_at_once():
     s.run(0.1)  # one latency later
     for i in neighbours:
         assert s.engines[victim].info.id not in s.engines[i].connected()
+
+
+@pytest.mark.parametrize("ping_quiet", [60.0, 0.0])
+def test_lookups_do_not_set_off_a_chain_of_eviction_pings(ping_quiet):
+    # A full bucket pings its oldest contact, and for the pinged node that
+    # ping is a new inbound connection into its own full bucket, and so on.
+    # Pinging only contacts quiet for a while keeps lookups from starting
+    # such chains (in the runtime, the 30 s health probes kept them going).
+    s = Swarm(120, seed=5, config=EngineConfig(ping_quiet=ping_quiet))
+    s.join_all()
+    s.run(30.0)
+    pings = []
+    deliver = s._deliver
+
+    def count(j, i, msg):
+        if isinstance(msg, Ping):
+            pings.append(i)
+        deliver(j, i, msg)
+
+    s._deliver = count  # type: ignore[method-assign]
+    for n in range(10):
+        s.op(n, "find_node", s.rng.randbytes(32))
+    if ping_quiet:
+        assert not pings
+    else:
+        assert len(pings) > 20, len(pings)  # the old rule: what this test guards against
+
+
+def test_a_node_forgets_peers_it_no_longer_talks_to():
+    s = Swarm(80, seed=6)
+    s.join_all()
+    s.run(30.0)  # transient lookup connections close when idle
+    for i in s.live():
+        e = s.engines[i]
+        assert all(p.connected or p.dialing for p in e.peers.values())
+        assert len(e.peers) <= e.config.conn_cap
 
 
 def test_a_mute_peer_does_not_stall_lookups():

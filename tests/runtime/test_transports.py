@@ -22,6 +22,7 @@ from anyio.abc import SocketStream
 from websockets.asyncio.client import connect as raw_connect
 from yzcore_transports.mem import MemoryTransport
 from yzcore_transports.ws import WebSocketTransport
+from yzcore_transports.ws._conn import HIGH_WATER
 
 from yzcore import transport as registry
 from yzcore.exceptions import (
@@ -35,6 +36,7 @@ from yzcore.exceptions import (
 )
 from yzcore.transport import (
     Connection,
+    PushConnection,
     ConnectionHandler,
     HttpResponse,
     Listener,
@@ -387,6 +389,81 @@ async def test_ws_keepalive_detects_a_silent_peer() -> None:
     send.close()
     recv.close()
     assert seen.close_code == 1011
+
+
+# --------------------------------------------------------------------------
+# ws specifics: push mode (no task per connection)
+# --------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def push_pair(**kw: Any) -> AsyncIterator[tuple[PushConnection, Any]]:
+    """Our accepted connection (push-capable) and a raw websockets client."""
+    accepted: list[Connection] = []
+    ready = anyio.Event()
+
+    async def keep(conn: Connection) -> None:
+        accepted.append(conn)
+        ready.set()
+        await anyio.sleep_forever()
+
+    async with (
+        serving(get_transport("ws"), LISTEN["ws"], keep, **kw) as listener,
+        raw_connect(listener.address, proxy=None, max_size=None) as ws,
+    ):
+        await ready.wait()
+        conn = accepted[0]
+        assert isinstance(conn, PushConnection)
+        yield conn, ws
+
+
+@pytest.mark.req("B3.1")
+async def test_ws_attach_delivers_what_came_before_then_pushes_in_order() -> None:
+    async with push_pair() as (conn, ws):
+        for i in range(3):
+            await ws.send(f"early-{i}")
+        await anyio.sleep(0.05)  # they arrive before anyone listens
+        got: list[bytes] = []
+        closed: list[ConnectionClosed] = []
+        conn.attach(got.append, closed.append)
+        assert conn.attached and got == [b"early-0", b"early-1", b"early-2"]
+        for i in range(50):
+            await ws.send(f"late-{i}")
+        assert conn.send_nowait(b"from the push side")
+        assert await ws.recv() == "from the push side"
+        with anyio.fail_after(5):
+            while len(got) < 53:
+                await anyio.sleep(0.01)
+        assert got[3:] == [f"late-{i}".encode() for i in range(50)]
+        await ws.close()
+        with anyio.fail_after(5):
+            while not closed:
+                await anyio.sleep(0.01)
+    assert len(closed) == 1 and closed[0].close_code == 1000
+
+
+@pytest.mark.req("B3.5")
+async def test_ws_send_nowait_refuses_once_the_peer_stops_reading() -> None:
+    async with push_pair() as (conn, ws):
+        conn.attach(lambda _: None, lambda _: None)
+        frame = b"x" * 60_000
+        sent = 0
+        while conn.send_nowait(frame):  # the raw client never reads
+            sent += 1
+            assert sent < 10_000, "the write buffer never filled"
+        assert sent * len(frame) >= HIGH_WATER // 2
+        with pytest.raises(FrameTooLarge):
+            conn.send_nowait(b"y" * (LIMIT + 1))
+        conn.abort()  # the raw client would otherwise read megabytes before its close
+
+
+async def test_ws_abort_drops_without_a_close_frame() -> None:
+    async with push_pair() as (conn, ws):
+        conn.attach(lambda _: None, lambda _: None)
+        conn.abort()
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is None  # no goodbye: the peer sees 1006
 
 
 # --------------------------------------------------------------------------
