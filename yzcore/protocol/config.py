@@ -25,6 +25,8 @@ class EngineConfig:
             dead) only when it has not been heard from for this long.
         maintenance_interval: How often housekeeping runs.
         refresh_interval: A bucket untouched this long is refreshed by a lookup.
+        refresh_k: How many closest nodes a refresh lookup waits for (it
+            meets live nodes in a bucket's range; it need not find all k).
         value_ttl: Default lifetime of a stored value.
         max_ttl: Longest lifetime a peer may ask us to keep a value.
         republish_interval: How often a published value is pushed again.
@@ -45,6 +47,7 @@ class EngineConfig:
     ping_quiet: float = 60.0
     maintenance_interval: float = 1.0
     refresh_interval: float = 600.0
+    refresh_k: int = 5
     value_ttl: float = 3600.0
     max_ttl: float = 86400.0
     republish_interval: float = 3600.0

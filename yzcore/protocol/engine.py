@@ -279,10 +279,11 @@ class Engine:
     # -- operations -----------------------------------------------------------------
 
     def _start(self, kind: str, target: bytes, now: float, *, want_value: bool = False,
-               seeds: list[NodeInfo] | None = None, defer: bool = False, notify: bool = True) -> int:
+               seeds: list[NodeInfo] | None = None, defer: bool = False, notify: bool = True,
+               k: int | None = None) -> int:
         op_id = self._next_op
         self._next_op += 1
-        lookup = Lookup(target, self.info.id, self.config.k, self.config.alpha, want_value)
+        lookup = Lookup(target, self.info.id, k or self.config.k, self.config.alpha, want_value)
         lookup.add(self._closest(target, exclude=self.info.id))
         lookup.add([p.info for p in self.peers.values() if p.connected and p.info.addr is not None
                     and p.info.role in _TABLE_ROLES])
@@ -455,7 +456,7 @@ class Engine:
             o.value, o.ttl = value, ttl
             self._advance(o, now)
         for index in self.table.due_for_refresh(now, cfg.refresh_interval)[:2]:
-            self._start("find_node", self._random_id_in(index), now, notify=False)
+            self._refresh(index, now)
         self._keep_connections(now)
         if self.limiter is not None:
             self.limiter.set_network_size(self.network_size_estimate())
@@ -495,7 +496,18 @@ class Engine:
         if not nearest:
             return
         for index in range(self.table.bucket_of(nearest[0].id)):
-            self._start("find_node", self._random_id_in(index), now, notify=False)
+            self._refresh(index, now)
+
+    def _refresh(self, index: int, now: float) -> None:
+        """Refresh bucket ``index``: a lookup of a random id in its range.
+
+        Its purpose is to meet a few live nodes there (each verified
+        connection enters the table, and tells them of us), not to prove the
+        exact k closest, so it stops once the ``refresh_k`` closest answered:
+        a handful of queries instead of k.
+        """
+        self._start("find_node", self._random_id_in(index), now, notify=False,
+                    k=self.config.refresh_k)
 
     def _random_id_in(self, index: int) -> bytes:
         """A random id sharing exactly ``index`` leading bits with ours."""
