@@ -41,7 +41,8 @@ def claimed() -> dict[str, list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "req.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+            [sys.executable, "-m", "pytest", "tests", "benchmarks", "--collect-only", "-q",
+             "-p", "no:cacheprovider",
              f"--req-json={out}"],
             cwd=ROOT, capture_output=True, text=True,
         )

@@ -1,0 +1,63 @@
+"""The B7.3 gate: a find_node on the standard network averages at most 2 s.
+
+The standard network is the one `yz up` runs (ARCHITECTURE §3): 17 server
+nodes (its 15 nodes and 2 bridges) on real WebSockets on 127.0.0.1, in this
+process. pytest-benchmark times lookups from random nodes for random ids;
+the test fails when their mean passes 2 s. It lives here, not in `tests/`,
+because a timed assert belongs to a benchmark, never to a unit test.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from yzcore.runtime import Node
+
+STANDARD_NODES = 17
+MEAN_LIMIT_S = 2.0
+
+
+@asynccontextmanager
+async def standard_network(n: int, seed: int) -> AsyncIterator[list[Node]]:
+    rng = random.Random(seed)
+    async with anyio.create_task_group() as tg:
+        nodes = [Node(seed=seed)]
+        await nodes[0].start(tg)
+        for i in range(1, n):
+            node = Node(peers=[rng.choice(nodes).address], seed=seed + i)
+            await node.start(tg)
+            nodes.append(node)
+        for node in nodes:
+            await node.joined(60)
+        yield nodes
+        for node in nodes:
+            await node.aclose()
+
+
+@pytest.fixture(scope="module")
+def network() -> Iterator[tuple[BlockingPortal, list[Node]]]:
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(
+        standard_network(STANDARD_NODES, seed=17)
+    ) as nodes:
+        yield portal, nodes
+
+
+@pytest.mark.req("B7.3")
+def test_find_node_mean_is_within_two_seconds(benchmark, network) -> None:
+    portal, nodes = network
+    rng = random.Random(3)
+
+    def lookup() -> None:
+        result = portal.call(rng.choice(nodes).find_node, rng.randbytes(32))
+        assert len(result.nodes) == min(20, STANDARD_NODES - 1)
+
+    benchmark.group = "B7.3 find_node, standard network"
+    benchmark.pedantic(lookup, rounds=60, warmup_rounds=5)
+    mean = benchmark.stats.stats.mean
+    assert mean <= MEAN_LIMIT_S, f"find_node mean {mean:.3f} s is over the {MEAN_LIMIT_S} s of B7.3"
