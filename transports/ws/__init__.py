@@ -277,5 +277,8 @@ class WebSocketTransport(Transport):
             server = await loop.create_server(
                 factory, url.hostname, port, ssl=self._ssl if url.scheme == "wss" else None
             )
+        if not server.sockets:  # asyncio returns a closed server rather than raising
+            server.close()
+            raise ListenFailed(f"cannot listen on {address}: no socket could be bound")
         bound = hostport(server.sockets[0].getsockname())
         return WsListener(server, f"{url.scheme}://{bound}{path}", queue, conns)

@@ -21,6 +21,8 @@ class EngineConfig:
         conn_max: Most long-lived connections (inbound ones count).
         conn_cap: Most connections of any kind; above it idle transients close.
         idle_timeout: A transient connection idle this long is closed.
+        max_dials: Most dials in flight at once; more wait for a free slot
+            (a node joining a busy network must not flood it, or itself).
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if
             dead) only when it has not been heard from for this long.
         maintenance_interval: How often housekeeping runs.
@@ -44,6 +46,7 @@ class EngineConfig:
     conn_max: int = 8
     conn_cap: int = 16
     idle_timeout: float = 5.0
+    max_dials: int = 8
     ping_quiet: float = 60.0
     maintenance_interval: float = 1.0
     refresh_interval: float = 600.0

@@ -7,21 +7,21 @@ come out of :meth:`Engine.actions` (:class:`~yzcore.protocol.actions.Send`,
 :meth:`Engine.handle_timer` next. Randomness comes from an injected
 ``random.Random``. The anyio runtime and the simulator drive the same engine.
 
-Connections: the engine keeps between ``conn_target`` and ``conn_max``
-long-lived connections (inbound ones count), and opens more transiently for
-lookups; a transient connection idle for ``idle_timeout`` is closed, and above
-``conn_cap`` the least recently used transient ones go first.
+Connection policy (what to dial, keep and close) is in
+:mod:`yzcore.protocol.connections`.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from yzcore import ratelimit, routing
-from yzcore.protocol.actions import Action, Close, Dial, Done, PutResult, Send
+from yzcore.protocol.actions import Action, Done, PutResult, Send
 from yzcore.protocol.config import EngineConfig
+from yzcore.protocol.connections import ConnectionPolicy, PeerState
 from yzcore.protocol.lookup import Lookup, LookupResult
 from yzcore.protocol.rpc import Pending, RpcTable
 from yzcore.protocol.store import ValueStore
@@ -46,17 +46,6 @@ _TABLE_ROLES = ("node", "bridge")
 
 
 @dataclass(slots=True)
-class _Peer:
-    info: NodeInfo
-    connected: bool = False
-    dialing: bool = False
-    kept: bool = False
-    outbound: bool = False
-    last_active: float = 0.0
-    queue: list[Message] = field(default_factory=list)
-
-
-@dataclass(slots=True)
 class _Op:
     id: int
     kind: str  # "find_node" | "get" | "put"
@@ -72,7 +61,7 @@ class _Op:
     store_retried: set[bytes] = field(default_factory=set)
 
 
-class Engine:
+class Engine(ConnectionPolicy):
     """One node's protocol state.
 
     Args:
@@ -92,7 +81,9 @@ class Engine:
         self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto, min_rto=cfg.min_rto)
         self.store = ValueStore(cfg.max_values, cfg.republish_interval, cfg.replicate_interval)
         self.limiter = ratelimit.RateLimiter() if cfg.rate_limit else None
-        self.peers: dict[bytes, _Peer] = {}
+        self.peers: dict[bytes, PeerState] = {}
+        self._dials: set[bytes] = set()  # Dial actions out, not yet opened or failed
+        self._dial_queue: deque[bytes] = deque()  # peers waiting for a dial slot
         self._ops: dict[int, _Op] = {}
         self._next_op = 1
         self._out: list[Action] = []
@@ -170,6 +161,7 @@ class Engine:
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active = True, False, now
         peer.outbound = outbound
+        self._dials.discard(info.id)
         if not peer.kept and info.role in _TABLE_ROLES and self._kept_count() < self.config.conn_max:
             peer.kept = True
         if info.role in _TABLE_ROLES and info.addr:
@@ -177,6 +169,7 @@ class Engine:
         queued, peer.queue = peer.queue, []
         for msg in queued:
             self._out.append(Send(info.id, msg))
+        self._pump_dials()
 
     def connection_closed(self, peer_id: bytes, now: float, *, error: bool = False) -> None:
         """The connection to a peer ended; ``error`` when it was not a clean close."""
@@ -185,8 +178,10 @@ class Engine:
             return
         peer.connected = peer.dialing = False
         peer.kept = False
+        self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=error)
         self._prune(peer_id)
+        self._pump_dials()
 
     def connection_superseded(self, peer_id: bytes, now: float) -> None:
         """A duplicate connection to a still-connected peer closed (the tie-break).
@@ -205,8 +200,10 @@ class Engine:
         if peer is None:
             return
         peer.dialing = peer.kept = False
+        self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=True)
         self._prune(peer_id)
+        self._pump_dials()
 
     def receive(self, peer_id: bytes, msg: Message, now: float) -> None:
         """A message arrived from a connected, verified peer."""
@@ -346,8 +343,7 @@ class Engine:
         elif info.addr:
             peer.queue.append(msg)
             if not peer.dialing:
-                peer.dialing = True
-                self._out.append(Dial(peer.info))
+                self._dial(peer)
         else:  # cannot be dialled and not connected: unreachable from here
             self.rpc.finish(info.id, p.rid, now)
             self._rpc_failed(p, now)
@@ -417,23 +413,6 @@ class Engine:
 
     # -- routing table and connections ---------------------------------------------
 
-    def _peer(self, info: NodeInfo) -> _Peer:
-        peer = self.peers.get(info.id)
-        if peer is None:
-            peer = self.peers[info.id] = _Peer(info)
-        return peer
-
-    def _prune(self, peer_id: bytes) -> None:
-        """Forget a peer we no longer talk to; the routing table keeps what matters."""
-        peer = self.peers.get(peer_id)
-        if peer is not None and not (peer.connected or peer.dialing or peer.queue):
-            del self.peers[peer_id]
-            if peer_id not in self.table:
-                self.rpc.forget_peer(peer_id)
-
-    def _kept_count(self) -> int:
-        return sum(1 for p in self.peers.values() if p.kept and (p.connected or p.dialing))
-
     def _table_add(self, info: NodeInfo, now: float, ip: str | None) -> None:
         status, other = self.table.add(info.id, info.addr, now, ip)  # type: ignore[arg-type]
         # The common role is the default: no dict per contact unless it differs.
@@ -461,35 +440,6 @@ class Engine:
         if self.limiter is not None:
             self.limiter.set_network_size(self.network_size_estimate())
             self.limiter.expire(now)
-
-    def _keep_connections(self, now: float) -> None:
-        cfg = self.config
-        missing = cfg.conn_target - self._kept_count()
-        if missing > 0:
-            busy_ids = {i for i, p in self.peers.items() if p.connected or p.dialing}
-            pool = [c for c in self.table.contacts() if c.id not in busy_ids]
-            for c in self.rng.sample(pool, min(missing, len(pool))):
-                peer = self._peer(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node")))  # type: ignore[arg-type]
-                peer.kept = peer.dialing = True
-                self._out.append(Dial(peer.info))
-        # Transient connections: ours close when idle; anyone's go, least
-        # recently used first, above the cap. Inbound ones are someone else's
-        # long-lived connection, so idleness alone does not close them.
-        busy = self.rpc.busy_peers()
-        transient = sorted((p.last_active, i) for i, p in self.peers.items()
-                           if p.connected and not p.kept and i not in busy)
-        excess = len(self.connected()) - cfg.conn_cap
-        for last_active, peer_id in transient:
-            peer = self.peers[peer_id]
-            if excess > 0:
-                reason = "over_capacity"
-            elif peer.outbound and last_active + cfg.idle_timeout <= now:
-                reason = "idle"
-            else:
-                continue
-            excess -= 1
-            peer.connected = False
-            self._out.append(Close(peer_id, reason))
 
     def _refresh_far_buckets(self, now: float) -> None:
         nearest = self.table.nearest(self.info.id, 1)

@@ -142,6 +142,10 @@ class RpcTable:
         """Peers with a request in flight."""
         return {p.peer for p in self._pending.values()}
 
+    def has_pending(self, peer: bytes) -> bool:
+        """Whether a request to ``peer`` is in flight."""
+        return any(p.peer == peer for p in self._pending.values())
+
     def drop_peer(self, peer: bytes) -> list[Pending]:
         """Fail every request to ``peer`` at once (its connection is gone)."""
         gone = [p for p in self._pending.values() if p.peer == peer]

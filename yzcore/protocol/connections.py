@@ -1,0 +1,134 @@
+"""The engine's connection policy: which peers to dial, keep and close.
+
+A node keeps between ``conn_target`` and ``conn_max`` long-lived connections
+(inbound ones count) and opens more transiently for lookups; a transient
+connection idle for ``idle_timeout`` is closed, and above ``conn_cap`` the
+least recently used transient ones go first. At most ``max_dials`` dials are
+in flight; more wait their turn, so a node joining a busy network floods
+neither it nor itself. Peers it no longer talks to are forgotten (the routing
+table keeps what matters).
+
+A mixin of :class:`~yzcore.protocol.engine.Engine`, apart only to keep each
+module to one job; it uses the engine's state and emits its actions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from yzcore import routing
+from yzcore.protocol.actions import Action, Close, Dial
+from yzcore.protocol.config import EngineConfig
+from yzcore.protocol.rpc import RpcTable
+from yzcore.wire import Message, NodeInfo
+
+__all__ = ["ConnectionPolicy", "PeerState"]
+
+
+@dataclass(slots=True)
+class PeerState:
+    """What the engine knows of a peer it talks to.
+
+    Attributes:
+        info: Its id, address and role.
+        connected: An open, verified connection exists.
+        dialing: A dial is in flight or waiting for a slot.
+        kept: Counted among the long-lived connections.
+        outbound: We dialled the open connection.
+        last_active: ``now`` of the last message either way.
+        queue: Messages waiting for the connection.
+    """
+
+    info: NodeInfo
+    connected: bool = False
+    dialing: bool = False
+    kept: bool = False
+    outbound: bool = False
+    last_active: float = 0.0
+    queue: list[Message] = field(default_factory=list)
+
+
+class ConnectionPolicy:
+    """Dialling, keeping and closing connections (mixed into the engine)."""
+
+    config: EngineConfig
+    rng: random.Random
+    rpc: RpcTable
+    table: routing.RoutingTable
+    peers: dict[bytes, PeerState]
+    _out: list[Action]
+    _dials: set[bytes]
+    _dial_queue: deque[bytes]
+
+    def _peer(self, info: NodeInfo) -> PeerState:
+        peer = self.peers.get(info.id)
+        if peer is None:
+            peer = self.peers[info.id] = PeerState(info)
+        return peer
+
+    def _dial(self, peer: PeerState) -> None:
+        """Dial ``peer`` now, or once fewer than ``max_dials`` dials are in flight."""
+        peer.dialing = True
+        if len(self._dials) < self.config.max_dials:
+            self._dials.add(peer.info.id)
+            self._out.append(Dial(peer.info))
+        else:
+            self._dial_queue.append(peer.info.id)
+
+    def _pump_dials(self) -> None:
+        """Start waiting dials that are still wanted, up to ``max_dials`` in flight."""
+        while self._dial_queue and len(self._dials) < self.config.max_dials:
+            peer_id = self._dial_queue.popleft()
+            peer = self.peers.get(peer_id)
+            if peer is None or peer.connected or not peer.dialing:
+                continue
+            if not peer.kept and not self.rpc.has_pending(peer_id):
+                peer.dialing = False  # every request waiting on it has timed out
+                peer.queue.clear()
+                self._prune(peer_id)
+                continue
+            self._dials.add(peer_id)
+            self._out.append(Dial(peer.info))
+
+    def _prune(self, peer_id: bytes) -> None:
+        """Forget a peer we no longer talk to; the routing table keeps what matters."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and not (peer.connected or peer.dialing or peer.queue):
+            del self.peers[peer_id]
+            if peer_id not in self.table:
+                self.rpc.forget_peer(peer_id)
+
+    def _kept_count(self) -> int:
+        return sum(1 for p in self.peers.values() if p.kept and (p.connected or p.dialing))
+
+    def _keep_connections(self, now: float) -> None:
+        cfg = self.config
+        missing = cfg.conn_target - self._kept_count()
+        if missing > 0:
+            busy_ids = {i for i, p in self.peers.items() if p.connected or p.dialing}
+            pool = [c for c in self.table.contacts() if c.id not in busy_ids]
+            for c in self.rng.sample(pool, min(missing, len(pool))):
+                peer = self._peer(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node")))  # type: ignore[arg-type]
+                peer.kept = True
+                self._dial(peer)
+        # Transient connections: ours close when idle; anyone's go, least
+        # recently used first, above the cap. Inbound ones are someone else's
+        # long-lived connection, so idleness alone does not close them.
+        busy = self.rpc.busy_peers()
+        transient = sorted((p.last_active, i) for i, p in self.peers.items()
+                           if p.connected and not p.kept and i not in busy)
+        excess = len(self.connected()) - cfg.conn_cap
+        for last_active, peer_id in transient:
+            peer = self.peers[peer_id]
+            if excess > 0:
+                reason = "over_capacity"
+            elif peer.outbound and last_active + cfg.idle_timeout <= now:
+                reason = "idle"
+            else:
+                continue
+            excess -= 1
+            peer.connected = False
+            self._out.append(Close(peer_id, reason))
+
