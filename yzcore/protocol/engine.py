@@ -121,9 +121,13 @@ class Engine(ConnectionPolicy):
         self._advance(self._ops[op], now)
         return op
 
-    def find_node(self, target: bytes, now: float) -> int:
-        """Start a lookup for the k nodes closest to ``target``; returns the op id."""
-        return self._start("find_node", target, now)
+    def find_node(self, target: bytes, now: float, k: int | None = None) -> int:
+        """Start a lookup for the ``k`` (default: the configured k) nodes closest to ``target``.
+
+        Returns:
+            The op id its ``Done`` will carry.
+        """
+        return self._start("find_node", target, now, k=k)
 
     def get(self, key: bytes, now: float) -> int:
         """Start a value lookup; ``Done.result.value`` is None when nothing was found."""
