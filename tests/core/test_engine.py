@@ -151,6 +151,25 @@ def test_lookups_do_not_set_off_a_chain_of_eviction_pings(ping_quiet):
         assert len(pings) > 20, len(pings)  # the old rule: what this test guards against
 
 
+def test_dials_in_flight_stay_under_max_dials_and_lookups_stay_exact():
+    s = Swarm(60, seed=9, config=EngineConfig(max_dials=2))
+    most = [0]
+    flush = s._flush
+
+    def watch(i):
+        flush(i)
+        most[0] = max(most[0], len(s.engines[i]._dials))
+
+    s._flush = watch  # type: ignore[method-assign]
+    s.join_all()
+    for n in range(10):
+        target = s.rng.randbytes(32)
+        done = s.op(n, "find_node", target)
+        assert [x.id for x in done.result.nodes] == s.oracle(target, 20, n)
+    assert most[0] == 2  # the limit was reached, and held
+    assert not any(e._dial_queue for e in s.engines)  # nothing left waiting
+
+
 def test_a_node_forgets_peers_it_no_longer_talks_to():
     s = Swarm(80, seed=6)
     s.join_all()

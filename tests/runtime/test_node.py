@@ -118,6 +118,30 @@ async def test_http_endpoints_on_the_websocket_port():
             await node.aclose()
 
 
+async def test_health_counts_a_recent_lookup_and_an_idle_node_probes():
+    async with anyio.create_task_group() as tg:
+        first = Node(seed=31, probe_interval=0.3)
+        await first.start(tg)
+        nodes = [first]
+        for i in range(4):
+            node = Node(peers=[first.address], seed=32 + i, probe_interval=0.3)
+            await node.start(tg)
+            nodes.append(node)
+        for node in nodes:
+            await node.joined()
+        busy, idle = nodes[1], nodes[2]
+        with anyio.fail_after(10):
+            while busy.last_probe is None or busy.last_probe["source"] != "lookup":
+                await busy.find_node(os.urandom(32))
+                await anyio.sleep(0.05)
+            for _ in range(3):  # several intervals: its own probes are no evidence
+                await anyio.sleep(0.3)
+        assert busy.last_probe["ok"]
+        assert idle.last_probe["ok"] and idle.last_probe["source"] == "probe"
+        for node in nodes:
+            await node.aclose()
+
+
 async def raw_peer(url: str, identity: Identity | None = None):
     """A hand-driven peer: a websockets client that completes a real handshake."""
     ws = await connect(url, max_size=None)

@@ -58,12 +58,14 @@ class Node:
             draws one from the OS.
         handshake_timeout: Seconds a new connection has to complete its hello.
         dial_timeout: Seconds a dial may take.
+        probe_interval: Seconds between health checks (ARCHITECTURE §4).
     """
 
     def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
                  peers: Sequence[str] = (), data_dir: str | None = None, identity: Identity | None = None,
                  role: str = "node", config: EngineConfig | None = None, seed: int | None = None,
-                 handshake_timeout: float = 5.0, dial_timeout: float = 5.0) -> None:
+                 handshake_timeout: float = 5.0, dial_timeout: float = 5.0,
+                 probe_interval: float = 30.0) -> None:
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
         self.id = self.identity.node_id
         self.role = role
@@ -86,8 +88,9 @@ class Node:
         self._sleep_until = float("inf")
         self._joined = anyio.Event()
         self.last_probe: dict[str, object] | None = None
-        self.probe_interval = 30.0
+        self.probe_interval = probe_interval
         self._last_lookup: tuple[float, float] | None = None  # (finished at, seconds taken)
+        self._probe_op = 0
         self.http = HttpEndpoints(self)
 
     # -- life cycle -------------------------------------------------------------
@@ -185,7 +188,9 @@ class Node:
                                    "source": "lookup"}
             else:
                 with anyio.move_on_after(2.0) as scope:
-                    await self.find_node(rng.randbytes(32), k=self._config.refresh_k)
+                    self._probe_op = self._engine.find_node(rng.randbytes(32), now,
+                                                            self._config.refresh_k)
+                    await self._wait(self._probe_op)
                 took = anyio.current_time() - now
                 self.last_probe = {"ok": not scope.cancelled_caught, "seconds": round(took, 3),
                                    "at": time.time(), "source": "probe"}
@@ -216,7 +221,8 @@ class Node:
     def _done(self, action: Done) -> None:
         if action.kind == "find_node" and not self._joined.is_set() and action.result.target == self.id:
             self._joined.set()
-        if action.kind != "put" and action.result.queried:  # type: ignore[union-attr]
+        # A probe's own lookup is not evidence for the next one.
+        if action.kind != "put" and action.op != self._probe_op and action.result.queried:  # type: ignore[union-attr]
             self._last_lookup = (action.finished_at, action.finished_at - action.started_at)
         waiter = self._waiters.pop(action.op, None)
         if waiter is not None:
