@@ -91,6 +91,7 @@ class Node:
         self.probe_interval = probe_interval
         self._last_lookup: tuple[float, float] | None = None  # (finished at, seconds taken)
         self._probe_op = 0
+        self._stopping = False
         self.http = HttpEndpoints(self)
 
     # -- life cycle -------------------------------------------------------------
@@ -120,6 +121,7 @@ class Node:
 
     async def aclose(self) -> None:
         """Stop gracefully: every connection is closed with a goodbye, then the listener."""
+        self._stopping = True
         async with anyio.create_task_group() as tg:
             for pc in list(self.conns.values()):
                 tg.start_soon(pc.close)
@@ -131,6 +133,7 @@ class Node:
         Peers see the connection drop (1006), not a close, where the
         transport can drop one (``ws``); the rest are closed.
         """
+        self._stopping = True
         for pc in list(self.conns.values()):
             pc.abort()
         await self._stop()
@@ -201,6 +204,9 @@ class Node:
     def _process(self) -> None:
         """Carry out what the engine asked for; wake the timer if it moved earlier."""
         engine = self._engine
+        if self._stopping:  # closing: the engine's wishes (redials, replies) go nowhere
+            engine.actions()
+            return
         for action in engine.actions():
             if isinstance(action, Send):
                 pc = self.conns.get(action.peer)
