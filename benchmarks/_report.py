@@ -96,6 +96,8 @@ def table(report: dict[str, Any]) -> str:
     for n in names:
         if res[n].get("kill_method"):
             lines.append(f"{n} kill: {res[n]['kill_method']}")
+        for note in res[n].get("notes") or ():
+            lines.append(f"{n}: {note}")
         warn = res[n].get("log_warnings") or {}
         if warn.get("total"):
             lines.append(f"{n} logged {warn['total']} warnings (see --json or --show-logs)")

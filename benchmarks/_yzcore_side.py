@@ -24,6 +24,11 @@ from yzcore.runtime import Node
 __all__ = ["YzcoreSide"]
 
 LISTEN = "ws://127.0.0.1:0/dht"
+# Each node checks its health with a lookup every 30 s by default (ARCHITECTURE
+# §4). N nodes sharing one CPU would spend N/30 lookups a second on it, which
+# the kademlia package (no health checks) does not: the comparison probes
+# every 10 minutes, and says so in its table.
+PROBE_INTERVAL = 600.0
 
 
 class YzcoreSide:
@@ -31,6 +36,8 @@ class YzcoreSide:
 
     name = "yzcore"
     id_bits = 256
+    notes = (f"health probe every {PROBE_INTERVAL:g} s instead of 30 s "
+             "(every node shares this one CPU; kademlia has none)",)
     kill_method = (
         "Node.kill(), which is Node.aclose(): a graceful close, peers get WebSocket close frames"
         if getattr(Node, "kill", None) is getattr(Node, "aclose", None)
@@ -58,6 +65,8 @@ class YzcoreSide:
         """Listen on an ephemeral port; the join runs in the background."""
         assert self._tg is not None
         extra = {"seed": self._seeds.getrandbits(64)} if self._seeded else {}
+        if "probe_interval" in inspect.signature(Node).parameters:
+            extra["probe_interval"] = PROBE_INTERVAL
         node = Node(listen=LISTEN, peers=[self._nodes[p].address for p in peers],
                     data_dir=None, config=self.config, **extra)
         await node.start(self._tg)

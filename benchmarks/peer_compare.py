@@ -91,6 +91,7 @@ class Run:
             "version": side.version,
             "id_bits": side.id_bits,
             "kill_method": side.kill_method,
+            "notes": list(getattr(side, "notes", ())),
         }
         self.started: set[int] = set()
         self.lags: list[float] = []
