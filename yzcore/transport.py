@@ -101,6 +101,8 @@ class Connection(abc.ABC):
     message in conn:`` receives until the connection is closed.
     """
 
+    __slots__ = ()  # subclasses may use slots (a node holds thousands of connections)
+
     @property
     @abc.abstractmethod
     def remote_address(self) -> str:
@@ -163,6 +165,8 @@ class PushConnection(Connection):
     to ``on_message`` only. The runtime prefers this API when a transport
     offers it: it needs no task and no queue per connection.
     """
+
+    __slots__ = ()
 
     @abc.abstractmethod
     def attach(

@@ -68,6 +68,13 @@ class WsConnection(PushConnection, asyncio.Protocol):
         open_timeout: Listener side: seconds the peer has to send its upgrade request.
     """
 
+    __slots__ = (
+        "_ws", "_scheme", "_max_frame", "_keepalive", "_close_timeout", "_translate",
+        "_on_request", "_on_open", "_open_timeout", "_transport", "_remote", "_loop", "opened",
+        "_inbox", "_waiter", "_drain", "_paused", "_abort_timer", "_fragments", "_on_message",
+        "_on_closed", "_closed", "_lost", "_timer", "_last_recv", "_ping_at",
+    )
+
     def __init__(
         self,
         ws: Protocol,
