@@ -69,12 +69,22 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def _node(args: argparse.Namespace) -> int:
     from yzcore.runtime import Node
 
     async def run() -> None:
         node = Node(listen=_ws_url(args.listen), advertise=args.advertise, peers=args.peer,
-                    data_dir=args.data_dir)
+                    data_dir=args.data_dir, probe_interval=args.probe_interval)
         async with anyio.create_task_group() as tg:
             await node.start(tg)
             print(json.dumps({"event": "listening", "id": node.id.hex(), "address": node.address}),
@@ -199,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--advertise", help="the URL other nodes should dial (default: the listen URL)")
     p.add_argument("--peer", action="append", default=[], help="a node URL to join through (repeatable)")
     p.add_argument("--data-dir", help="keeps the node key, so a restarted node keeps its id")
+    p.add_argument("--probe-interval", type=_positive, default=30.0, metavar="SECONDS",
+                   help="seconds between health checks (default 30; raise it when many nodes "
+                   "share one host)")
     for name, func, text in (("find-node", _find_node, "the k nodes closest to an id"),
                              ("put", _put, "store a value under a name"),
                              ("get", _get, "read the value stored under a name")):

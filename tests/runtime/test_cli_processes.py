@@ -16,7 +16,8 @@ YZ = [sys.executable, "-m", "yzcore.cli"]
 
 
 def start_node(tmp: Path, name: str, peers: list[str]) -> tuple[subprocess.Popen[str], dict]:
-    args = [*YZ, "node", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / name), "--log-json"]
+    args = [*YZ, "node", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / name), "--log-json",
+            "--probe-interval", "10"]
     for peer in peers:
         args += ["--peer", peer]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -91,6 +92,12 @@ def test_clear_error_when_nothing_listens():
     assert "PEER_UNREACHABLE" in got.stderr
     status = yz("status", "ws://127.0.0.1:9/dht")
     assert status.returncode == 1 and "STATUS_UNAVAILABLE" in status.stderr
+
+
+def test_a_probe_interval_that_is_not_positive_is_refused():
+    for bad in ("0", "-1", "soon", "inf"):
+        got = yz("node", "--listen", "127.0.0.1:0", "--probe-interval", bad)
+        assert got.returncode == 2 and "number of seconds > 0" in got.stderr, (bad, got.stderr)
 
 
 def test_version_names_the_core_in_use():
