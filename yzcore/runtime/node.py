@@ -342,14 +342,20 @@ class Node:
     def _attach(self, pc: PeerConnection) -> None:
         """Push mode: the transport calls us with each message and with the end."""
         def on_message(frame: bytes) -> None:
+            if self._stopping:
+                return
             try:
                 if not self._on_frame(pc, frame):
                     self._tg.start_soon(pc.close)  # type: ignore[union-attr]
-            except Exception:  # a bug here must not kill the event loop's callback
+            except Exception:  # a bug here must not break the transport's callback
                 log.exception("failed handling a message", extra={"peer_id": pc.peer.id.hex()})
 
         def on_closed(exc: ConnectionClosed) -> None:
-            self._closed(pc, exc.close_code not in (1000, 1001, None))
+            try:
+                self._closed(pc, exc.close_code not in (1000, 1001, None))
+            except Exception:
+                log.exception("failed handling a closed connection",
+                              extra={"peer_id": pc.peer.id.hex()})
 
         pc.conn.attach(on_message, on_closed)  # type: ignore[attr-defined]
 
