@@ -142,6 +142,25 @@ async def test_health_counts_a_recent_lookup_and_an_idle_node_probes():
             await node.aclose()
 
 
+async def test_an_operation_in_flight_when_the_node_closes_still_returns():
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 2, seed=41)
+        mute, node = nodes
+        mute.engine.receive = lambda *args: None  # type: ignore[method-assign]  # never answers
+        results: list[object] = []
+
+        async def lookup() -> None:
+            results.append(await node.find_node(os.urandom(32)))
+
+        tg.start_soon(lookup)
+        await anyio.sleep(0.2)  # the query to the mute peer is in flight
+        with anyio.fail_after(3):  # well before the 5 s request timeout
+            await node.aclose()
+            while not results:
+                await anyio.sleep(0.01)
+        await mute.aclose()
+
+
 async def raw_peer(url: str, identity: Identity | None = None):
     """A hand-driven peer: a websockets client that completes a real handshake."""
     ws = await connect(url, max_size=None)

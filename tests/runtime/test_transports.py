@@ -466,6 +466,30 @@ async def test_ws_abort_drops_without_a_close_frame() -> None:
     assert info.value.rcvd is None  # no goodbye: the peer sees 1006
 
 
+async def test_ws_keepalive_without_a_ping_timeout_pings_once_an_interval() -> None:
+    t = WebSocketTransport(ping_interval=0.05, ping_timeout=None)
+
+    async def hold(conn: Connection) -> None:
+        await anyio.sleep_forever()
+
+    async with serving(t, LISTEN["ws"], hold) as listener:
+        port = int(listener.address.split(":")[2].split("/")[0])
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(
+                b"GET /dht HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await stream.receive()
+            assert head.startswith(b"HTTP/1.1 101")
+            pings = b""
+            with anyio.move_on_after(0.5):
+                while True:
+                    pings += await stream.receive()
+    # Unanswered pings never close it, and come once an interval (not in a spin).
+    assert 3 <= pings.count(b"\x89\x00") <= 15, len(pings)
+
+
 # --------------------------------------------------------------------------
 # ws specifics: HTTP on the same port
 # --------------------------------------------------------------------------

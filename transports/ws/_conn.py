@@ -318,20 +318,18 @@ class WsConnection(PushConnection, asyncio.Protocol):
         now = self._loop.time()
         if self._ws.state is not OPEN:
             return
-        if self._ping_at is not None and self._last_recv < self._ping_at:
-            if timeout is not None and now - self._ping_at >= timeout:
+        if timeout is not None and self._ping_at is not None and self._last_recv < self._ping_at:
+            if now - self._ping_at >= timeout:
                 self._ws.fail(1011, "keepalive ping timeout")
                 self._flush()
                 return
-            self._timer = self._loop.call_later(
-                (timeout or interval) - (now - self._ping_at), self._tick
-            )
+            self._timer = self._loop.call_later(timeout - (now - self._ping_at), self._tick)
             return
         if now - self._last_recv >= interval:
             self._ws.send_ping(b"")
             self._flush()
             self._ping_at = now
-            self._timer = self._loop.call_later(timeout or interval, self._tick)
+            self._timer = self._loop.call_later(interval if timeout is None else timeout, self._tick)
             return
         self._ping_at = None
         self._timer = self._loop.call_later(self._last_recv + interval - now, self._tick)

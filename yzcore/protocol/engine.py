@@ -149,6 +149,12 @@ class Engine(ConnectionPolicy):
         self._advance(o, now)
         return op
 
+    def stop(self, now: float) -> None:
+        """The node is going away: every operation finishes now with what it has."""
+        for op in list(self._ops.values()):
+            op.join = False  # no follow-up refreshes
+            self._finish(op, now)
+
     # -- events from the driver -------------------------------------------------
 
     def connection_opened(self, info: NodeInfo, now: float, *, outbound: bool,

@@ -139,10 +139,16 @@ class Node:
         await self._stop()
 
     async def _stop(self) -> None:
+        if self.engine is not None:  # callers waiting on an operation get what it has
+            self.engine.stop(anyio.current_time())
+            self._process()
         if self._listener is not None:
             await self._listener.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+        for pc in list(self.conns.values()):  # registered while we were closing the others
+            pc.abort()
+        self.conns.clear()
 
     # -- user operations ----------------------------------------------------------
 
@@ -204,8 +210,10 @@ class Node:
     def _process(self) -> None:
         """Carry out what the engine asked for; wake the timer if it moved earlier."""
         engine = self._engine
-        if self._stopping:  # closing: the engine's wishes (redials, replies) go nowhere
-            engine.actions()
+        if self._stopping:  # closing: only answers to callers still go out, nothing else
+            for action in engine.actions():
+                if isinstance(action, Done):
+                    self._done(action)
             return
         for action in engine.actions():
             if isinstance(action, Send):
@@ -271,16 +279,19 @@ class Node:
         expected = None if by_url else node.id
         try:
             conn = await transport_for(node.addr).connect(node.addr, timeout=self.dial_timeout)  # type: ignore[arg-type]
-        except (TransportError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 -- an address from a peer may be anything
             self._dial_failed(node, expected, exc)
             return None
         try:
             peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
                                    timeout=self.handshake_timeout, expected_id=expected)
-        except (WireError, TransportError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001
             await conn.close()
             self._dial_failed(node, expected, exc)
             return None
+        except BaseException:  # cancelled mid-handshake: leave no socket behind
+            await conn.close()
+            raise
         pc = PeerConnection(conn, peer, outbound=True)
         if not self._register(pc):
             await pc.close()
@@ -322,7 +333,7 @@ class Node:
     def _register(self, pc: PeerConnection) -> bool:
         """Make ``pc`` the peer's connection, at once; False when it must be closed."""
         peer_id = pc.peer.id
-        if peer_id == self.id:
+        if peer_id == self.id or self._stopping:
             return False
         old = self.conns.get(peer_id)
         if old is not None:
