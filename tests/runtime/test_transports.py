@@ -365,6 +365,20 @@ async def test_ws_peer_oversized_frame_closes_with_1009_and_listener_keeps_servi
     recv.close()
 
 
+@asynccontextmanager
+async def silent_websocket(address: str) -> AsyncIterator[SocketStream]:
+    """A raw TCP client that completes a hand-made upgrade, then never sends a byte."""
+    port = int(address.split(":")[2].split("/")[0])
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(
+            b"GET /dht HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await stream.receive()).startswith(b"HTTP/1.1 101")
+        yield stream
+
+
 async def test_ws_keepalive_detects_a_silent_peer() -> None:
     t = WebSocketTransport(ping_interval=0.05, ping_timeout=0.05, close_timeout=0.1)
     send, recv = anyio.create_memory_object_stream[ConnectionClosed](1)
@@ -376,15 +390,7 @@ async def test_ws_keepalive_detects_a_silent_peer() -> None:
             await send.send(exc)
 
     async with serving(t, LISTEN["ws"], handler) as listener:
-        port = int(listener.address.split(":")[2].split("/")[0])
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            # A hand-made handshake, then silence: no pong ever comes back.
-            await stream.send(
-                b"GET /dht HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            assert (await stream.receive()).startswith(b"HTTP/1.1 101")
+        async with silent_websocket(listener.address):  # no pong ever comes back
             seen = await recv.receive()
     send.close()
     recv.close()
@@ -473,15 +479,7 @@ async def test_ws_keepalive_without_a_ping_timeout_pings_once_an_interval() -> N
         await anyio.sleep_forever()
 
     async with serving(t, LISTEN["ws"], hold) as listener:
-        port = int(listener.address.split(":")[2].split("/")[0])
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(
-                b"GET /dht HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            head = await stream.receive()
-            assert head.startswith(b"HTTP/1.1 101")
+        async with silent_websocket(listener.address) as stream:
             pings = b""
             with anyio.move_on_after(0.5):
                 while True:

@@ -30,7 +30,7 @@ import anyio
 from yzcore.exceptions import ConnectionClosed, FrameTooLarge, YzError
 from yzcore.transport import PushConnection
 
-__all__ = ["WsConnection", "HIGH_WATER"]
+__all__ = ["WsConnection", "HIGH_WATER", "hostport"]
 
 #: Bytes waiting in one connection's write buffer before the peer counts as not reading.
 HIGH_WATER = 1 << 20
@@ -256,7 +256,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
 
     def _frame(self, frame: Frame) -> None:
         if not frame.fin:  # a fragment: websockets checked the size limit already
-            self._fragments = (self._fragments or []) + [frame.data]
+            if self._fragments is None:
+                self._fragments = []
+            self._fragments.append(frame.data)
             return
         data = frame.data
         if self._fragments is not None:

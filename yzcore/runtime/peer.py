@@ -129,8 +129,8 @@ class PeerConnection:
         """Drop the connection without a goodbye, where the transport can."""
         if self._send is not None:
             self._send.close()
-        if isinstance(self.conn, PushConnection):
-            self.conn.abort()
+        if self.push:
+            self.conn.abort()  # type: ignore[attr-defined]
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str]:
