@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import socket
 import urllib.error
 import urllib.request
 
@@ -94,6 +96,33 @@ async def test_hundred_nodes_exact_lookups_gettable_puts_and_abrupt_churn():
             await node.aclose()
 
 
+@pytest.mark.req("B6.4")
+async def test_nodes_on_a_pull_only_transport_still_form_a_network():
+    # mem connections have only the pull API (receive/send), as a third-party
+    # plugin may: the node runs them with a reader and a writer task each.
+    async with anyio.create_task_group() as tg:
+        first = Node(listen="mem://", seed=61)
+        await first.start(tg)
+        nodes = [first]
+        for i in range(24):
+            node = Node(listen="mem://", peers=[first.address], seed=62 + i)
+            await node.start(tg)
+            nodes.append(node)
+        with anyio.fail_after(30):
+            for node in nodes:
+                await node.joined()
+        assert all(not pc.push for node in nodes for pc in node.conns.values())
+        rng = random.Random(5)
+        for _ in range(5):
+            asker, target = rng.choice(nodes), rng.randbytes(32)
+            got = [n.id for n in (await asker.find_node(target)).nodes]
+            assert got == oracle(nodes, target, 20, asker)
+        await nodes[3].put(key_for("pull"), "works")
+        assert await nodes[7].get(key_for("pull")) == "works"
+        for node in nodes:
+            await node.aclose()
+
+
 @pytest.mark.req("B2.3", "B3.4")
 async def test_http_endpoints_on_the_websocket_port():
     async with anyio.create_task_group() as tg:
@@ -159,6 +188,29 @@ async def test_an_operation_in_flight_when_the_node_closes_still_returns():
             while not results:
                 await anyio.sleep(0.01)
         await mute.aclose()
+
+
+@pytest.mark.req("A2.1")
+async def test_a_failed_dial_is_logged_with_peer_id_address_transport_and_code(caplog):
+    from yzcore.cli import JsonFormatter
+    from yzcore.wire import NodeInfo
+
+    caplog.set_level(logging.WARNING, logger="yzcore.node")
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{s.getsockname()[1]}/dht"
+    async with anyio.create_task_group() as tg:
+        node = Node(seed=51)
+        await node.start(tg)
+        peer_id = os.urandom(32)
+        assert await node._dial(NodeInfo(peer_id, dead)) is None
+        await node.aclose()
+    record = next(r for r in caplog.records if getattr(r, "code", None) == "CONNECT_FAILED")
+    line = json.loads(JsonFormatter().format(record))  # what --log-json prints
+    assert line["peer_id"] == peer_id.hex() and line["node_id"] == node.id.hex()
+    assert line["transport"] == "ws" and dead in line["message"]
+    assert "connection refused" in line["message"]
+    assert node.errors[-1]["code"] == "CONNECT_FAILED"  # and /status shows it
 
 
 async def raw_peer(url: str, identity: Identity | None = None):

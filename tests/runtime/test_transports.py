@@ -95,7 +95,7 @@ MESSAGES = [
 ] + [orjson.dumps({"seq": i, "pad": "z" * (i * 37 % 900)}) for i in range(300)]
 
 
-@pytest.mark.req("B3.1", "B3.2")
+@pytest.mark.req("B3.1", "B3.2", "B6.1")  # B6.1: the rewritten ws transport keeps this contract
 async def test_echo_keeps_order_and_boundaries(kind: str) -> None:
     t = get_transport(kind)
     async with serving(t, LISTEN[kind], echo) as listener:
