@@ -1,16 +1,20 @@
 """The ``yz`` command line.
 
-``yz node`` runs a server node; ``yz find-node``, ``yz put`` and ``yz get``
-join a network as a browser-class peer (no listener) through ``--via`` and
-act; ``yz status`` reads a node's ``/status``; ``yz version`` says which core
-runs. Every failure exits non-zero with its error code and what to do.
+``yz node`` runs a server node, ``yz bootstrap`` a bootstrap server,
+``yz bridge`` a bridge, and ``yz up`` a whole local network (see
+:mod:`yzcore.up`); ``yz find-node``, ``yz put`` and ``yz get`` join a network
+as a browser-class peer (no listener) through ``--via`` and act; ``yz status``
+reads a node's ``/status``; ``yz version`` says which core runs. Every
+failure exits non-zero with its error code and what to do.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
 import platform
 import signal
 import sys
@@ -79,23 +83,130 @@ def _positive(text: str) -> float:
     return value
 
 
-def _node(args: argparse.Namespace) -> int:
-    from yzcore.runtime import Node
-
-    async def run() -> None:
-        node = Node(listen=_ws_url(args.listen), advertise=args.advertise, peers=args.peer,
-                    data_dir=args.data_dir, probe_interval=args.probe_interval)
-        async with anyio.create_task_group() as tg:
-            await node.start(tg)
-            print(json.dumps({"event": "listening", "id": node.id.hex(), "address": node.address}),
-                  flush=True)
+async def _until_stopped(parent_watch: bool) -> None:
+    """Return on SIGINT or SIGTERM, or when the parent process is gone (stdin closed)."""
+    async with anyio.create_task_group() as tg:
+        async def on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break
+            tg.cancel_scope.cancel()
+
+        async def on_orphaned() -> None:
+            loop = asyncio.get_running_loop()
+            gone = loop.create_future()
+
+            class _Watch(asyncio.Protocol):
+                def connection_lost(self, exc: Exception | None) -> None:
+                    if not gone.done():
+                        gone.set_result(None)
+
+            transport, _ = await loop.connect_read_pipe(_Watch, sys.stdin)
+            try:
+                await gone
+            finally:
+                transport.close()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_signal)
+        if parent_watch:
+            tg.start_soon(on_orphaned)
+
+
+def _announce(**fields: Any) -> None:
+    """The one line a supervising process waits for, on stdout."""
+    print(json.dumps({"event": "listening", "pid": os.getpid(), **fields}), flush=True)
+
+
+def _run_node(node: Any, args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            await node.start(tg)
+            _announce(id=node.id.hex(), role=node.role, address=node.address)
+            async with anyio.create_task_group() as watch:
+                async def fatal() -> None:  # the node stopped itself (e.g. a refused bridge)
+                    while node.fatal is None:
+                        await anyio.sleep(0.2)
+                    watch.cancel_scope.cancel()
+
+                watch.start_soon(fatal)
+                await _until_stopped(args.parent_watch)
+                watch.cancel_scope.cancel()
             await node.aclose()
 
     anyio.run(run)
+    if node.fatal is not None:
+        print(f"error {node.fatal}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from yzcore.protocol.backoff import BackoffPolicy
+
+    return dict(advertise=args.advertise, peers=args.peer, bootstrap=args.bootstrap,
+                data_dir=args.data_dir, probe_interval=args.probe_interval,
+                heartbeat_interval=args.heartbeat_interval,
+                backoff=BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap))
+
+
+def _node(args: argparse.Namespace) -> int:
+    from yzcore.runtime import Node
+
+    listen = None if args.no_listen else _ws_url(args.listen)
+    if args.no_listen and not args.bootstrap:
+        print("error [NO_PEERS] --no-listen needs --bootstrap: the node is reached through a "
+              "bridge the bootstrap server introduces.", file=sys.stderr)
+        return 2
+    return _run_node(Node(listen=listen, **_node_kwargs(args)), args)
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    from yzcore.bootstrap.auth import read_secret
+    from yzcore.bridge import Bridge
+
+    secret = read_secret(args.bridge_secret_file)
+    return _run_node(Bridge(listen=_ws_url(args.listen), bridge_secret=secret,
+                            **_node_kwargs(args)), args)
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from yzcore.bootstrap.auth import read_secret, write_secret
+    from yzcore.bootstrap.server import BootstrapServer
+
+    secret_file, tmpdir = args.bridge_secret_file, None
+    if secret_file is None and args.bridges:  # our own bridges: a fresh secret they share with us
+        tmpdir = tempfile.TemporaryDirectory(prefix="yz-bootstrap-")
+        secret_file = os.path.join(tmpdir.name, "bridge.secret")
+        write_secret(secret_file)
+    secret = read_secret(secret_file) if secret_file else None
+    extra = ["--log-json"] if args.log_json else []
+    extra += ["--log-level", args.log_level, "--heartbeat-interval", str(args.bridge_heartbeat)]
+    server = BootstrapServer(listen=_ws_url(args.listen), advertise=args.advertise, secret=secret,
+                             data_dir=args.data_dir, node_ttl=args.node_ttl, bridges=args.bridges,
+                             secret_file=secret_file, bridge_args=extra)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            await server.start(tg)
+            _announce(id=server.id.hex(), role="bootstrap", address=server.address)
+            await _until_stopped(args.parent_watch)
+            await server.aclose()
+
+    try:
+        anyio.run(run)
+    finally:
+        if tmpdir is not None:
+            tmpdir.cleanup()
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from yzcore.up import run_up
+
+    return run_up(args)
 
 
 def _client(args: argparse.Namespace, act: Any) -> int:
@@ -204,14 +315,54 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("version", _version, "print the version and which core implementation runs")
+    def server_options(p: argparse.ArgumentParser, port: int) -> None:
+        p.add_argument("--listen", default=f"127.0.0.1:{port}",
+                       help="HOST:PORT (or a ws:// URL) to listen on; port 0 picks a free one")
+        p.add_argument("--advertise", help="the URL others should dial (default: the listen URL)")
+        p.add_argument("--data-dir", help="keeps the key (and a node's peer cache) across restarts")
+        p.add_argument("--parent-watch", action="store_true", help=argparse.SUPPRESS)
+
+    def node_options(p: argparse.ArgumentParser, port: int) -> None:
+        server_options(p, port)
+        p.add_argument("--peer", action="append", default=[],
+                       help="a node URL to join through (repeatable)")
+        p.add_argument("--bootstrap", action="append", default=[], metavar="URL",
+                       help="a bootstrap server URL (repeatable; tried in turn)")
+        p.add_argument("--probe-interval", type=_positive, default=30.0, metavar="SECONDS",
+                       help="seconds between health checks (default 30; raise it when many nodes "
+                       "share one host)")
+        p.add_argument("--heartbeat-interval", type=_positive, default=5.0, metavar="SECONDS",
+                       help="seconds between heartbeats to the bootstrap server (default 5)")
+        p.add_argument("--backoff-base", type=_positive, default=0.5, metavar="SECONDS",
+                       help="first retry delay bound; doubles per attempt, 5 attempts a round")
+        p.add_argument("--backoff-cap", type=_positive, default=8.0, metavar="SECONDS",
+                       help="largest retry delay bound (default 8)")
+
     p = command("node", _node, "run a server node")
-    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (or a ws:// URL) to listen on")
-    p.add_argument("--advertise", help="the URL other nodes should dial (default: the listen URL)")
-    p.add_argument("--peer", action="append", default=[], help="a node URL to join through (repeatable)")
-    p.add_argument("--data-dir", help="keeps the node key, so a restarted node keeps its id")
-    p.add_argument("--probe-interval", type=_positive, default=30.0, metavar="SECONDS",
-                   help="seconds between health checks (default 30; raise it when many nodes "
-                   "share one host)")
+    node_options(p, 8080)
+    p.add_argument("--no-listen", action="store_true",
+                   help="accept no inbound connections: be reached through a bridge")
+    p = command("bridge", _bridge, "run a bridge: a node that relays for peers behind NAT")
+    node_options(p, 8090)
+    p.add_argument("--bridge-secret-file", required=True, metavar="FILE",
+                   help="the secret shared with the bootstrap servers (at least 16 bytes)")
+    p = command("bootstrap", _bootstrap, "run a bootstrap server (first contact and dashboard)")
+    server_options(p, 8080)
+    p.add_argument("--bridges", type=int, default=0, metavar="N",
+                   help="run and supervise N bridge processes (restarted when they die)")
+    p.add_argument("--bridge-secret-file", metavar="FILE",
+                   help="the secret bridges must prove (default with --bridges: a fresh one)")
+    p.add_argument("--node-ttl", type=_positive, default=30.0, metavar="SECONDS",
+                   help="a node not heard from this long is no longer introduced (default 30)")
+    p.add_argument("--bridge-heartbeat", type=_positive, default=5.0, help=argparse.SUPPRESS)
+    p = command("up", _up, "run a local network: bootstrap server, bridges, nodes, dashboard")
+    p.add_argument("--nodes", type=int, default=15, help="server nodes (default 15)")
+    p.add_argument("--bridges", type=int, default=2, help="bridge processes (default 2)")
+    p.add_argument("--port", type=int, default=8080, help="the bootstrap server and dashboard port")
+    p.add_argument("--data-dir", help="keep keys, peer caches and logs here (default: a temporary "
+                   "directory, removed on exit)")
+    p.add_argument("--duration", type=_positive, metavar="SECONDS",
+                   help="stop by itself after this long (default: run until Ctrl-C)")
     for name, func, text in (("find-node", _find_node, "the k nodes closest to an id"),
                              ("put", _put, "store a value under a name"),
                              ("get", _get, "read the value stored under a name")):

@@ -92,6 +92,11 @@ class ErrorCode(enum.StrEnum):
     PEER_UNREACHABLE = "PEER_UNREACHABLE"
     DUPLICATE_CONNECTION = "DUPLICATE_CONNECTION"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    WRONG_ROLE = "WRONG_ROLE"
+    BRIDGE_AUTH_FAILED = "BRIDGE_AUTH_FAILED"
+    RELAY_UNAVAILABLE = "RELAY_UNAVAILABLE"
+    NO_PEERS = "NO_PEERS"
+    BOOTSTRAP_UNREACHABLE = "BOOTSTRAP_UNREACHABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -128,6 +133,16 @@ _ADVICE: Final[dict[str, str]] = {
     _C.DUPLICATE_CONNECTION: "A connection to this peer already exists and the duplicate was "
     "closed; nothing to do.",
     _C.SHUTTING_DOWN: "The peer is shutting down; use another peer.",
+    _C.WRONG_ROLE: "The peer's role does not serve this: send introductions requests to a "
+    "bootstrap server, reconnect requests to a bridge and DHT requests to nodes.",
+    _C.BRIDGE_AUTH_FAILED: "The bridge could not prove the shared secret: give the bridge and the "
+    "bootstrap server the same --bridge-secret-file.",
+    _C.RELAY_UNAVAILABLE: "The bridge holds no connection to that peer (it left, or now uses "
+    "another bridge); look its id up again for its current address.",
+    _C.NO_PEERS: "No peer could be reached; check the --peer and --bootstrap URLs and that those "
+    "nodes run. The node keeps retrying with backoff.",
+    _C.BOOTSTRAP_UNREACHABLE: "No bootstrap server answered; check the --bootstrap URLs. Nodes "
+    "that already have peers do not need one; this node keeps retrying with backoff.",
     _C.INTERNAL: "The peer hit an internal error; report it to its operator with the log lines "
     "around it.",
 }

@@ -23,6 +23,7 @@ The full message table is in ``docs/reference/wire.md``.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
@@ -30,6 +31,8 @@ import orjson
 
 from yzcore.exceptions import EncodeError, InvalidArgument, WireError
 from yzcore import messages as _messages
+from yzcore import messages_service as _service
+from yzcore.messages_service import *  # noqa: F403 - re-exported through __all__
 from yzcore.messages import (  # noqa: F401 - all re-exported through __all__
     PROTOCOL_VERSION,
     MAX_FRAME,
@@ -77,7 +80,7 @@ from yzcore.messages import (  # noqa: F401 - the codec's own helpers
 )
 
 # wire is the public face of the messages: it re-exports all of them.
-__all__ = [*_messages.__all__, "encode", "decode", "error_reply"]
+__all__ = [*_messages.__all__, *_service.__all__, "encode", "decode", "error_reply"]
 
 # -- field checks -------------------------------------------------------------
 # Each takes a wire value (as orjson produced it, or as an encoder built it)
@@ -475,3 +478,10 @@ def error_reply(err: WireError) -> Error:
     if not (0 < len(code) <= MAX_CODE and code.isprintable()):
         code = _C.INTERNAL.value
     return Error(rid, code, text, retry)
+
+
+# The service messages (bootstrap, bridges, relay) go through this same codec.
+_svc_decoders, _svc_encoders = _service.codecs(sys.modules[__name__])
+_DECODERS.update(_svc_decoders)
+_ENCODERS.update(_svc_encoders)
+MESSAGE_TYPES.update({cls.TYPE: cls for cls in _service.SERVICE_TYPES})  # type: ignore[misc]

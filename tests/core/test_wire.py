@@ -211,6 +211,9 @@ def test_type_names_and_classes():
     assert set(wire.MESSAGE_TYPES) == {
         "hello", "auth", "ping", "pong", "find_node", "nodes", "find_value", "value", "store",
         "stored", "error",
+        # service messages: bootstrap, bridges, relay, signaling
+        "introduce", "introductions", "reconnect", "heartbeat", "challenge", "register",
+        "registered", "signal", "relay", "relay_ready", "relay_open", "relay_accept",
     }
     assert all(cls.TYPE == name for name, cls in wire.MESSAGE_TYPES.items())
     assert wire.REQUEST_TYPES == (Ping, FindNode, FindValue, Store)

@@ -125,6 +125,10 @@ class WsConnection(PushConnection, asyncio.Protocol):
     def transport(self) -> str:
         return self._scheme
 
+    def carried_by(self, scheme: str) -> None:
+        """Report ``scheme`` as this connection's transport (a relay running over ws)."""
+        self._scheme = scheme
+
     @property
     def lost(self) -> asyncio.Future[None]:
         """Done once the socket is gone."""

@@ -21,6 +21,9 @@ class EngineConfig:
         conn_max: Most long-lived connections (inbound ones count).
         conn_cap: Most connections of any kind; above it idle transients close.
         idle_timeout: A transient connection idle this long is closed.
+        full_backoff: A peer that closed the connection we kept with it is
+            not chosen for a long-lived connection again for this long (it
+            was over ``conn_max``; B7.2).
         max_dials: Most dials in flight at once; more wait for a free slot
             (a node joining a busy network must not flood it, or itself).
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if
@@ -46,6 +49,7 @@ class EngineConfig:
     conn_max: int = 8
     conn_cap: int = 16
     idle_timeout: float = 5.0
+    full_backoff: float = 120.0
     max_dials: int = 8
     ping_quiet: float = 60.0
     maintenance_interval: float = 1.0

@@ -3,7 +3,10 @@
 A node keeps between ``conn_target`` and ``conn_max`` long-lived connections
 (inbound ones count) and opens more transiently for lookups; a transient
 connection idle for ``idle_timeout`` is closed, and above ``conn_cap`` the
-least recently used transient ones go first. At most ``max_dials`` dials are
+least recently used transient ones go first. Above ``conn_max`` a node also
+sheds idle inbound connections it did not keep: their dialers meant to keep
+them, see them closed cleanly and look elsewhere for ``full_backoff``, so
+every node settles within 3–8 connections (B7.2). At most ``max_dials`` dials are
 in flight; more wait their turn, so a node joining a busy network floods
 neither it nor itself. Peers it no longer talks to are forgotten (the routing
 table keeps what matters).
@@ -61,6 +64,7 @@ class ConnectionPolicy:
     _out: list[Action]
     _dials: set[bytes]
     _dial_queue: deque[bytes]
+    _full: dict[bytes, float]
 
     def _peer(self, info: NodeInfo) -> PeerState:
         peer = self.peers.get(info.id)
@@ -100,6 +104,16 @@ class ConnectionPolicy:
             if peer_id not in self.table:
                 self.rpc.forget_peer(peer_id)
 
+    def pin(self, peer_id: bytes) -> None:
+        """Keep the connection to ``peer_id`` however many others there are.
+
+        For the bridge that relays for a node without a listener: losing it
+        would make the node unreachable.
+        """
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            peer.kept = True
+
     def _kept_count(self) -> int:
         return sum(1 for p in self.peers.values() if p.kept and (p.connected or p.dialing))
 
@@ -108,7 +122,10 @@ class ConnectionPolicy:
         missing = cfg.conn_target - self._kept_count()
         if missing > 0:
             busy_ids = {i for i, p in self.peers.items() if p.connected or p.dialing}
-            pool = [c for c in self.table.contacts() if c.id not in busy_ids]
+            for peer_id, until in list(self._full.items()):
+                if until <= now:
+                    del self._full[peer_id]
+            pool = [c for c in self.table.contacts() if c.id not in busy_ids and c.id not in self._full]
             for c in self.rng.sample(pool, min(missing, len(pool))):
                 peer = self._peer(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node")))  # type: ignore[arg-type]
                 peer.kept = True
@@ -119,16 +136,20 @@ class ConnectionPolicy:
         busy = self.rpc.busy_peers()
         transient = sorted((p.last_active, i) for i, p in self.peers.items()
                            if p.connected and not p.kept and i not in busy)
-        excess = len(self.connected()) - cfg.conn_cap
+        connected = len(self.connected())
+        excess = connected - cfg.conn_cap
+        shed = connected - cfg.conn_max
         for last_active, peer_id in transient:
             peer = self.peers[peer_id]
+            idle = last_active + cfg.idle_timeout <= now
             if excess > 0:
                 reason = "over_capacity"
-            elif peer.outbound and last_active + cfg.idle_timeout <= now:
-                reason = "idle"
+            elif idle and (peer.outbound or (shed > 0 and peer.info.role in ("node", "bridge"))):
+                reason = "idle" if peer.outbound else "over_target"
             else:
                 continue
             excess -= 1
+            shed -= 1
             peer.connected = False
             self._out.append(Close(peer_id, reason))
 

@@ -84,6 +84,7 @@ class Engine(ConnectionPolicy):
         self.peers: dict[bytes, PeerState] = {}
         self._dials: set[bytes] = set()  # Dial actions out, not yet opened or failed
         self._dial_queue: deque[bytes] = deque()  # peers waiting for a dial slot
+        self._full: dict[bytes, float] = {}  # peers that shed our kept connection, until when
         self._ops: dict[int, _Op] = {}
         self._next_op = 1
         self._out: list[Action] = []
@@ -120,6 +121,10 @@ class Engine(ConnectionPolicy):
         self._ops[op].join = True
         self._advance(self._ops[op], now)
         return op
+
+    def readdress(self, addr: str | None) -> None:
+        """This node's advertised address changed (it moved to another bridge)."""
+        self.info = NodeInfo(self.info.id, addr, self.info.role)
 
     def find_node(self, target: bytes, now: float, k: int | None = None) -> int:
         """Start a lookup for the ``k`` (default: the configured k) nodes closest to ``target``.
@@ -186,6 +191,8 @@ class Engine(ConnectionPolicy):
         peer = self.peers.get(peer_id)
         if peer is None:
             return
+        if peer.connected and peer.kept and peer.outbound and not error:
+            self._full[peer_id] = now + self.config.full_backoff  # it shed us: look elsewhere
         peer.connected = peer.dialing = False
         peer.kept = False
         self._dials.discard(peer_id)

@@ -7,6 +7,7 @@ transport's defaults: 426 with a hint on the WebSocket path, 404 elsewhere.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,11 +33,22 @@ def health(node: Node) -> dict[str, Any]:
         reasons.append("not started")
     if connections < need:
         reasons.append(f"{connections} live connections, needs {need}")
+    if engine is not None and not node._joined.is_set():
+        reasons.append("still joining the network")
     probe = node.last_probe
-    if need and probe is not None and not probe["ok"]:
+    if need and probe is None:
+        reasons.append("no find_node probe has finished yet")
+    elif need and probe is not None and not probe["ok"]:
         reasons.append(f"last find_node probe failed or took over 2 s ({probe['seconds']:.2f}s)")
     return {"healthy": not reasons, "connections": connections, "needed": need,
             "network_size_estimate": size, "probe": probe, "reasons": reasons}
+
+
+def _by_transport(node: Node) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for pc in node.conns.values():
+        counts[pc.conn.transport] = counts.get(pc.conn.transport, 0) + 1
+    return counts or {"ws": 0}
 
 
 class HttpEndpoints:
@@ -65,17 +77,21 @@ class HttpEndpoints:
             "id": node.id.hex(),
             "role": node.role,
             "address": node.address,
+            "pid": os.getpid(),
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "compiled_core": USE_EXTENSIONS,
             "uptime_s": round(time.time() - node.started_at, 1),
-            "connections": {"ws": len(node.conns)},
+            "connections": _by_transport(node),
             "peers": [{"id": p.id.hex(), "role": p.role, "address": p.advertise}
                       for p in node.peer_infos()],
             "routing_table": len(engine.table) if engine else 0,
             "values": len(engine.store) if engine else 0,
             "health": health(node),
             "recent_errors": list(node.errors),
+            "bootstrap": [{"url": link.url, "connected": link.pc is not None,
+                           "registered": link.registered} for link in node.links],
+            **({"relay": node.relay_status()} if hasattr(node, "relay_status") else {}),
         }
 
     def metrics(self) -> str:
@@ -83,7 +99,8 @@ class HttpEndpoints:
         sent = sum(pc.sent for pc in node.conns.values())
         received = sum(pc.received for pc in node.conns.values())
         lines = [
-            "# TYPE yz_connections gauge", f'yz_connections{{transport="ws"}} {len(node.conns)}',
+            "# TYPE yz_connections gauge",
+            *(f'yz_connections{{transport="{t}"}} {n}' for t, n in _by_transport(node).items()),
             "# TYPE yz_routing_table_size gauge", f"yz_routing_table_size {len(engine.table) if engine else 0}",
             "# TYPE yz_values gauge", f"yz_values {len(engine.store) if engine else 0}",
             "# TYPE yz_frames_sent gauge", f"yz_frames_sent {sent}",

@@ -27,12 +27,15 @@ from yzcore import wire
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.identity import Identity, load_or_create
 from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
+from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.engine import Engine
 from yzcore.protocol.handshake import PeerInfo
 from yzcore.protocol.lookup import LookupResult
 from yzcore.runtime.http import HttpEndpoints
+from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.runtime.recovery import Recovery
 from yzcore.transport import Connection, Listener, transport_for
 from yzcore.wire import NodeInfo
 
@@ -41,7 +44,7 @@ __all__ = ["Node"]
 log = logging.getLogger("yzcore.node")
 
 
-class Node:
+class Node(Recovery):
     """A yzcore server node.
 
     Args:
@@ -50,28 +53,36 @@ class Node:
         advertise: The URL other nodes should dial; defaults to the bound
             listen address.
         peers: URLs to join through (no id needed: the handshake tells).
-        data_dir: Where the node key (and later the peer cache) lives; None
-            for an ephemeral identity.
-        role: "node" or "bridge".
+        bootstrap: Bootstrap server URLs, tried in turn for introductions.
+        data_dir: Where the node key and the peer cache live; None for an
+            ephemeral identity and no cache.
+        role: "node", "bridge" or "browser".
+        bridge_secret: A bridge's shared secret, proved to each bootstrap server.
         config: Protocol knobs.
         seed: Seeds the engine's random source (reproducible tests); None
             draws one from the OS.
         handshake_timeout: Seconds a new connection has to complete its hello.
         dial_timeout: Seconds a dial may take.
         probe_interval: Seconds between health checks (ARCHITECTURE §4).
+        heartbeat_interval: Seconds between heartbeats to the bootstrap server.
+        backoff: The retry schedule of bootstrap and reconnection attempts.
+        cache_interval: Seconds between writes of the peer cache.
     """
 
     def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
-                 peers: Sequence[str] = (), data_dir: str | None = None, identity: Identity | None = None,
-                 role: str = "node", config: EngineConfig | None = None, seed: int | None = None,
-                 handshake_timeout: float = 5.0, dial_timeout: float = 5.0,
-                 probe_interval: float = 30.0) -> None:
+                 peers: Sequence[str] = (), bootstrap: Sequence[str] = (), data_dir: str | None = None,
+                 identity: Identity | None = None, role: str = "node",
+                 bridge_secret: bytes | None = None, config: EngineConfig | None = None,
+                 seed: int | None = None, handshake_timeout: float = 5.0, dial_timeout: float = 5.0,
+                 probe_interval: float = 30.0, heartbeat_interval: float = 5.0,
+                 backoff: BackoffPolicy | None = None, cache_interval: float = 10.0) -> None:
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
         self.id = self.identity.node_id
         self.role = role
         self._listen = listen
         self._advertise = advertise
         self._peers = list(peers)
+        self.data_dir = data_dir
         self._config = config or EngineConfig()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
         self.handshake_timeout = handshake_timeout
@@ -92,6 +103,20 @@ class Node:
         self._last_lookup: tuple[float, float] | None = None  # (finished at, seconds taken)
         self._probe_op = 0
         self._stopping = False
+        self._backoff_policy = backoff or BackoffPolicy()
+        self.heartbeat_interval = heartbeat_interval
+        self.cache_interval = cache_interval
+        rng = random.Random(self._seed ^ 0xB007)
+        if role == "bridge":  # one registration per bootstrap server: each keeps its own registry
+            self.links = [BootstrapLink(self, [url], self._backoff_policy, rng, bridge_secret)
+                          for url in bootstrap]
+        else:
+            self.links = [BootstrapLink(self, bootstrap, self._backoff_policy, rng)] if bootstrap else []
+        self._bridges: list[NodeInfo] = []
+        self._relay_bridge: bytes | None = None
+        self._service_rid = 0
+        self._service_waiters: dict[int, tuple[anyio.Event, list[object]]] = {}
+        self.fatal: BaseException | None = None
         self.http = HttpEndpoints(self)
 
     # -- life cycle -------------------------------------------------------------
@@ -110,8 +135,13 @@ class Node:
             info = NodeInfo(self.id, self.address, self.role)
             self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
             tg.start_soon(self._timer_loop)
+            for link in self.links:
+                tg.start_soon(self._heartbeat_loop, link)
             tg.start_soon(self._join)
             tg.start_soon(self._probe_loop)
+            tg.start_soon(self._recover_loop)
+            if self.data_dir:
+                tg.start_soon(self._cache_loop)
             task_status.started()
 
     async def joined(self, timeout: float = 30.0) -> None:
@@ -138,7 +168,16 @@ class Node:
             pc.abort()
         await self._stop()
 
+    def _fatal(self, exc: BaseException) -> None:
+        """Stop the node for good: it cannot work as configured (``fatal`` says why)."""
+        self.fatal = exc
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
     async def _stop(self) -> None:
+        self._cache_peers()
+        for link in self.links:
+            link.close()
         if self.engine is not None:  # callers waiting on an operation get what it has
             self.engine.stop(anyio.current_time())
             self._process()
@@ -258,22 +297,6 @@ class Node:
 
     # -- connections ------------------------------------------------------------------
 
-    async def _join(self) -> None:
-        if not self._peers:
-            self._joined.set()  # the first node of a network has nobody to ask
-            return
-        seeds = []
-        for url in self._peers:
-            info = await self._dial(NodeInfo(bytes(32), url), by_url=True)
-            if info is not None:
-                seeds.append(info)
-        if seeds:
-            self._engine.bootstrap(seeds, anyio.current_time())
-            self._process()
-        else:
-            self._record("NO_PEERS", None, f"none of {len(self._peers)} peer URLs answered")
-            self._joined.set()
-
     async def _dial(self, node: NodeInfo, *, by_url: bool = False) -> NodeInfo | None:
         """Connect and verify; hands the connection to the engine."""
         expected = None if by_url else node.id
@@ -309,10 +332,10 @@ class Node:
             self.engine.dial_failed(expected, anyio.current_time())
             self._process()
 
-    async def _accepted(self, conn: Connection) -> None:
+    async def _accepted(self, conn: Connection, first: bytes | None = None) -> None:
         try:
             peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
-                                   timeout=self.handshake_timeout)
+                                   timeout=self.handshake_timeout, first=first)
         except (WireError, TransportError, TimeoutError) as exc:
             code, text = describe_failure(exc)
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}")
@@ -347,8 +370,14 @@ class Node:
             self._tg.start_soon(old.close)  # type: ignore[union-attr]
         self.conns[peer_id] = pc
         self._engine.connection_opened(pc.info, anyio.current_time(), outbound=pc.outbound, ip=pc.ip)
+        if self._relays_for(pc):
+            self._engine.pin(peer_id)
         self._process()
         return True
+
+    def _relays_for(self, pc: PeerConnection) -> bool:
+        """Whether this node relays for ``pc``'s peer (a bridge's job), so must keep it."""
+        return False
 
     def _attach(self, pc: PeerConnection) -> None:
         """Push mode: the transport calls us with each message and with the end."""
@@ -393,6 +422,8 @@ class Node:
             del self.conns[peer_id]
             self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
             self._process()
+            if peer_id == self._relay_bridge:  # A5.5: on to the next bridge
+                self._relay_lost()
         elif peer_id in self.conns:  # the tie-break closed this duplicate
             self._engine.connection_superseded(peer_id, anyio.current_time())
             self._process()
@@ -407,6 +438,9 @@ class Node:
             return pc.send(wire.error_reply(err))
         if isinstance(msg, wire.Error) and msg.rid is None:
             self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
+            return True
+        if isinstance(msg, wire.SERVICE_TYPES):
+            self._service(pc, msg)
             return True
         self._engine.receive(pc.peer.id, msg, anyio.current_time())
         self._process()

@@ -17,7 +17,13 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from yzcore import wire
-from yzcore.exceptions import ConnectionClosed, FrameTooLarge, HandshakeError, TransportError, WireError
+from yzcore.exceptions import (
+    ConnectionClosed,
+    FrameTooLarge,
+    HandshakeError,
+    TransportError,
+    WireError,
+)
 from yzcore.identity import Identity
 from yzcore.protocol.handshake import Handshake, PeerInfo
 from yzcore.transport import Connection, PushConnection
@@ -31,8 +37,12 @@ SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
 
 
 async def handshake(conn: Connection, identity: Identity, *, role: str, advertise: str | None,
-                    timeout: float, expected_id: bytes | None = None) -> PeerInfo:
+                    timeout: float, expected_id: bytes | None = None,
+                    first: bytes | None = None) -> PeerInfo:
     """Run the signed hello on a fresh connection; the verified peer, or an exception.
+
+    ``first`` is the peer's first frame when the caller already read it (a
+    bridge reads it to tell a hello from a relay request).
 
     Raises:
         HandshakeError: the peer failed verification (its code says why); an
@@ -47,7 +57,8 @@ async def handshake(conn: Connection, identity: Identity, *, role: str, advertis
         with anyio.fail_after(timeout):
             await conn.send(wire.encode(hs.start()))
             while not hs.done:
-                msg = wire.decode(await conn.receive())
+                frame, first = (first, None) if first is not None else (await conn.receive(), None)
+                msg = wire.decode(frame)
                 for out in hs.receive(msg):
                     await conn.send(wire.encode(out))
     except WireError as err:  # HandshakeError included: tell the peer why, then give up
@@ -70,7 +81,7 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
-    __slots__ = ("conn", "peer", "outbound", "info", "push", "_send", "_recv", "sent", "received")
+    __slots__ = ("_recv", "_send", "conn", "info", "outbound", "peer", "push", "received", "sent")
 
     def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool) -> None:
         self.conn = conn

@@ -1,0 +1,57 @@
+"""`yz up`, the README's main command: 15 nodes, 2 bridges and a bootstrap server as processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.runtime.procs import YZ, alive, free_port, get_json, wait_for
+
+
+@pytest.mark.req("A1.1", "B7.2", "A5.1", "A5.2")
+def test_yz_up_brings_15_of_15_nodes_healthy_within_30_s_and_leaves_no_process(tmp_path):
+    port = free_port()
+    boot = f"ws://127.0.0.1:{port}/dht"
+    started = time.monotonic()
+    up = subprocess.Popen([*YZ, "up", "--nodes", "15", "--bridges", "2", "--port", str(port),
+                           "--data-dir", str(tmp_path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        def all_healthy():
+            status = get_json(boot, "/status")
+            if not status or status["network"]["nodes"] != 15:
+                return None
+            nodes = status["nodes"]
+            ok = all(n["healthy"] and 3 <= n["connections"] <= 8 for n in nodes)
+            bridges = [b for b in status["bridges"] if b["healthy"]]
+            return status if ok and len(bridges) == 2 else None
+
+        status, _ = wait_for("15/15 healthy with 3-8 connections and 2 bridges", all_healthy, 45)
+        formation = time.monotonic() - started
+        print(f"yz up: 15/15 healthy, 2/2 bridges, after {formation:.1f} s; connections "
+              f"{sorted(n['connections'] for n in status['nodes'])}")
+        assert formation <= 30.0, f"15/15 healthy took {formation:.1f} s (A1.1: within 30 s)"
+        # The terminal table says so too.
+        wait_for("the table shows 15/15", lambda: any("15/15 healthy" in x for x in lines), 10)
+        # Every node answers for itself: /healthz 200 on its own port.
+        pids = [b["pid"] for b in status["bridges"]]
+        for n in status["nodes"]:
+            assert get_json(n["address"], "/healthz")["healthy"], n
+            pids.append(get_json(n["address"], "/status")["pid"])
+        assert len(set(pids)) == 17 and all(alive(p) for p in pids), pids
+    finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        code = up.wait(timeout=30)
+        reader.join(timeout=5)
+    assert code == 0, "".join(lines[-20:])
+    assert any("stopped 16 processes" in x for x in lines), "".join(lines[-5:])
+    # No orphans: the bridges (children of the bootstrap server) are gone too, and nothing listens.
+    wait_for("every node and bridge process gone", lambda: not any(alive(p) for p in pids), 10)
+    assert get_json(boot, "/status") is None

@@ -1,0 +1,322 @@
+"""The bootstrap server: first contact, introductions, the bridge registry, signal relay.
+
+It is never a dependency: it answers ``introduce`` with live peers and
+healthy bridges, hears heartbeats, relays ``signal`` messages between its
+connected clients, and checks its bridges. It runs no DHT: it never enters a
+routing table (it claims the role ``bootstrap``, which no routing table
+accepts) and refuses DHT requests with ``WRONG_ROLE``. Everything it knows
+comes back within one heartbeat interval after a restart, so restarting it
+loses nothing that matters; several may run side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from yzcore import USE_EXTENSIONS, __version__, wire
+from yzcore.bootstrap.auth import check_mac
+from yzcore.bootstrap.dashboard import DASHBOARD_HTML
+from yzcore.bootstrap.directory import Directory
+from yzcore.bootstrap.supervisor import BridgeSupervisor
+from yzcore.exceptions import ConnectionClosed, TransportError, WireError
+from yzcore.identity import Identity, load_or_create
+from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.transport import Connection, HttpResponse, Listener, transport_for
+from yzcore.wire import ErrorCode, NodeInfo
+
+__all__ = ["BootstrapServer"]
+
+log = logging.getLogger("yzcore.bootstrap")
+
+_DHT_REQUESTS = (wire.FindNode, wire.FindValue, wire.Store, wire.Reconnect)
+
+
+class _Client:
+    __slots__ = ("nonce", "pc", "registered")
+
+    def __init__(self, pc: PeerConnection) -> None:
+        self.pc = pc
+        self.nonce: bytes | None = None  # the challenge sent to a bridge
+        self.registered = False
+
+
+class BootstrapServer:
+    """A bootstrap server.
+
+    Args:
+        listen: ``ws://HOST:PORT/dht`` to accept connections on (port 0 picks one).
+        advertise: The URL clients should use; defaults to the bound address.
+        secret: The bridges' shared secret; None accepts no bridge.
+        data_dir: Keeps the server's key; None for an ephemeral one.
+        node_ttl: A node not heard from this long is no longer introduced.
+        bridge_check: Seconds between bridge health checks.
+        bridges: How many bridge processes to run and supervise (A5.4).
+        secret_file: The secret's file, handed to supervised bridges.
+        seed: Seeds the random source (tests); None draws one from the OS.
+    """
+
+    def __init__(self, *, listen: str = "ws://127.0.0.1:0/dht", advertise: str | None = None,
+                 secret: bytes | None = None, data_dir: str | None = None,
+                 identity: Identity | None = None, node_ttl: float = 30.0,
+                 bridge_check: float = 2.0, bridges: int = 0, secret_file: str | None = None,
+                 bridge_args: Sequence[str] = (), seed: int | None = None,
+                 handshake_timeout: float = 5.0) -> None:
+        self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
+        self.id = self.identity.node_id
+        self._listen = listen
+        self._advertise = advertise
+        self._secret = secret
+        seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
+        self.directory = Directory(random.Random(seed), node_ttl=node_ttl, bridge_check=bridge_check)
+        self.clients: dict[bytes, _Client] = {}
+        self.errors: deque[dict[str, object]] = deque(maxlen=32)
+        self.address: str | None = None
+        self.started_at = time.time()
+        self.handshake_timeout = handshake_timeout
+        self.introductions = 0
+        self._pings: dict[int, bytes] = {}
+        self._rid = 0
+        self._listener: Listener | None = None
+        self._tg: TaskGroup | None = None
+        self.supervisor = (BridgeSupervisor(bridges, secret_file, bridge_args, seed=seed,
+                                            data_dir=os.path.join(data_dir, "bridges") if data_dir
+                                            else None) if bridges else None)
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Listen and serve in ``tg``; returns once listening (bridges start after)."""
+        await tg.start(self._run)
+
+    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._listener = await transport_for(self._listen).listen(self._listen, http=self._http)
+            self.address = self._advertise or self._listener.address
+            tg.start_soon(self._listener.serve, self._accepted)
+            tg.start_soon(self._tick_loop)
+            if self.supervisor is not None:
+                tg.start_soon(self.supervisor.run, self.address)
+            task_status.started()
+
+    async def aclose(self) -> None:
+        """Stop: supervised bridges first, then every connection and the listener."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        for client in list(self.clients.values()):
+            client.pc.abort()
+        if self._listener is not None:
+            await self._listener.aclose()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- connections ------------------------------------------------------------------
+
+    async def _accepted(self, conn: Connection) -> None:
+        try:
+            peer = await handshake(conn, self.identity, role="bootstrap", advertise=self.address,
+                                   timeout=self.handshake_timeout)
+        except (WireError, TransportError, TimeoutError) as exc:
+            code, text = describe_failure(exc)
+            self._record(code, None, f"handshake from {conn.remote_address} failed: {text}")
+            return
+        pc = PeerConnection(conn, peer, outbound=False)
+        client = _Client(pc)
+        old = self.clients.get(peer.id)
+        if old is not None:  # a reconnecting client: the new connection wins
+            old.pc.abort()
+        self.clients[peer.id] = client
+        if peer.role == "bridge":
+            client.nonce = os.urandom(32)
+            pc.send(wire.Challenge(client.nonce))
+        if pc.push:
+            def on_message(frame: bytes) -> None:
+                try:
+                    if not self._on_frame(client, frame):
+                        pc.abort()
+                except Exception:
+                    log.exception("failed handling a message", extra={"peer_id": peer.id.hex()})
+
+            pc.conn.attach(on_message, lambda _exc: self._closed(client))  # type: ignore[attr-defined]
+            return
+        async with anyio.create_task_group() as tg:  # a pull-only transport
+            tg.start_soon(pc.writer)
+            try:
+                while self._on_frame(client, await conn.receive()):
+                    pass
+            except (ConnectionClosed, TransportError):
+                pass
+            finally:
+                self._closed(client)
+                tg.cancel_scope.cancel()
+                await pc.close()
+
+    def _closed(self, client: _Client) -> None:
+        peer = client.pc.peer
+        if self.clients.get(peer.id) is client:
+            del self.clients[peer.id]
+            if client.registered:
+                self.directory.bridge_closed(peer.id)
+                log.warning("bridge %s disconnected", peer.id.hex()[:16],
+                            extra={"peer_id": peer.id.hex(), "code": "BRIDGE_DOWN"})
+
+    def _on_frame(self, client: _Client, frame: bytes) -> bool:
+        """One message from a verified client; False when it must be dropped."""
+        pc, peer = client.pc, client.pc.peer
+        try:
+            msg = wire.decode(frame)
+        except WireError as err:
+            self._record(str(err.code), peer.id, str(err.args[0]) if err.args else "")
+            return pc.send(wire.error_reply(err))
+        now = anyio.current_time()
+        info = NodeInfo(peer.id, peer.advertise, peer.role)
+        if isinstance(msg, wire.Introduce):
+            self.directory.seen(info, now)
+            peers, bridges, genesis = self.directory.introduce(peer.id, msg.want)
+            self.introductions += 1
+            return pc.send(wire.Introductions(msg.rid, tuple(peers), tuple(bridges[:wire.MAX_NODES]),
+                                              genesis))
+        if isinstance(msg, wire.Heartbeat):
+            self.directory.heartbeat(info, now, healthy=msg.healthy, connections=msg.connections,
+                                     routing_table=msg.routing_table, probe=msg.probe)
+            return True
+        if isinstance(msg, wire.Register):
+            return self._register(client, info, msg, now)
+        if isinstance(msg, wire.Pong):
+            bridge = self._pings.pop(msg.rid, None)
+            if bridge == peer.id:
+                self.directory.bridge_answered(bridge, now)
+            return True
+        if isinstance(msg, wire.Ping):
+            return pc.send(wire.Pong(msg.rid))
+        if isinstance(msg, wire.Signal):
+            target = self.clients.get(msg.to)
+            if target is None:
+                return pc.send(wire.Error(None, ErrorCode.PEER_UNREACHABLE,
+                                          f"peer {msg.to.hex()[:16]} is not connected to this "
+                                          "bootstrap server; it cannot take signals here."))
+            target.pc.send(wire.Signal(msg.to, peer.id, msg.data))
+            return True
+        if isinstance(msg, _DHT_REQUESTS):
+            return pc.send(wire.Error(msg.rid, ErrorCode.WRONG_ROLE,
+                                      f"this is a bootstrap server: it answers introduce and relays "
+                                      f"signals, not {msg.TYPE}. {wire.advice(ErrorCode.WRONG_ROLE)}"))
+        if isinstance(msg, wire.Error):
+            self._record(str(msg.code), peer.id, f"client reports: {msg.message}")
+        return True
+
+    def _register(self, client: _Client, info: NodeInfo, msg: wire.Register, now: float) -> bool:
+        peer = client.pc.peer
+        if client.nonce is None or self._secret is None:
+            why = ("this server accepts no bridges (no --bridge-secret-file)" if self._secret is None
+                   else "only a peer that said hello as a bridge may register")
+            client.pc.send(wire.Error(msg.rid, ErrorCode.WRONG_ROLE, why))
+            return False
+        if not check_mac(self._secret, client.nonce, peer.id, self.id, msg.mac):
+            text = (f"bridge {peer.id.hex()[:16]} at {peer.advertise} failed the secret check; "
+                    "refused")
+            self._record(str(ErrorCode.BRIDGE_AUTH_FAILED), peer.id, text)
+            client.pc.send(wire.Error(msg.rid, ErrorCode.BRIDGE_AUTH_FAILED,
+                                      f"{text}. {wire.advice(ErrorCode.BRIDGE_AUTH_FAILED)}"))
+            return False
+        client.nonce, client.registered = None, True
+        self.directory.bridge_registered(info, now)
+        log.info("bridge %s registered at %s", peer.id.hex()[:16], peer.advertise,
+                 extra={"peer_id": peer.id.hex(), "address": peer.advertise})
+        return client.pc.send(wire.Registered(msg.rid))
+
+    async def _tick_loop(self) -> None:
+        """Expire silent nodes and check each bridge (A5.3)."""
+        while True:
+            now = anyio.current_time()
+            self.directory.expire(now)
+            for bridge_id in self.directory.bridges_to_check(now):
+                client = self.clients.get(bridge_id)
+                if client is None:
+                    continue
+                self._rid += 1
+                self._pings[self._rid] = bridge_id
+                client.pc.send(wire.Ping(self._rid))
+            if len(self._pings) > 1024:  # answers that never came
+                for rid in sorted(self._pings)[:512]:
+                    del self._pings[rid]
+            await anyio.sleep(min(1.0, self.directory.bridge_check / 2))
+
+    def _record(self, code: str, peer: bytes | None, message: str) -> None:
+        entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
+                 "message": message}
+        self.errors.append(entry)
+        log.warning(message, extra={"code": code, "peer_id": entry["peer"], "transport": "ws"})
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _http(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        route = path.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return None
+        if route == "/":
+            return HttpResponse(200, (("content-type", "text/html; charset=utf-8"),),
+                                DASHBOARD_HTML.encode())
+        if route == "/status":
+            return HttpResponse.json(200, self.status())
+        if route == "/healthz":
+            return HttpResponse.json(200, {"healthy": True, "role": "bootstrap",
+                                           "bridges_healthy": len(self.directory.healthy_bridges())})
+        if route == "/metrics":
+            return HttpResponse(200, (("content-type", "text/plain; version=0.0.4"),),
+                                self._metrics().encode())
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """The nodes and bridges this server knows, and the network's health share."""
+        now = anyio.current_time()
+        nodes = [{"id": i.hex(), "role": e.info.role, "address": e.info.addr, "healthy": e.healthy,
+                  "connections": e.connections, "routing_table": e.routing_table, "probe": e.probe,
+                  "last_seen_s": round(now - e.last_seen, 1),
+                  "connected": i in self.clients}
+                 for i, e in self.directory.nodes.items() if e.info.role == "node"]
+        procs = self.supervisor.status() if self.supervisor else {}
+        bridges = []
+        for i, e in self.directory.bridges.items():
+            row: dict[str, Any] = {"id": i.hex(), "address": e.info.addr,
+                                   "healthy": self.directory.bridge_healthy(e),
+                                   "registered_s": round(now - e.registered_at, 1),
+                                   "last_ok_s": round(now - e.last_ok, 1), "misses": e.misses}
+            row.update(procs.get(e.info.addr or "", {}))
+            bridges.append(row)
+        healthy = sum(1 for n in nodes if n["healthy"])
+        return {
+            "id": self.id.hex(), "role": "bootstrap", "address": self.address, "pid": os.getpid(),
+            "version": __version__, "protocol": wire.PROTOCOL_VERSION,
+            "compiled_core": USE_EXTENSIONS, "uptime_s": round(time.time() - self.started_at, 1),
+            "network": {"nodes": len(nodes), "healthy": healthy,
+                        "share": round(healthy / len(nodes), 3) if nodes else 0.0},
+            "nodes": sorted(nodes, key=lambda n: n["address"] or ""),
+            "bridges": bridges,
+            "supervised": list(procs.values()),
+            "introductions": self.introductions,
+            "recent_errors": list(self.errors),
+        }
+
+    def _metrics(self) -> str:
+        nodes = [e for e in self.directory.nodes.values() if e.info.role == "node"]
+        lines = [
+            "# TYPE yz_bootstrap_nodes gauge", f"yz_bootstrap_nodes {len(nodes)}",
+            "# TYPE yz_bootstrap_nodes_healthy gauge",
+            f"yz_bootstrap_nodes_healthy {sum(1 for e in nodes if e.healthy)}",
+            "# TYPE yz_bootstrap_bridges_healthy gauge",
+            f"yz_bootstrap_bridges_healthy {len(self.directory.healthy_bridges())}",
+            "# TYPE yz_bootstrap_introductions_total counter",
+            f"yz_bootstrap_introductions_total {self.introductions}",
+            "# TYPE yz_bootstrap_clients gauge", f"yz_bootstrap_clients {len(self.clients)}",
+        ]
+        return "\n".join(lines) + "\n"

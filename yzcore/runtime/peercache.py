@@ -1,0 +1,61 @@
+"""Peers remembered on disk, tried first after a restart (A7.3).
+
+``peers.json`` in the node's data directory holds the peers it was connected
+to and a sample of its routing table, bridges included. A restarted node
+dials them before it asks anyone else, so a network whose bootstrap servers
+are all down still comes back together. Written atomically (a temporary file
+renamed over the old one), so a crash mid-write never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from yzcore.wire import ROLES, NodeInfo
+
+__all__ = ["FILE_NAME", "load", "save"]
+
+log = logging.getLogger("yzcore.node")
+
+FILE_NAME = "peers.json"
+MAX_PEERS = 64
+
+
+def load(data_dir: str) -> list[NodeInfo]:
+    """The cached peers, most recently connected first; [] when there is no usable cache."""
+    path = Path(data_dir) / FILE_NAME
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        peers = []
+        for entry in doc["peers"][:MAX_PEERS]:
+            node_id = bytes.fromhex(entry["id"])
+            addr, role = entry["addr"], entry.get("role", "node")
+            if len(node_id) == 32 and isinstance(addr, str) and addr and role in ROLES:
+                peers.append(NodeInfo(node_id, addr, role))
+        return peers
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring the unreadable peer cache %s: %s", path, exc,
+                    extra={"code": "PEER_CACHE_UNREADABLE"})
+        return []
+
+
+def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
+    """Replace the cache with ``peers`` (those with an address); how many were written."""
+    seen: set[bytes] = set()
+    rows = []
+    for p in peers:
+        if p.addr and p.id not in seen and len(rows) < MAX_PEERS:
+            seen.add(p.id)
+            rows.append({"id": p.id.hex(), "addr": p.addr, "role": p.role})
+    path = Path(data_dir) / FILE_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"saved_at": time.time(), "peers": rows}), encoding="utf-8")
+    os.replace(tmp, path)
+    return len(rows)

@@ -1,0 +1,278 @@
+"""Joining, and getting back: cached peers, bridges, bootstrap servers (A1.3, A7.1–A7.3).
+
+A mixin of :class:`~yzcore.runtime.node.Node`, apart to keep each module to
+one job. The order is ARCHITECTURE §4's, at the start and after losing every
+connection alike:
+
+1. peers cached on disk (and, after a loss, the routing table's contacts);
+2. ``--peer`` URLs;
+3. bridges, asked to ``reconnect`` us with fresh live peers;
+4. each ``--bootstrap`` URL in turn, for introductions.
+
+A node that has peers never needs the bootstrap server (A1.2). A node with
+no listener gets its address from a bridge that relays for it (A1.5), and
+moves to the next bridge when that one fails (A5.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+
+import anyio
+
+from yzcore import wire
+from yzcore.protocol.backoff import Backoff
+from yzcore.runtime import peercache
+from yzcore.runtime.peer import PeerConnection
+from yzcore.transport import transport_for
+from yzcore.wire import ErrorCode, NodeInfo
+
+__all__ = ["Recovery"]
+
+log = logging.getLogger("yzcore.node")
+
+INTRODUCTIONS = 8  # peers asked for at once
+MAX_SEED_DIALS = 8  # peers dialled at once when (re)joining
+LOST_GRACE = 2.0  # seconds with no connection before recovery starts: the engine redials first
+
+
+def _relay_address(bridge_url: str, node_id: bytes) -> str:
+    from urllib.parse import urlsplit
+    return f"bridge://{urlsplit(bridge_url).netloc}/{node_id.hex()}"
+
+
+class Recovery:
+    """Join and reconnect (mixed into the node)."""
+
+    # -- joining ------------------------------------------------------------------
+
+    async def _join(self) -> None:  # type: ignore[misc]
+        intro = None
+        if self._listen is None and self.role == "node" and self.links:
+            intro = await self._introductions()  # a bridge first: it gives us our address
+            await self._use_bridge()
+        cached = peercache.load(self.data_dir) if self.data_dir else []
+        self._learn_bridges(p for p in cached if p.role == "bridge")
+        seeds = await self._dial_all([p for p in cached if p.id != self._relay_bridge])
+        seeds += await self._dial_all([NodeInfo(bytes(32), url) for url in self._peers], by_url=True)
+        if not seeds and self.links:
+            intro = intro or await self._introductions()
+            if intro is not None and intro.genesis:
+                log.info("the bootstrap server knows no other node: this is the first one")
+                self._joined.set()
+                return
+            if intro is not None:
+                seeds = await self._dial_all(self._intro_seeds(intro))
+        if seeds:
+            self._engine.bootstrap(seeds, anyio.current_time())
+            self._process()
+        else:
+            if self._peers or cached or self.links:
+                self._record(str(ErrorCode.NO_PEERS), None,
+                             f"none of {len(cached)} cached peers, {len(self._peers)} --peer URLs "
+                             "and the bootstrap introductions answered; retrying with backoff")
+            self._joined.set()
+
+    def _intro_seeds(self, intro: wire.Introductions) -> list[NodeInfo]:
+        peers = list(intro.peers)
+        if len(peers) < 3:  # a young network: the bridges are nodes too
+            peers += [b for b in intro.bridges if b.id not in (self._relay_bridge, self.id)]
+        return peers
+
+    async def _introductions(self) -> wire.Introductions | None:
+        for link in self.links:
+            intro = await link.introduce(INTRODUCTIONS)
+            if intro is not None:
+                self._learn_bridges(intro.bridges)
+                return intro
+        return None
+
+    def _learn_bridges(self, bridges: Iterable[NodeInfo]) -> None:
+        known = {b.id for b in self._bridges}
+        for b in bridges:
+            if b.id not in known and b.id != self.id and b.addr:
+                self._bridges.append(b)
+                known.add(b.id)
+
+    async def _dial_all(self, infos: list[NodeInfo], *, by_url: bool = False) -> list[NodeInfo]:
+        """Dial up to ``MAX_SEED_DIALS`` of ``infos`` at once; those that answered."""
+        out: list[NodeInfo] = []
+        todo = [i for i in infos if i.addr and (by_url or i.id not in self.conns)]
+
+        async def one(info: NodeInfo) -> None:
+            got = await self._dial(info, by_url=by_url)
+            if got is not None:
+                out.append(got)
+
+        while todo and len(out) < 3 and not self._stopping:
+            batch, todo = todo[:MAX_SEED_DIALS], todo[MAX_SEED_DIALS:]
+            async with anyio.create_task_group() as tg:
+                for info in batch:
+                    tg.start_soon(one, info)
+        return out
+
+    # -- after losing everything ----------------------------------------------------
+
+    async def _recover_loop(self) -> None:
+        """Reconnect when every connection is gone (A1.3, A7.1), with backoff between tries."""
+        await self._joined.wait()
+        backoff = Backoff(self._backoff_policy, random.Random(self._seed ^ 0xBAC0FF))
+        lost_since: float | None = None
+        while True:
+            await anyio.sleep(1.0)
+            if self.conns:
+                lost_since = None
+                backoff.succeeded()
+                continue
+            now = anyio.current_time()
+            if lost_since is None:
+                lost_since = now
+            if now - lost_since < LOST_GRACE:
+                continue
+            await anyio.sleep(backoff.delay())
+            if self.conns:
+                continue
+            if await self._reconnect():
+                log.info("reconnected after %.1f s without connections",
+                         anyio.current_time() - lost_since)
+                lost_since = None
+                backoff.succeeded()
+            else:
+                backoff.failed()
+
+    async def _reconnect(self) -> bool:
+        engine = self._engine
+        known = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
+                 for c in engine.table.contacts()]
+        if self.data_dir:
+            known += peercache.load(self.data_dir)
+        rng = random.Random(self._seed ^ len(known))
+        rng.shuffle(known)
+        seeds = await self._dial_all(known)
+        if not seeds:
+            seeds = await self._ask_bridges()
+        if not seeds and self.links:
+            intro = await self._introductions()
+            if intro is not None:
+                seeds = await self._dial_all(self._intro_seeds(intro))
+        if self._listen is None and self.role == "node" and self._relay_bridge is None:
+            await self._use_bridge()
+        if seeds:
+            engine.bootstrap(seeds, anyio.current_time())
+            self._process()
+        return bool(seeds)
+
+    async def _ask_bridges(self) -> list[NodeInfo]:
+        """Ask each known bridge in turn for fresh peers (its reconnection service)."""
+        for bridge in list(self._bridges):
+            if await self._dial(bridge) is None:
+                continue
+            pc = self.conns.get(bridge.id)
+            reply = await self._service_request(pc, lambda rid: wire.Reconnect(rid, INTRODUCTIONS))
+            if isinstance(reply, wire.Introductions):
+                seeds = await self._dial_all(list(reply.peers))
+                return seeds + [bridge] if bridge.id in self.conns else seeds
+        return []
+
+    async def _service_request(self, pc: PeerConnection | None, make: object) -> wire.Message | None:
+        if pc is None:
+            return None
+        self._service_rid += 1
+        rid = self._service_rid
+        event = anyio.Event()
+        slot: list[wire.Message] = []
+        self._service_waiters[rid] = (event, slot)
+        pc.send(make(rid))  # type: ignore[operator]
+        with anyio.move_on_after(5.0):
+            await event.wait()
+        self._service_waiters.pop(rid, None)
+        return slot[0] if slot else None
+
+    # -- relayed through a bridge ----------------------------------------------------
+
+    async def _use_bridge(self) -> bool:
+        """Take the first bridge that answers as our relay; our address becomes its relay URL."""
+        candidates = [b for b in self._bridges if b.id != self._relay_bridge]
+        random.Random(self._seed).shuffle(candidates)
+        for bridge in candidates:
+            if await self._dial(bridge) is None:
+                continue  # A5.5: the next one
+            self._relay_bridge = bridge.id
+            self.address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
+            self._engine.readdress(self.address)
+            self._engine.pin(bridge.id)
+            log.info("reachable through bridge %s as %s", bridge.id.hex()[:16], self.address,
+                     extra={"peer_id": bridge.id.hex(), "transport": "bridge"})
+            for link in self.links:  # the bootstrap server learns the new address
+                link.close()
+            return True
+        self._record(str(ErrorCode.RELAY_UNAVAILABLE), None,
+                     f"no bridge of {len(candidates)} answered; this node has no listener and "
+                     "cannot be dialled until one does")
+        return False
+
+    def _relay_lost(self) -> None:
+        self._relay_bridge = None
+        if not self._stopping:
+            self._tg.start_soon(self._use_bridge)  # type: ignore[union-attr]
+
+    async def _relay_accept(self, token: bytes) -> None:
+        """A peer dials us through our bridge: connect back to it and say hello as the listener."""
+        pc = self.conns.get(self._relay_bridge) if self._relay_bridge else None
+        url = pc.peer.advertise if pc is not None else None
+        if not url:
+            return
+        try:
+            conn = await transport_for(url).connect(url, timeout=self.dial_timeout)
+            await conn.send(wire.encode(wire.RelayAccept(token)))
+        except Exception as exc:  # noqa: BLE001
+            self._record(str(ErrorCode.RELAY_UNAVAILABLE), pc.peer.id,  # type: ignore[union-attr]
+                         f"could not answer a relayed dial through {url}: {exc}")
+            return
+        carried_by = getattr(conn, "carried_by", None)
+        if carried_by is not None:
+            carried_by("bridge")
+        await self._accepted(conn)
+
+    # -- service messages on DHT connections ---------------------------------------------
+
+    def _service(self, pc: PeerConnection, msg: wire.Message) -> None:
+        """Non-DHT messages on a peer connection: relay requests and their replies."""
+        if isinstance(msg, wire.RelayOpen):
+            if pc.peer.id == self._relay_bridge:
+                self._tg.start_soon(self._relay_accept, msg.token)  # type: ignore[union-attr]
+        elif isinstance(msg, wire.Reconnect):
+            pc.send(wire.Error(msg.rid, ErrorCode.WRONG_ROLE, "this is a node, not a bridge: "
+                               "it offers no reconnection service. "
+                               + wire.advice(ErrorCode.WRONG_ROLE)))
+        elif isinstance(msg, wire.Introductions):
+            waiter = self._service_waiters.get(msg.rid)
+            if waiter is not None:
+                waiter[1].append(msg)
+                waiter[0].set()
+
+    # -- the peer cache ---------------------------------------------------------------
+
+    def _cache_peers(self) -> None:
+        if not self.data_dir or self.engine is None:
+            return
+        live = [pc.info for pc in self.conns.values() if pc.info.role in ("node", "bridge")]
+        table = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
+                 for c in self.engine.table.nearest(self.id, 32)]
+        try:
+            peercache.save(self.data_dir, [*live, *self._bridges, *table])
+        except OSError as exc:
+            log.warning("could not write the peer cache: %s", exc, extra={"code": "PEER_CACHE_UNWRITABLE"})
+
+    async def _cache_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.cache_interval)
+            self._cache_peers()
+
+    async def _heartbeat_loop(self, link: object) -> None:
+        while True:
+            if await link.connect():  # type: ignore[attr-defined]
+                link.heartbeat()  # type: ignore[attr-defined]
+            await anyio.sleep(self.heartbeat_interval)
