@@ -43,7 +43,8 @@ class Bridge(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(role="bridge", **kwargs)
-        self._waiting: dict[bytes, tuple[anyio.Event, list[Connection], bytes]] = {}
+        # token -> (answered, [(the peer's connection, set when the splice ends)])
+        self._waiting: dict[bytes, tuple[anyio.Event, list[tuple[Connection, anyio.Event]]]] = {}
         self.relays: dict[bytes, int] = {}  # spliced connections per relayed peer
         self.relayed_frames = 0
 
@@ -87,8 +88,8 @@ class Bridge(Node):
             return
         token = os.urandom(16)
         event = anyio.Event()
-        slot: list[Connection] = []
-        self._waiting[token] = (event, slot, target)
+        slot: list[tuple[Connection, anyio.Event]] = []
+        self._waiting[token] = (event, slot)
         pc.send(wire.RelayOpen(token))
         with anyio.move_on_after(RELAY_ANSWER_TIMEOUT):
             await event.wait()
@@ -97,16 +98,18 @@ class Bridge(Node):
             await self._refuse(conn, f"relay to {target.hex()[:16]}: the peer did not connect back "
                                f"within {RELAY_ANSWER_TIMEOUT:g} s")
             return
-        other = slot[0]
-        try:
-            await conn.send(wire.encode(wire.RelayReady()))
-        except TransportError:
-            await other.close()
-            return
+        other, done = slot[0]
         self.relays[target] = self.relays.get(target, 0) + 1
         try:
+            await conn.send(wire.encode(wire.RelayReady()))
             await self._splice(conn, other)
+        except TransportError:
+            pass
         finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+                await other.close()
+            done.set()
             self.relays[target] -= 1
             if not self.relays[target]:
                 del self.relays[target]
@@ -116,10 +119,9 @@ class Bridge(Node):
         if waiting is None:
             await conn.close()  # unknown or late: the dialer gave up
             return
-        event, slot, _ = waiting
+        event, slot = waiting
         done = anyio.Event()
-        conn._relay_done = done  # type: ignore[attr-defined]
-        slot.append(conn)
+        slot.append((conn, done))
         event.set()
         await done.wait()  # the dialer's handler splices; this one keeps the connection open
 
@@ -133,17 +135,9 @@ class Bridge(Node):
                 pass
             tg.cancel_scope.cancel()
 
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pump, a, b)
-                tg.start_soon(pump, b, a)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await a.close()
-                await b.close()
-            done = getattr(b, "_relay_done", None)
-            if done is not None:
-                done.set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump, a, b)
+            tg.start_soon(pump, b, a)
 
     def _relays_for(self, pc: PeerConnection) -> bool:
         addr = pc.peer.advertise or ""

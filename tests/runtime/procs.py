@@ -57,6 +57,7 @@ class Procs:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[str]] = []
+        self.infos: list[dict] = []  # what each reported, in start order
 
     def start(self, name: str, *args: str, expect_listening: bool = True) -> tuple[subprocess.Popen[str], dict]:
         log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 -- closed with the process
@@ -67,7 +68,8 @@ class Procs:
             return proc, {}
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line, f"{name} exited before listening: {self.log(name)[-2000:]}"
-        return proc, json.loads(line)
+        self.infos.append(json.loads(line))
+        return proc, self.infos[-1]
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")

@@ -56,6 +56,8 @@ class Recovery:
         cached = peercache.load(self.data_dir) if self.data_dir else []
         self._learn_bridges(p for p in cached if p.role == "bridge")
         seeds = await self._dial_all([p for p in cached if p.id != self._relay_bridge])
+        if self._relay_bridge in self.conns:  # the bridge is a node too: join through it
+            seeds.append(self.conns[self._relay_bridge].info)
         seeds += await self._dial_all([NodeInfo(bytes(32), url) for url in self._peers], by_url=True)
         if not seeds and self.links:
             intro = intro or await self._introductions()
@@ -196,11 +198,15 @@ class Recovery:
         """Take the first bridge that answers as our relay; our address becomes its relay URL."""
         candidates = [b for b in self._bridges if b.id != self._relay_bridge]
         random.Random(self._seed).shuffle(candidates)
+        previous = self.address
         for bridge in candidates:
+            # The hello to the bridge already carries the relayed address: the
+            # bridge learns whom it relays for, and tables learn where we are.
+            self.address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
             if await self._dial(bridge) is None:
+                self.address = previous
                 continue  # A5.5: the next one
             self._relay_bridge = bridge.id
-            self.address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
             self._engine.readdress(self.address)
             self._engine.pin(bridge.id)
             log.info("reachable through bridge %s as %s", bridge.id.hex()[:16], self.address,

@@ -1,0 +1,164 @@
+"""Nodes behind NAT reached through a bridge, and nodes that lost every connection.
+
+The bootstrap server and its bridge are real processes; the nodes under test
+run in this process, so the test can look inside them (their connections and
+transports), on real sockets all the same.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import anyio
+import pytest
+
+from tests.runtime.procs import Procs, free_port, get_json
+from yzcore import wire
+from yzcore.bootstrap.server import BootstrapServer
+from yzcore.ids import key_for
+from yzcore.runtime import Node
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def procs(tmp_path):
+    p = Procs(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+async def until(what: str, check, timeout: float) -> float:
+    start = anyio.current_time()
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.1)
+    took = anyio.current_time() - start
+    print(f"{what}: {took:.1f} s")
+    return took
+
+
+@pytest.mark.req("A1.5", "A5.2", "A5.5")
+async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_bridge(procs):
+    port = free_port()
+    boot = f"ws://127.0.0.1:{port}/dht"
+    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", "1",
+                "--bridge-heartbeat", "1")
+    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, 1))
+    c = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
+    d = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
+    async with anyio.create_task_group() as tg:
+        await c.start(tg)
+        await c.joined()
+        await d.start(tg)
+        await d.joined()
+        assert c.address.startswith("bridge://") and d.address.startswith("bridge://")
+
+        # C looks D up: the answer names D, and C reaches D through the bridge only.
+        result = await c.find_node(d.id)
+        assert result.nodes and result.nodes[0].id == d.id and result.nodes[0].addr == d.address
+        await until("C connected to D", lambda: d.id in c.conns, 10)
+        via = c.conns[d.id]
+        assert via.conn.transport == "bridge"
+        received = via.received
+        # D stores; C gets it back.
+        stored = await d.put(key_for("behind-nat"), "relayed value")
+        assert stored.stored >= 1
+        assert await c.get(key_for("behind-nat")) == "relayed value"
+        assert c.conns[d.id].received > received or d.id not in c.conns
+        status = await anyio.to_thread.run_sync(lambda: get_json(boot, "/status"))
+        bridge_url = status["bridges"][0]["address"]
+        relay = await anyio.to_thread.run_sync(lambda: get_json(bridge_url, "/status"))
+        assert relay["relay"]["relayed_frames"] > 0
+        await c.aclose()
+        await d.aclose()
+        tg.cancel_scope.cancel()
+
+
+def _wait_bridges(boot: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = get_json(boot, "/status")
+        if status and sum(b["healthy"] for b in status["bridges"]) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the bridges did not register")
+
+
+@pytest.mark.req("A1.3", "A7.1")
+async def test_a_node_that_lost_every_connection_reconnects_through_the_bootstrap_server(procs):
+    port = free_port()
+    boot = f"ws://127.0.0.1:{port}/dht"
+    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--node-ttl", "3")
+    first = [procs.node(f"a{i}", "--bootstrap", boot)[0] for i in range(3)]
+    node = Node(bootstrap=[boot], heartbeat_interval=1, probe_interval=2)
+    async with anyio.create_task_group() as tg:
+        await node.start(tg)
+        await node.joined()
+        await until("joined with 3 connections", lambda: len(node.conns) >= 3, 30)
+        # Everyone it knows dies at once; a new generation of nodes takes over.
+        for proc in first:
+            proc.send_signal(signal.SIGKILL)
+        for proc in first:
+            await anyio.to_thread.run_sync(proc.wait)
+        await until("every connection lost", lambda: not node.conns, 10)
+        lost = anyio.current_time()
+        # A new generation that never asks for introductions (it has --peer), so
+        # nobody dials our node: it has to find them itself. Starting them is
+        # part of the time measured.
+        _, b0 = await anyio.to_thread.run_sync(procs.node, "b0")
+        for i in (1, 2, 3):
+            await anyio.to_thread.run_sync(procs.node, f"b{i}", "--peer", b0["address"],
+                                           "--bootstrap", boot)
+        await until("reconnected to 3 peers", lambda: len(node.conns) >= 3, 60)
+        took = anyio.current_time() - lost
+        print(f"lost every connection -> 3 new peers through the bootstrap server: {took:.1f} s")
+        assert took <= 60  # A1.3
+        second = {info["address"] for info in procs.infos[-4:]}
+        assert {pc.peer.advertise for pc in node.conns.values()} <= second
+        await node.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A2.3")
+async def test_the_bootstrap_server_refuses_with_codes_introduces_and_relays_signals():
+    server = BootstrapServer(node_ttl=30)
+    async with anyio.create_task_group() as tg:
+        await server.start(tg)
+        a = Node(bootstrap=[server.address], heartbeat_interval=1)
+        b = Node(bootstrap=[server.address], heartbeat_interval=1)
+        await a.start(tg)
+        await a.joined()  # the first node: genesis
+        await b.start(tg)
+        await b.joined()
+        await until("b connected to a", lambda: a.id in b.conns, 10)
+        assert server.id not in a.conns and server.id not in b.conns  # never a peer
+        assert server.id not in a.engine.table and server.id not in b.engine.table
+        link = b.links[0]
+        # A DHT request to the bootstrap server: WRONG_ROLE, with advice.
+        reply = await link.request(lambda rid: wire.FindNode(rid, a.id))
+        assert isinstance(reply, wire.Error) and reply.code == "WRONG_ROLE"
+        # Signals are relayed between connected clients, with the verified sender.
+        got: list[wire.Signal] = []
+        await until("a's link up", lambda: a.links[0].pc is not None, 5)
+        original = a.links[0]._on_frame
+        a.links[0]._on_frame = lambda pc, f: (got.append(wire.decode(f)) if b'"signal"' in f
+                                              else original(pc, f))
+        link.pc.send(wire.Signal(a.id, None, {"sdp": "offer"}))
+        await until("signal delivered", lambda: got, 5)
+        assert got[0].frm == b.id and got[0].data == {"sdp": "offer"}
+        # To nobody: PEER_UNREACHABLE.
+        errors = len(b.errors)
+        link.pc.send(wire.Signal(bytes(32), None, {"sdp": "offer"}))
+        await until("refusal logged", lambda: len(b.errors) > errors, 5)
+        assert b.errors[-1]["code"] == "PEER_UNREACHABLE"
+        # A register from a node (not a bridge): WRONG_ROLE, and the server hangs up.
+        reply = await link.request(lambda rid: wire.Register(rid, bytes(32)))
+        assert isinstance(reply, wire.Error) and reply.code == "WRONG_ROLE"
+        for n in (a, b):
+            await n.aclose()
+        await server.aclose()
+        tg.cancel_scope.cancel()
