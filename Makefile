@@ -10,7 +10,7 @@ SOURCES := pyproject.toml setup.py $(wildcard yzcore/*.pyx yzcore/*.pxd)
 .PHONY: help venv test test-core check-install bench wheel req-report up clean
 
 help:
-	@echo "make up          run a local network with its dashboard (not built yet: see README)"
+	@echo "make up          run a local network (15 nodes, 2 bridges, bootstrap) with its dashboard"
 	@echo "make test        the whole test suite, both implementations, install checks"
 	@echo "make bench       compiled-vs-pure speed ratios and the pytest-benchmark suite"
 	@echo "make wheel       build and repair a wheel into wheelhouse/"
@@ -52,11 +52,11 @@ wheel: $(STAMP)
 req-report: $(STAMP)
 	$(BIN)/python tests/req_report.py
 
+# The main job: bootstrap server, 2 supervised bridges and 15 nodes as processes
+# on 127.0.0.1, a live table here and the dashboard at http://127.0.0.1:8080/.
+# Ctrl-C stops everything. Options: make up UP_ARGS="--nodes 30 --port 9000".
 up: $(STAMP)
-	@echo "yzcore $$($(BIN)/python -c 'import yzcore; print(yzcore.__version__)') is installed in $(VENV)."
-	@echo "The local network (bootstrap server, 2 bridges, 15 nodes, dashboard) is not built yet:"
-	@echo "it arrives with the node and bootstrap issues. Until then, try: $(BIN)/yz version"
-	@exit 2
+	$(BIN)/yz up $(UP_ARGS)
 
 clean:
 	rm -rf build dist wheelhouse .pytest_cache .benchmarks yzcore/*.so yzcore/*.c yzcore/*.cpp

@@ -1,0 +1,116 @@
+"""Sans-I/O parts of recovery and of the bootstrap server: backoff, the directory, bridge auth."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from yzcore.bootstrap.auth import bridge_mac, check_mac
+from yzcore.bootstrap.directory import Directory
+from yzcore.ids import common_prefix_len
+from yzcore.protocol.backoff import Backoff, BackoffPolicy
+from yzcore.wire import NodeInfo
+
+
+def nid(i: int) -> bytes:
+    return hashlib.sha256(str(i).encode()).digest()
+
+
+@pytest.mark.req("A1.4")
+def test_backoff_is_full_jitter_exponential_with_5_attempts_a_round():
+    policy = BackoffPolicy(base=0.5, cap=8.0, attempts=5, round_pause=30.0)
+    rng = random.Random(1)
+    bounds = [0.5, 1.0, 2.0, 4.0]
+    for _ in range(200):
+        b = Backoff(policy, rng)
+        assert b.delay() == 0.0  # the first attempt goes at once
+        ended = [b.failed()]
+        for bound in bounds:  # attempts 2..5 wait uniform(0, base * 2**(n-1))
+            assert 0.0 <= b.delay() <= bound
+            ended.append(b.failed())
+        assert ended == [False, False, False, False, True]  # 5 attempts, then the round ends
+        assert 15.0 <= b.delay() <= 30.0  # the pause before the next round
+        b.succeeded()
+        assert b.delay() == 0.0
+
+
+@pytest.mark.req("A7.4")
+def test_jitter_spreads_a_thousand_retries_over_the_window():
+    rng = random.Random(7)
+    delays = []
+    for _ in range(1000):
+        b = Backoff(BackoffPolicy(base=4.0), rng)
+        b.failed()
+        delays.append(b.delay())
+    per_second = [sum(1 for d in delays if s <= d < s + 1) for s in range(4)]
+    assert max(per_second) < 320  # without jitter all 1,000 would land in the same instant
+
+
+def test_introductions_are_spread_across_the_askers_buckets_and_healthy_first():
+    d = Directory(random.Random(3))
+    for i in range(200):
+        d.seen(NodeInfo(nid(i), f"ws://127.0.0.1:{9000 + i}/dht"), 0.0)
+    for i in range(0, 200, 2):
+        d.nodes[nid(i)].healthy = True
+    asker = nid(10_000)
+    peers, bridges, genesis = d.introduce(asker, 8)
+    assert len(peers) == 8 and not bridges and not genesis
+    assert asker not in {p.id for p in peers}
+    groups = sorted(common_prefix_len(asker, p.id) for p in peers)
+    # Round-robin over buckets: the 8 come from the 8 distinct buckets present.
+    present = sorted({common_prefix_len(asker, nid(i)) for i in range(200)})
+    assert groups == present[:8] if len(present) >= 8 else set(groups) == set(present)
+    assert all(d.nodes[p.id].healthy for p in peers if common_prefix_len(asker, p.id) == 0)
+
+
+def test_the_first_asker_is_told_it_is_genesis_and_the_second_gets_the_first():
+    d = Directory(random.Random(1))
+    a, b = NodeInfo(nid(1), "ws://127.0.0.1:1/dht"), NodeInfo(nid(2), "ws://127.0.0.1:2/dht")
+    d.seen(a, 0.0)
+    assert d.introduce(a.id, 8) == ([], [], True)
+    d.seen(b, 0.1)
+    assert d.introduce(b.id, 8) == ([a], [], False)
+    # Peers without an address (browsers) are never introduced.
+    assert d.seen(NodeInfo(nid(3), None, "browser"), 0.2) is None
+
+
+def test_silent_nodes_expire_after_the_ttl():
+    d = Directory(random.Random(1), node_ttl=30.0)
+    d.seen(NodeInfo(nid(1), "ws://127.0.0.1:1/dht"), 0.0)
+    d.heartbeat(NodeInfo(nid(2), "ws://127.0.0.1:2/dht"), 20.0, healthy=True, connections=4,
+                routing_table=9, probe=0.01)
+    assert d.expire(30.0) == []
+    assert d.expire(30.5) == [nid(1)]
+    assert list(d.nodes) == [nid(2)] and d.nodes[nid(2)].connections == 4
+
+
+@pytest.mark.req("A5.3")
+def test_a_silent_bridge_is_judged_unhealthy_within_10_s_and_a_closed_one_at_once():
+    d = Directory(random.Random(1), bridge_check=2.0, bridge_misses=2)
+    silent, closed = NodeInfo(nid(1), "ws://b1", "bridge"), NodeInfo(nid(2), "ws://b2", "bridge")
+    d.bridge_registered(silent, 0.0)
+    d.bridge_registered(closed, 0.0)
+    d.bridge_closed(closed.id)
+    assert d.healthy_bridges() == [silent]
+    t, verdict = 0.0, None
+    while t < 20.0:  # the server ticks every second; the bridge never answers
+        d.bridges_to_check(t)
+        if verdict is None and silent not in d.healthy_bridges():
+            verdict = t
+        t += 1.0
+    assert verdict is not None and verdict <= 10.0
+    d.bridge_answered(silent.id, t)
+    assert silent in d.healthy_bridges()
+
+
+@pytest.mark.req("A5.1")
+def test_the_bridge_proof_is_bound_to_the_secret_the_nonce_and_both_ids():
+    secret, nonce = b"s" * 32, b"n" * 32
+    mac = bridge_mac(secret, nonce, nid(1), nid(2))
+    assert check_mac(secret, nonce, nid(1), nid(2), mac)
+    assert not check_mac(b"t" * 32, nonce, nid(1), nid(2), mac)  # another secret
+    assert not check_mac(secret, b"m" * 32, nid(1), nid(2), mac)  # replayed on another challenge
+    assert not check_mac(secret, nonce, nid(3), nid(2), mac)  # claimed by another bridge
+    assert not check_mac(secret, nonce, nid(1), nid(3), mac)  # shown to another server
