@@ -7,6 +7,7 @@ transports), on real sockets all the same.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -45,9 +46,9 @@ async def until(what: str, check, timeout: float) -> float:
 async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_bridge(procs):
     port = free_port()
     boot = f"ws://127.0.0.1:{port}/dht"
-    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", "1",
+    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", "2",
                 "--bridge-heartbeat", "1")
-    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, 1))
+    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, 2))
     c = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
     d = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
     async with anyio.create_task_group() as tg:
@@ -70,9 +71,36 @@ async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_
         assert await c.get(key_for("behind-nat")) == "relayed value"
         assert c.conns[d.id].received > received or d.id not in c.conns
         status = await anyio.to_thread.run_sync(lambda: get_json(boot, "/status"))
-        bridge_url = status["bridges"][0]["address"]
-        relay = await anyio.to_thread.run_sync(lambda: get_json(bridge_url, "/status"))
-        assert relay["relay"]["relayed_frames"] > 0
+        relayed = 0
+        for b in status["bridges"]:  # the splice is at C's bridge or D's: whoever dialled
+            relay = await anyio.to_thread.run_sync(lambda: get_json(b["address"], "/status"))
+            relayed += relay["relay"]["relayed_frames"]
+        assert relayed > 0
+        netloc = d.address.split("/")[2]
+        bridge = next(b for b in status["bridges"] if netloc in b["address"])
+
+        # D's bridge dies: D moves to the other bridge (A5.5) and C reaches it there.
+        old_address = d.address
+        os.kill(bridge["pid"], signal.SIGKILL)
+        await until("D relayed by the other bridge", lambda: d.address != old_address
+                    and d._relay_bridge in d.conns, 15)
+        await until("C relayed by a live bridge", lambda: c._relay_bridge in c.conns, 15)
+        c.engine.table.remove(d.id)  # C forgets D's old address; a lookup finds the new one
+        if d.id in c.conns:
+            await c.conns[d.id].close()
+        found: list = []
+
+        async def look() -> bool:
+            result = await c.find_node(d.id)
+            found[:] = result.nodes[:1]
+            return bool(found) and found[0].id == d.id
+
+        with anyio.fail_after(15):
+            while not await look():
+                await anyio.sleep(0.5)
+        assert found[0].addr == d.address
+        await until("C connected to D again", lambda: d.id in c.conns, 10)
+        assert c.conns[d.id].conn.transport == "bridge"
         await c.aclose()
         await d.aclose()
         tg.cancel_scope.cancel()
@@ -161,4 +189,31 @@ async def test_the_bootstrap_server_refuses_with_codes_introduces_and_relays_sig
         for n in (a, b):
             await n.aclose()
         await server.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A7.1", "A5.2")
+async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
+    from yzcore.bridge import Bridge
+
+    async with anyio.create_task_group() as tg:
+        first = Node()
+        await first.start(tg)
+        bridge = Bridge(listen="ws://127.0.0.1:0/dht", peers=[first.address])
+        await bridge.start(tg)
+        others = [Node(peers=[first.address]) for _ in range(3)]
+        for n in others:
+            await n.start(tg)
+            await n.joined()
+        await until("the bridge knows the network", lambda: len(bridge.conns) >= 3, 10)
+        # A node that knows nothing but the bridge's address (no table, no cache, no bootstrap).
+        lost = Node()
+        await lost.start(tg)
+        lost._bridges = [wire.NodeInfo(bridge.id, bridge.address, "bridge")]
+        assert await lost._reconnect()
+        assert bridge.id in lost.conns
+        fresh = {i for i in lost.conns if i != bridge.id}
+        assert len(fresh) >= 3 and fresh <= {n.id for n in [first, *others]}
+        for n in [lost, *others, bridge, first]:
+            await n.aclose()
         tg.cancel_scope.cancel()

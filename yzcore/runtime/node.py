@@ -327,7 +327,8 @@ class Node(Recovery):
 
     def _dial_failed(self, node: NodeInfo, expected: bytes | None, exc: BaseException) -> None:
         code, text = describe_failure(exc)
-        self._record(code, expected, f"dial {node.addr} failed: {text}")
+        self._record(code, expected, f"dial {node.addr} failed: {text}",
+                     transport=(node.addr or "").partition("://")[0] or None)
         if expected is not None and self.engine is not None:
             self.engine.dial_failed(expected, anyio.current_time())
             self._process()
@@ -338,7 +339,8 @@ class Node(Recovery):
                                    timeout=self.handshake_timeout, first=first)
         except (WireError, TransportError, TimeoutError) as exc:
             code, text = describe_failure(exc)
-            self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}")
+            self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}",
+                         transport=conn.transport)
             return
         pc = PeerConnection(conn, peer, outbound=False)
         if not self._register(pc):
@@ -448,13 +450,17 @@ class Node(Recovery):
 
     # -- reporting ----------------------------------------------------------------------
 
-    def _record(self, code: str, peer: bytes | None, message: str) -> None:
+    def _record(self, code: str, peer: bytes | None, message: str, *,
+                 transport: str | None = None) -> None:
         """Keep a recent error for /status and log it with its code (A2.1)."""
+        if transport is None:
+            pc = self.conns.get(peer) if peer else None
+            transport = pc.conn.transport if pc is not None else "ws"
         entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
-                 "message": message}
+                 "message": message, "transport": transport}
         self.errors.append(entry)
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
-                                    "transport": "ws"})
+                                    "transport": transport})
 
     def peer_infos(self) -> list[PeerInfo]:
         return [pc.peer for pc in self.conns.values()]

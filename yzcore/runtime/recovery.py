@@ -203,6 +203,11 @@ class Recovery:
             # The hello to the bridge already carries the relayed address: the
             # bridge learns whom it relays for, and tables learn where we are.
             self.address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
+            old = self.conns.get(bridge.id)
+            if old is not None:  # its hello named our old address: say hello again (A4.5)
+                self.conns.pop(bridge.id)
+                self._engine.connection_closed(bridge.id, anyio.current_time())
+                await old.close()
             if await self._dial(bridge) is None:
                 self.address = previous
                 continue  # A5.5: the next one
