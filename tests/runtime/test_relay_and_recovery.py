@@ -73,7 +73,7 @@ async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_
         status = await anyio.to_thread.run_sync(lambda: get_json(boot, "/status"))
         relayed = 0
         for b in status["bridges"]:  # the splice is at C's bridge or D's: whoever dialled
-            relay = await anyio.to_thread.run_sync(lambda: get_json(b["address"], "/status"))
+            relay = await anyio.to_thread.run_sync(get_json, b["address"], "/status")
             relayed += relay["relay"]["relayed_frames"]
         assert relayed > 0
         netloc = d.address.split("/")[2]
