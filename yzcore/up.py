@@ -35,8 +35,10 @@ def render(status: dict[str, Any], names: dict[str, str], started: float) -> str
     net = status["network"]
     bridges = status["bridges"]
     up_bridges = sum(1 for b in bridges if b["healthy"])
-    summary = (f"{net['healthy']}/{net['nodes']} healthy  ·  bridges {up_bridges}/{len(bridges)} "
-               f"healthy  ·  {time.monotonic() - started:.0f} s since start")
+    conns = [n["connections"] for n in status["nodes"]] or [0]
+    summary = (f"{net['healthy']}/{net['nodes']} healthy  ·  connections {min(conns)}–{max(conns)}"
+               f"  ·  bridges {up_bridges}/{len(bridges)} healthy  ·  "
+               f"{time.monotonic() - started:.0f} s since start")
     header = (f"{'node':<8} {'id':<12} {'address':<28} {'health':<9} {'conns':>5} {'table':>5} "
               f"{'find_node':>9} {'seen':>6}")
     lines = [summary, header]
@@ -94,7 +96,7 @@ def run_up(args: argparse.Namespace) -> int:
             status = await anyio.to_thread.run_sync(_fetch, f"{http}/status")
             if status is not None:
                 text = render(status, names, started)
-                summary = text.split("  ·  ")[:2]
+                summary = text.split("  ·  ")[:3]
                 if tty:
                     print("\x1b[H\x1b[J" + f"dashboard: {http}/\n" + text, flush=True)
                 elif summary != shown:  # a log, not a screen: print changes only
