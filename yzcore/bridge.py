@@ -36,6 +36,7 @@ log = logging.getLogger("yzcore.bridge")
 RELAY_ANSWER_TIMEOUT = 5.0  # seconds the relayed peer has to connect back
 MAX_RELAYS = 1024  # spliced connections at once
 MAX_RELAYS_PER_PEER = 64
+MAX_RELAYED_PEERS = 512  # peers without a listener this bridge keeps connections to
 
 
 class Bridge(Node):
@@ -86,6 +87,17 @@ class Bridge(Node):
         if sum(self.relays.values()) >= MAX_RELAYS or self.relays.get(target, 0) >= MAX_RELAYS_PER_PEER:
             await self._refuse(conn, f"relay to {target.hex()[:16]}: too many relayed connections")
             return
+        # The slot is taken now, not once spliced: a burst of requests cannot
+        # pass the check together, and a waiting request counts too.
+        self.relays[target] = self.relays.get(target, 0) + 1
+        try:
+            await self._relay(conn, target, pc)
+        finally:
+            self.relays[target] -= 1
+            if not self.relays[target]:
+                del self.relays[target]
+
+    async def _relay(self, conn: Connection, target: bytes, pc: PeerConnection) -> None:
         token = os.urandom(16)
         event = anyio.Event()
         slot: list[tuple[Connection, anyio.Event]] = []
@@ -99,7 +111,6 @@ class Bridge(Node):
                                f"within {RELAY_ANSWER_TIMEOUT:g} s")
             return
         other, done = slot[0]
-        self.relays[target] = self.relays.get(target, 0) + 1
         try:
             await conn.send(wire.encode(wire.RelayReady()))
             await self._splice(conn, other)
@@ -110,9 +121,6 @@ class Bridge(Node):
                 await conn.close()
                 await other.close()
             done.set()
-            self.relays[target] -= 1
-            if not self.relays[target]:
-                del self.relays[target]
 
     async def _relay_target(self, conn: Connection, token: bytes) -> None:
         waiting = self._waiting.pop(token, None)
@@ -140,9 +148,12 @@ class Bridge(Node):
             tg.start_soon(pump, b, a)
 
     def _relays_for(self, pc: PeerConnection) -> bool:
-        addr = pc.peer.advertise or ""
-        return bool(self.address) and addr.startswith(
-            "bridge://" + urlsplit(self.address).netloc + "/")  # type: ignore[arg-type]
+        """Pinned: the peer's signed address is its own id relayed by us (bounded)."""
+        own = f"bridge://{urlsplit(self.address or '').netloc}/{pc.peer.id.hex()}"
+        if pc.peer.advertise != own:
+            return False
+        pinned = sum(1 for p in self._engine.peers.values() if p.kept)
+        return pinned < MAX_RELAYED_PEERS
 
     def _service(self, pc: PeerConnection, msg: wire.Message) -> None:
         if isinstance(msg, wire.Reconnect):  # the reconnection service

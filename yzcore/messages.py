@@ -97,6 +97,7 @@ class ErrorCode(enum.StrEnum):
     RELAY_UNAVAILABLE = "RELAY_UNAVAILABLE"
     NO_PEERS = "NO_PEERS"
     BOOTSTRAP_UNREACHABLE = "BOOTSTRAP_UNREACHABLE"
+    OVER_CAPACITY = "OVER_CAPACITY"
     INTERNAL = "INTERNAL"
 
 
@@ -143,6 +144,8 @@ _ADVICE: Final[dict[str, str]] = {
     "nodes run. The node keeps retrying with backoff.",
     _C.BOOTSTRAP_UNREACHABLE: "No bootstrap server answered; check the --bootstrap URLs. Nodes "
     "that already have peers do not need one; this node keeps retrying with backoff.",
+    _C.OVER_CAPACITY: "The peer has as many connections as it keeps; keep yours with another "
+    "peer (nodes do this by themselves).",
     _C.INTERNAL: "The peer hit an internal error; report it to its operator with the log lines "
     "around it.",
 }

@@ -56,6 +56,8 @@ class Child:
             RuntimeError: it exited or stayed silent for ``timeout`` seconds.
         """
         self.info = {}
+        if self.process is not None:  # a restart: the old one's pipes go with it
+            await self.process.aclose()
         self.process = await anyio.open_process(self.argv, stdin=subprocess.PIPE,
                                                 stdout=subprocess.PIPE, stderr=self.stderr)
         assert self.process.stdout is not None
@@ -72,6 +74,8 @@ class Child:
                     if isinstance(event, dict) and event.get("event") == "listening":
                         self.info = event
                         return event
+        with anyio.move_on_after(1.0):
+            await self.process.wait()  # an early exit: collect its status for the message
         code = self.process.returncode
         await self.stop()
         raise RuntimeError(f"{self.name} ({' '.join(self.argv[3:6])} ...) "

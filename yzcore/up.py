@@ -116,9 +116,22 @@ def run_up(args: argparse.Namespace) -> int:
                 return 1
             async with anyio.create_task_group() as tg:
                 tg.start_soon(boot.drain)
+                failed: list[str] = []
+
+                async def start(child: Child) -> None:
+                    try:
+                        await child.start()
+                    except RuntimeError as exc:
+                        failed.append(str(exc))
+
                 async with anyio.create_task_group() as starting:
                     for child in nodes:
-                        starting.start_soon(child.start)
+                        starting.start_soon(start, child)
+                if failed:
+                    for text in failed:
+                        print(f"error [NODE_START_FAILED] {text}; see {root / 'nodes.log'}",
+                              file=sys.stderr)
+                    return 1
                 for child in nodes:
                     tg.start_soon(child.drain)
                 print(f"yz up: bootstrap {boot_url}, {args.bridges} bridges, {args.nodes} nodes; "
@@ -131,8 +144,10 @@ def run_up(args: argparse.Namespace) -> int:
             return 0
         finally:
             await stop_all()
-            print(f"yz up: stopped {sum(1 for c in [boot, *nodes] if c.process)} processes "
-                  "(the bootstrap server stopped its bridges)", flush=True)
+            stopped = sum(1 for c in [boot, *nodes]
+                          if c.process is not None and c.process.returncode is not None)
+            print(f"yz up: stopped {stopped} processes (the bootstrap server stopped its bridges)",
+                  flush=True)
 
     try:
         return anyio.run(main)

@@ -114,3 +114,45 @@ def test_the_bridge_proof_is_bound_to_the_secret_the_nonce_and_both_ids():
     assert not check_mac(secret, b"m" * 32, nid(1), nid(2), mac)  # replayed on another challenge
     assert not check_mac(secret, nonce, nid(3), nid(2), mac)  # claimed by another bridge
     assert not check_mac(secret, nonce, nid(1), nid(3), mac)  # shown to another server
+
+
+@pytest.mark.req("A1.3", "A7.1")
+def test_recovery_tries_cache_then_bridges_then_bootstrap_and_backs_off_between_attempts():
+    from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
+
+    policy = RecoveryPolicy(RecoveryConfig(lost_grace=2.0), random.Random(5))
+    policy.observe(0.0, connections=4, table=10)
+    assert policy.next_step(0.0) is None and policy.get_timer() == float("inf")
+    policy.observe(10.0, connections=0, table=10)  # every connection lost
+    assert policy.next_step(11.0) is None  # the engine redials its table first
+    assert policy.get_timer() == 12.0
+    steps = [policy.next_step(12.0)]
+    while (step := policy.step_done(steps[-1], False, 12.5)) is not None:
+        steps.append(step)
+    assert steps == ["cache", "bridges", "bootstrap"]
+    # Failed attempts back off with full jitter, and a round is 5 attempts.
+    starts = [12.0]
+    t = 12.5
+    for _ in range(4):
+        t = policy.get_timer()
+        assert policy.next_step(t) == "cache"
+        starts.append(t)
+        for source in ("cache", "bridges", "bootstrap"):
+            policy.step_done(source, False, t)
+    assert all(b - a <= 8.0 for a, b in zip(starts, starts[1:]))
+    assert policy.get_timer() - t >= 15.0  # the round is over: a pause
+    # Success anywhere ends the attempt and resets the schedule.
+    policy.next_step(policy.get_timer())
+    assert policy.step_done("cache", False, 100.0) == "bridges"
+    assert policy.step_done("bridges", True, 100.0) is None
+    assert policy.recoveries == 1 and policy.attempts == 6
+    policy.observe(100.0, connections=3, table=10)
+    assert policy.next_step(200.0) is None
+
+
+def test_a_small_routing_table_starts_recovery_when_configured():
+    from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
+
+    policy = RecoveryPolicy(RecoveryConfig(min_table=5, lost_grace=0.0), random.Random(1))
+    policy.observe(0.0, connections=2, table=3)
+    assert policy.next_step(0.0) == "cache"

@@ -34,6 +34,7 @@ __all__ = ["WsConnection", "HIGH_WATER", "hostport"]
 
 #: Bytes waiting in one connection's write buffer before the peer counts as not reading.
 HIGH_WATER = 1 << 20
+INBOX_HIGH = 64  # unread messages (pull mode) before the socket stops being read
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
@@ -71,7 +72,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
     __slots__ = (
         "_ws", "_scheme", "_max_frame", "_keepalive", "_close_timeout", "_translate",
         "_on_request", "_on_open", "_open_timeout", "_transport", "_remote", "_loop", "opened",
-        "_inbox", "_waiter", "_drain", "_paused", "_abort_timer", "_fragments", "_on_message",
+        "_inbox", "_reading_paused", "_waiter", "_drain", "_paused", "_abort_timer", "_fragments", "_on_message",
         "_on_closed", "_closed", "_lost", "_timer", "_last_recv", "_ping_at",
     )
 
@@ -102,6 +103,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         self._loop = loop
         self.opened: asyncio.Future[None] = loop.create_future()
         self._inbox: deque[bytes] = deque()
+        self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
@@ -172,6 +174,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        if self._reading_paused and len(self._inbox) <= INBOX_HIGH // 2 and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
         return self._inbox.popleft()
 
     def attach(
@@ -180,6 +185,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
         self._on_message, self._on_closed = on_message, on_closed
         while self._inbox and self._on_message is not None:
             on_message(self._inbox.popleft())
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
         if self._closed is not None and self._on_closed is not None:
             self._on_closed, callback = None, self._on_closed
             callback(self._closed)
@@ -271,6 +279,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
             self._on_message(bytes(data))
             return
         self._inbox.append(bytes(data))
+        if len(self._inbox) >= INBOX_HIGH and self._transport is not None and not self._reading_paused:
+            self._reading_paused = True  # a reader that does not keep up holds the sender back
+            self._transport.pause_reading()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

@@ -38,6 +38,7 @@ __all__ = ["BootstrapServer"]
 log = logging.getLogger("yzcore.bootstrap")
 
 _DHT_REQUESTS = (wire.FindNode, wire.FindValue, wire.Store, wire.Reconnect)
+MAX_CLIENTS = 10_000  # connections at once; more are refused with RATE_LIMITED
 
 
 class _Client:
@@ -132,6 +133,11 @@ class BootstrapServer:
         pc = PeerConnection(conn, peer, outbound=False)
         client = _Client(pc)
         old = self.clients.get(peer.id)
+        if old is None and len(self.clients) >= MAX_CLIENTS:
+            pc.send(wire.Error(None, ErrorCode.RATE_LIMITED, "this bootstrap server is full; "
+                               "try another one", retry_after=30.0))
+            await pc.close()
+            return
         if old is not None:  # a reconnecting client: the new connection wins
             old.pc.abort()
         self.clients[peer.id] = client
@@ -192,9 +198,9 @@ class BootstrapServer:
         if isinstance(msg, wire.Register):
             return self._register(client, info, msg, now)
         if isinstance(msg, wire.Pong):
-            bridge = self._pings.pop(msg.rid, None)
-            if bridge == peer.id:
-                self.directory.bridge_answered(bridge, now)
+            if self._pings.get(msg.rid) == peer.id:  # only the pinged bridge's answer counts
+                del self._pings[msg.rid]
+                self.directory.bridge_answered(peer.id, now)
             return True
         if isinstance(msg, wire.Ping):
             return pc.send(wire.Pong(msg.rid))

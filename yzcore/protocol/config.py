@@ -21,9 +21,9 @@ class EngineConfig:
         conn_max: Most long-lived connections (inbound ones count).
         conn_cap: Most connections of any kind; above it idle transients close.
         idle_timeout: A transient connection idle this long is closed.
-        full_backoff: A peer that closed the connection we kept with it is
-            not chosen for a long-lived connection again for this long (it
-            was over ``conn_max``; B7.2).
+        full_backoff: A peer that shed the connection we kept with it
+            (``OVER_CAPACITY``: it is over ``conn_max``) is not chosen for a
+            long-lived connection again for this long (B7.2).
         max_dials: Most dials in flight at once; more wait for a free slot
             (a node joining a busy network must not flood it, or itself).
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if

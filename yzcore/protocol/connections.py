@@ -4,8 +4,8 @@ A node keeps between ``conn_target`` and ``conn_max`` long-lived connections
 (inbound ones count) and opens more transiently for lookups; a transient
 connection idle for ``idle_timeout`` is closed, and above ``conn_cap`` the
 least recently used transient ones go first. Above ``conn_max`` a node also
-sheds idle inbound connections it did not keep: their dialers meant to keep
-them, see them closed cleanly and look elsewhere for ``full_backoff``, so
+sheds idle inbound connections it did not keep, saying ``OVER_CAPACITY``:
+their dialers meant to keep them and look elsewhere for ``full_backoff``, so
 every node settles within 3–8 connections (B7.2). At most ``max_dials`` dials are
 in flight; more wait their turn, so a node joining a busy network floods
 neither it nor itself. Peers it no longer talks to are forgotten (the routing

@@ -191,14 +191,16 @@ class Engine(ConnectionPolicy):
         peer = self.peers.get(peer_id)
         if peer is None:
             return
-        if peer.connected and peer.kept and peer.outbound and not error:
-            self._full[peer_id] = now + self.config.full_backoff  # it shed us: look elsewhere
         peer.connected = peer.dialing = False
         peer.kept = False
         self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=error)
         self._prune(peer_id)
         self._pump_dials()
+
+    def peer_full(self, peer_id: bytes, now: float) -> None:
+        """The peer is shedding our connection (``OVER_CAPACITY``): keep one elsewhere for a while."""
+        self._full[peer_id] = now + self.config.full_backoff
 
     def connection_superseded(self, peer_id: bytes, now: float) -> None:
         """A duplicate connection to a still-connected peer closed (the tie-break).

@@ -135,9 +135,10 @@ class BootstrapLink:
             log.info("registered as a bridge with %s", self.url)
             return
         self.close()
-        if isinstance(reply, wire.Error) and reply.code == ErrorCode.BRIDGE_AUTH_FAILED:
-            raise BridgeRefused(ErrorCode.BRIDGE_AUTH_FAILED, f"{self.url} refused this bridge: "
-                                f"{reply.message}")
+        if isinstance(reply, wire.Error) and reply.code in (ErrorCode.BRIDGE_AUTH_FAILED,
+                                                             ErrorCode.WRONG_ROLE):
+            # A wrong secret, or a server that takes no bridges: retrying cannot help.
+            raise BridgeRefused(reply.code, f"{self.url} refused this bridge: {reply.message}")
         raise HandshakeError(ErrorCode.TIMEOUT, f"{self.url} did not confirm the registration")
 
     def close(self) -> None:

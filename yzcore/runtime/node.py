@@ -32,6 +32,7 @@ from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.engine import Engine
 from yzcore.protocol.handshake import PeerInfo
 from yzcore.protocol.lookup import LookupResult
+from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
 from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
@@ -104,6 +105,8 @@ class Node(Recovery):
         self._probe_op = 0
         self._stopping = False
         self._backoff_policy = backoff or BackoffPolicy()
+        self.recovery = RecoveryPolicy(RecoveryConfig(backoff=self._backoff_policy),
+                                       random.Random(self._seed ^ 0xBAC0FF))
         self.heartbeat_interval = heartbeat_interval
         self.cache_interval = cache_interval
         rng = random.Random(self._seed ^ 0xB007)
@@ -115,7 +118,9 @@ class Node(Recovery):
         self._bridges: list[NodeInfo] = []
         self._relay_bridge: bytes | None = None
         self._service_rid = 0
-        self._service_waiters: dict[int, tuple[anyio.Event, list[object]]] = {}
+        self._service_waiters: dict[int, tuple[anyio.Event, list[object], bytes]] = {}
+        self._relay_lock = anyio.Lock()
+        self._relay_answers = 0
         self.fatal: BaseException | None = None
         self.http = HttpEndpoints(self)
 
@@ -140,6 +145,8 @@ class Node(Recovery):
             tg.start_soon(self._join)
             tg.start_soon(self._probe_loop)
             tg.start_soon(self._recover_loop)
+            if self._listen is None and self.role == "node":  # reached through a bridge
+                tg.start_soon(self._relay_loop)
             if self.data_dir:
                 tg.start_soon(self._cache_loop)
             task_status.started()
@@ -265,6 +272,10 @@ class Node(Recovery):
             elif isinstance(action, Close):
                 pc = self.conns.get(action.peer)
                 if pc is not None:
+                    if action.reason == "over_target":  # tell the dialer why, so it looks elsewhere
+                        pc.send(wire.Error(None, wire.ErrorCode.OVER_CAPACITY,
+                                           f"this node keeps {self._config.conn_max} connections "
+                                           "and sheds idle ones above that"))
                     self._tg.start_soon(pc.close)  # type: ignore[union-attr]
             elif isinstance(action, Done):
                 self._done(action)
@@ -297,8 +308,13 @@ class Node(Recovery):
 
     # -- connections ------------------------------------------------------------------
 
-    async def _dial(self, node: NodeInfo, *, by_url: bool = False) -> NodeInfo | None:
-        """Connect and verify; hands the connection to the engine."""
+    async def _dial(self, node: NodeInfo, *, by_url: bool = False,
+                    advertise: str | None = None) -> NodeInfo | None:
+        """Connect and verify; hands the connection to the engine.
+
+        ``advertise`` overrides the address our hello claims (a node moving
+        to a bridge claims the relayed address before it is ours).
+        """
         expected = None if by_url else node.id
         try:
             conn = await transport_for(node.addr).connect(node.addr, timeout=self.dial_timeout)  # type: ignore[arg-type]
@@ -306,7 +322,8 @@ class Node(Recovery):
             self._dial_failed(node, expected, exc)
             return None
         try:
-            peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
+            peer = await handshake(conn, self.identity, role=self.role,
+                                   advertise=advertise or self.address,
                                    timeout=self.handshake_timeout, expected_id=expected)
         except Exception as exc:  # noqa: BLE001
             await conn.close()
@@ -333,7 +350,8 @@ class Node(Recovery):
             self.engine.dial_failed(expected, anyio.current_time())
             self._process()
 
-    async def _accepted(self, conn: Connection, first: bytes | None = None) -> None:
+    async def _accepted(self, conn: Connection, first: bytes | None = None) -> bool:
+        """Verify an inbound connection and serve it; False when it was refused."""
         try:
             peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
                                    timeout=self.handshake_timeout, first=first)
@@ -341,14 +359,16 @@ class Node(Recovery):
             code, text = describe_failure(exc)
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}",
                          transport=conn.transport)
-            return
+            return False
         pc = PeerConnection(conn, peer, outbound=False)
         if not self._register(pc):
             await pc.close()
-        elif pc.push:
+            return False
+        if pc.push:
             self._attach(pc)  # the connection outlives this handler
         else:
             await self._serve(pc)
+        return True
 
     def _keeps(self, new: PeerConnection) -> bool:
         """Of two connections to one peer, keep the one the smaller id dialled."""
@@ -439,6 +459,9 @@ class Node(Recovery):
             self._record(str(err.code), pc.peer.id, str(err.args[0]) if err.args else "")
             return pc.send(wire.error_reply(err))
         if isinstance(msg, wire.Error) and msg.rid is None:
+            if msg.code == wire.ErrorCode.OVER_CAPACITY:  # it sheds us: keep a connection elsewhere
+                self._engine.peer_full(pc.peer.id, anyio.current_time())
+                return True
             self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
             return True
         if isinstance(msg, wire.SERVICE_TYPES):

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import anyio
 
 from yzcore import wire
-from yzcore.protocol.backoff import Backoff
+from yzcore.protocol.recovery import SOURCES
 from yzcore.runtime import peercache
 from yzcore.runtime.peer import PeerConnection
 from yzcore.transport import transport_for
@@ -34,8 +34,8 @@ __all__ = ["Recovery"]
 log = logging.getLogger("yzcore.node")
 
 INTRODUCTIONS = 8  # peers asked for at once
+MAX_RELAY_ANSWERS = 16  # relayed dials answered at once
 MAX_SEED_DIALS = 8  # peers dialled at once when (re)joining
-LOST_GRACE = 2.0  # seconds with no connection before recovery starts: the engine redials first
 
 
 def _relay_address(bridge_url: str, node_id: bytes) -> str:
@@ -118,53 +118,49 @@ class Recovery:
     # -- after losing everything ----------------------------------------------------
 
     async def _recover_loop(self) -> None:
-        """Reconnect when every connection is gone (A1.3, A7.1), with backoff between tries."""
+        """Reconnect when every connection is gone (A1.3, A7.1), as the shared policy says."""
         await self._joined.wait()
-        backoff = Backoff(self._backoff_policy, random.Random(self._seed ^ 0xBAC0FF))
-        lost_since: float | None = None
+        policy = self.recovery
         while True:
-            await anyio.sleep(1.0)
-            if self.conns:
-                lost_since = None
-                backoff.succeeded()
-                continue
             now = anyio.current_time()
-            if lost_since is None:
-                lost_since = now
-            if now - lost_since < LOST_GRACE:
-                continue
-            await anyio.sleep(backoff.delay())
-            if self.conns:
-                continue
-            if await self._reconnect():
-                log.info("reconnected after %.1f s without connections",
-                         anyio.current_time() - lost_since)
-                lost_since = None
-                backoff.succeeded()
-            else:
-                backoff.failed()
+            policy.observe(now, len(self.conns), len(self._engine.table))
+            step = policy.next_step(now)
+            while step is not None and not self._stopping:
+                seeds = await self._recover_from(step)
+                if seeds:
+                    self._engine.bootstrap(seeds, anyio.current_time())
+                    self._process()
+                    log.info("reconnected through %s after %.1f s", step,
+                             anyio.current_time() - (policy.lost_since or now),
+                             extra={"source": step, "peers": len(seeds)})
+                step = policy.step_done(step, bool(seeds), anyio.current_time())
+            await anyio.sleep(min(1.0, max(0.05, policy.get_timer() - anyio.current_time())))
+
+    async def _recover_from(self, source: str) -> list[NodeInfo]:
+        """One step of an attempt: the peers of ``source`` that answered."""
+        if self._needs_relay():
+            await self._use_bridge()
+        if source == "cache":
+            known = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
+                     for c in self._engine.table.contacts()]
+            if self.data_dir:
+                known += peercache.load(self.data_dir)
+            random.Random(self._seed ^ len(known)).shuffle(known)
+            return await self._dial_all(known)
+        if source == "bridges":
+            return await self._ask_bridges()
+        intro = await self._introductions() if self.links else None
+        return await self._dial_all(self._intro_seeds(intro)) if intro is not None else []
 
     async def _reconnect(self) -> bool:
-        engine = self._engine
-        known = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
-                 for c in engine.table.contacts()]
-        if self.data_dir:
-            known += peercache.load(self.data_dir)
-        rng = random.Random(self._seed ^ len(known))
-        rng.shuffle(known)
-        seeds = await self._dial_all(known)
-        if not seeds:
-            seeds = await self._ask_bridges()
-        if not seeds and self.links:
-            intro = await self._introductions()
-            if intro is not None:
-                seeds = await self._dial_all(self._intro_seeds(intro))
-        if self._listen is None and self.role == "node" and self._relay_bridge is None:
-            await self._use_bridge()
-        if seeds:
-            engine.bootstrap(seeds, anyio.current_time())
-            self._process()
-        return bool(seeds)
+        """One whole attempt, every source in turn; whether it found peers."""
+        for source in SOURCES:
+            seeds = await self._recover_from(source)
+            if seeds:
+                self._engine.bootstrap(seeds, anyio.current_time())
+                self._process()
+                return True
+        return False
 
     async def _ask_bridges(self) -> list[NodeInfo]:
         """Ask each known bridge in turn for fresh peers (its reconnection service)."""
@@ -185,7 +181,7 @@ class Recovery:
         rid = self._service_rid
         event = anyio.Event()
         slot: list[wire.Message] = []
-        self._service_waiters[rid] = (event, slot)
+        self._service_waiters[rid] = (event, slot, pc.peer.id)
         pc.send(make(rid))  # type: ignore[operator]
         with anyio.move_on_after(5.0):
             await event.wait()
@@ -194,58 +190,94 @@ class Recovery:
 
     # -- relayed through a bridge ----------------------------------------------------
 
+    def _needs_relay(self) -> bool:
+        return (self._listen is None and self.role == "node" and not self._stopping
+                and (self._relay_bridge is None or self._relay_bridge not in self.conns))
+
     async def _use_bridge(self) -> bool:
-        """Take the first bridge that answers as our relay; our address becomes its relay URL."""
-        candidates = [b for b in self._bridges if b.id != self._relay_bridge]
-        random.Random(self._seed).shuffle(candidates)
-        previous = self.address
-        for bridge in candidates:
-            # The hello to the bridge already carries the relayed address: the
-            # bridge learns whom it relays for, and tables learn where we are.
-            self.address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
-            old = self.conns.get(bridge.id)
-            if old is not None:  # its hello named our old address: say hello again (A4.5)
-                self.conns.pop(bridge.id)
-                self._engine.connection_closed(bridge.id, anyio.current_time())
-                await old.close()
-            if await self._dial(bridge) is None:
-                self.address = previous
-                continue  # A5.5: the next one
-            self._relay_bridge = bridge.id
-            self._engine.readdress(self.address)
-            self._engine.pin(bridge.id)
-            log.info("reachable through bridge %s as %s", bridge.id.hex()[:16], self.address,
-                     extra={"peer_id": bridge.id.hex(), "transport": "bridge"})
-            for link in self.links:  # the bootstrap server learns the new address
-                link.close()
-            return True
-        self._record(str(ErrorCode.RELAY_UNAVAILABLE), None,
-                     f"no bridge of {len(candidates)} answered; this node has no listener and "
-                     "cannot be dialled until one does")
-        return False
+        """Take the first bridge that answers as our relay; our address becomes its relay URL.
+
+        One at a time (a lock), and the address changes only once the bridge
+        answered: the hello to it already claims the relayed address, so the
+        bridge learns whom it relays for and its table learns where we are.
+        """
+        async with self._relay_lock:
+            if not self._needs_relay():
+                return True
+            candidates = list(self._bridges)
+            random.Random(self._seed).shuffle(candidates)
+            candidates.sort(key=lambda b: b.id == self._relay_bridge)  # the one that failed: last
+            for bridge in candidates:
+                address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
+                old = self.conns.get(bridge.id)
+                if old is not None:  # its hello named our old address: say hello again (A4.5)
+                    self.conns.pop(bridge.id)
+                    self._engine.connection_closed(bridge.id, anyio.current_time())
+                    await old.close()
+                if await self._dial(bridge, advertise=address) is None:
+                    continue  # A5.5: the next one
+                self._moved_to(bridge, address)
+                return True
+            self._record(str(ErrorCode.RELAY_UNAVAILABLE), None,
+                         f"no bridge of {len(candidates)} answered; this node has no listener and "
+                         "cannot be dialled until one does")
+            return False
+
+    def _moved_to(self, bridge: NodeInfo, address: str) -> None:
+        moved = self.address is not None
+        self._relay_bridge, self.address = bridge.id, address
+        self._engine.readdress(address)
+        self._engine.pin(bridge.id)
+        log.info("reachable through bridge %s as %s", bridge.id.hex()[:16], address,
+                 extra={"peer_id": bridge.id.hex(), "transport": "bridge"})
+        for link in self.links:  # the bootstrap server learns the new address
+            link.close()
+        if moved:  # peers hold our old address from our hellos: hello again (A4.5)
+            for peer_id, pc in list(self.conns.items()):
+                if peer_id != bridge.id:
+                    self._tg.start_soon(pc.close)  # type: ignore[union-attr]
 
     def _relay_lost(self) -> None:
-        self._relay_bridge = None
         if not self._stopping:
             self._tg.start_soon(self._use_bridge)  # type: ignore[union-attr]
+
+    async def _relay_loop(self) -> None:
+        """A node without a listener keeps looking for a bridge while it has none (A5.5)."""
+        await self._joined.wait()
+        delay = 1.0
+        while True:
+            await anyio.sleep(delay)
+            if not self._needs_relay():
+                delay = 1.0
+                continue
+            if not await self._use_bridge():
+                await self._introductions()  # fresher bridges, if the server knows any
+                delay = min(30.0, delay * 2)
 
     async def _relay_accept(self, token: bytes) -> None:
         """A peer dials us through our bridge: connect back to it and say hello as the listener."""
         pc = self.conns.get(self._relay_bridge) if self._relay_bridge else None
         url = pc.peer.advertise if pc is not None else None
-        if not url:
-            return
+        if not url or self._relay_answers >= MAX_RELAY_ANSWERS:
+            return  # each answer is a connection: a flood of relay requests gets no more
+        self._relay_answers += 1
+        conn = None
         try:
             conn = await transport_for(url).connect(url, timeout=self.dial_timeout)
             await conn.send(wire.encode(wire.RelayAccept(token)))
+            carried_by = getattr(conn, "carried_by", None)
+            if carried_by is not None:
+                carried_by("bridge")
+            accepted = await self._accepted(conn)
         except Exception as exc:  # noqa: BLE001
             self._record(str(ErrorCode.RELAY_UNAVAILABLE), pc.peer.id,  # type: ignore[union-attr]
                          f"could not answer a relayed dial through {url}: {exc}")
-            return
-        carried_by = getattr(conn, "carried_by", None)
-        if carried_by is not None:
-            carried_by("bridge")
-        await self._accepted(conn)
+            accepted = False
+        finally:
+            self._relay_answers -= 1
+        if not accepted and conn is not None:  # not ours to keep: nobody else would close it
+            with anyio.CancelScope(shield=True):
+                await conn.close()
 
     # -- service messages on DHT connections ---------------------------------------------
 
@@ -260,7 +292,7 @@ class Recovery:
                                + wire.advice(ErrorCode.WRONG_ROLE)))
         elif isinstance(msg, wire.Introductions):
             waiter = self._service_waiters.get(msg.rid)
-            if waiter is not None:
+            if waiter is not None and waiter[2] == pc.peer.id:  # only from the peer we asked
                 waiter[1].append(msg)
                 waiter[0].set()
 
