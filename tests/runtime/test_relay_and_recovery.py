@@ -148,7 +148,7 @@ async def test_a_node_that_lost_every_connection_reconnects_through_the_bootstra
         tg.cancel_scope.cancel()
 
 
-@pytest.mark.req("A2.3")
+@pytest.mark.req("A2.3", "B2.4")
 async def test_the_bootstrap_server_refuses_with_codes_introduces_and_relays_signals():
     server = BootstrapServer(node_ttl=30)
     async with anyio.create_task_group() as tg:
@@ -162,6 +162,13 @@ async def test_the_bootstrap_server_refuses_with_codes_introduces_and_relays_sig
         await until("b connected to a", lambda: a.id in b.conns, 10)
         assert server.id not in a.conns and server.id not in b.conns  # never a peer
         assert server.id not in a.engine.table and server.id not in b.engine.table
+        # A browser-class client (no listener) is served too: introduced, it joins.
+        browser = Node(listen=None, role="browser", bootstrap=[server.address])
+        await browser.start(tg)
+        await browser.joined()
+        await until("the browser-class client connected", lambda: len(browser.conns) >= 1, 10)
+        assert browser.address is None and browser.id not in a.engine.table
+        await browser.aclose()
         link = b.links[0]
         # A DHT request to the bootstrap server: WRONG_ROLE, with advice.
         reply = await link.request(lambda rid: wire.FindNode(rid, a.id))

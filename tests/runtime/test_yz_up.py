@@ -12,7 +12,7 @@ import pytest
 from tests.runtime.procs import YZ, alive, free_port, get_json, wait_for
 
 
-@pytest.mark.req("A1.1", "B7.2", "A5.1", "A5.2")
+@pytest.mark.req("A1.1", "B7.2", "A5.1", "A5.2", "B2.1", "B2.5")
 def test_yz_up_brings_15_of_15_nodes_healthy_within_30_s_and_leaves_no_process(tmp_path):
     port = free_port()
     boot = f"ws://127.0.0.1:{port}/dht"
