@@ -144,10 +144,10 @@ def _run_node(node: Any, args: argparse.Namespace) -> int:
 def _node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from yzcore.protocol.backoff import BackoffPolicy
 
-    return dict(advertise=args.advertise, peers=args.peer, bootstrap=args.bootstrap,
-                data_dir=args.data_dir, probe_interval=args.probe_interval,
-                heartbeat_interval=args.heartbeat_interval,
-                backoff=BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap))
+    return {"advertise": args.advertise, "peers": args.peer, "bootstrap": args.bootstrap,
+            "data_dir": args.data_dir, "probe_interval": args.probe_interval,
+            "heartbeat_interval": args.heartbeat_interval,
+            "backoff": BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap)}
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -201,6 +201,31 @@ def _bootstrap(args: argparse.Namespace) -> int:
         if tmpdir is not None:
             tmpdir.cleanup()
     return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from yzcore.sim.plot import svg
+    from yzcore.sim.scenarios import run
+
+    verdict = run(args.scenario, args.nodes, args.seed)
+    if args.json:
+        print(json.dumps({"scenario": verdict.scenario, "criteria": verdict.criteria,
+                          "passed": verdict.passed, "figures": verdict.figures,
+                          "digest": verdict.digest, "wall_s": verdict.wall_s,
+                          "timeline": verdict.timeline}))
+    else:
+        print(f"{'t (s)':>7}  {'healthy':>7}  {'conns':>5}")
+        for t, share, conns in verdict.timeline:
+            print(f"{t:>7.0f}  {100 * share:>6.1f}%  {conns:>5.1f}")
+        print(f"{verdict.scenario} ({verdict.criteria}), {args.nodes} nodes, seed {args.seed}: "
+              f"{'PASS' if verdict.passed else 'FAIL'}")
+        for name, value in verdict.figures.items():
+            print(f"  {name}: {value}")
+        print(f"trace digest {verdict.digest}; {verdict.wall_s:.1f} s wall")
+    if args.plot:
+        with open(args.plot, "w", encoding="utf-8") as f:
+            f.write(svg(verdict))
+    return 0 if verdict.passed else 1
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -355,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-ttl", type=_positive, default=30.0, metavar="SECONDS",
                    help="a node not heard from this long is no longer introduced (default 30)")
     p.add_argument("--bridge-heartbeat", type=_positive, default=5.0, help=argparse.SUPPRESS)
+    from yzcore.sim.scenarios import SCENARIOS
+
+    p = command("sim", _sim, "run a simulator scenario on a virtual clock and print its verdict")
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="crisis")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--plot", metavar="FILE.svg", help="also draw the health timeline")
+    p.add_argument("--json", action="store_true")
     p = command("up", _up, "run a local network: bootstrap server, bridges, nodes, dashboard")
     p.add_argument("--nodes", type=int, default=15, help="server nodes (default 15)")
     p.add_argument("--bridges", type=int, default=2, help="bridge processes (default 2)")

@@ -4,7 +4,8 @@ A node keeps between ``conn_target`` and ``conn_max`` long-lived connections
 (inbound ones count) and opens more transiently for lookups; a transient
 connection idle for ``idle_timeout`` is closed, and above ``conn_cap`` the
 least recently used transient ones go first. Above ``conn_max`` a node also
-sheds idle inbound connections it did not keep, saying ``OVER_CAPACITY``:
+sheds inbound connections it did not keep (once quiet for a second), saying
+``OVER_CAPACITY``:
 their dialers meant to keep them and look elsewhere for ``full_backoff``, so
 every node settles within 3–8 connections (B7.2). At most ``max_dials`` dials are
 in flight; more wait their turn, so a node joining a busy network floods
@@ -141,11 +142,13 @@ class ConnectionPolicy:
         shed = connected - cfg.conn_max
         for last_active, peer_id in transient:
             peer = self.peers[peer_id]
-            idle = last_active + cfg.idle_timeout <= now
             if excess > 0:
                 reason = "over_capacity"
-            elif idle and (peer.outbound or (shed > 0 and peer.info.role in ("node", "bridge"))):
-                reason = "idle" if peer.outbound else "over_target"
+            elif peer.outbound and last_active + cfg.idle_timeout <= now:
+                reason = "idle"
+            elif (shed > 0 and not peer.outbound and peer.info.role in ("node", "bridge")
+                  and last_active + 1.0 <= now):  # quiet for a second: no exchange is cut short
+                reason = "over_target"
             else:
                 continue
             excess -= 1

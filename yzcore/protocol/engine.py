@@ -115,8 +115,10 @@ class Engine(ConnectionPolicy):
         refreshed too (the Kademlia join), so that nodes all over the id space
         hear of us and our table fills beyond our own neighbourhood.
         """
-        for seed in seeds:
-            self._peer(seed).kept = True
+        for seed in seeds:  # seeds are kept, within conn_max (B7.2)
+            peer = self._peer(seed)
+            if not peer.kept and self._kept_count() < self.config.conn_max:
+                peer.kept = True
         op = self._start("find_node", self.info.id, now, seeds=seeds, defer=True)
         self._ops[op].join = True
         self._advance(self._ops[op], now)

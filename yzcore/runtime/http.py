@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+
+import anyio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,16 @@ def health(node: Node) -> dict[str, Any]:
         reasons.append(f"last find_node probe failed or took over 2 s ({probe['seconds']:.2f}s)")
     return {"healthy": not reasons, "connections": connections, "needed": need,
             "network_size_estimate": size, "probe": probe, "reasons": reasons}
+
+
+def _peer(node: Node, pc: Any) -> dict[str, Any]:
+    """One connection as /status shows it: who, how, and whether the node keeps it."""
+    state = node.engine.peers.get(pc.peer.id) if node.engine else None
+    now = anyio.current_time()
+    return {"id": pc.peer.id.hex(), "role": pc.peer.role, "address": pc.peer.advertise,
+            "transport": pc.conn.transport, "outbound": pc.outbound,
+            "kept": bool(state and state.kept),
+            "idle_s": round(now - state.last_active, 1) if state else None}
 
 
 def _by_transport(node: Node) -> dict[str, int]:
@@ -83,8 +95,7 @@ class HttpEndpoints:
             "compiled_core": USE_EXTENSIONS,
             "uptime_s": round(time.time() - node.started_at, 1),
             "connections": _by_transport(node),
-            "peers": [{"id": p.id.hex(), "role": p.role, "address": p.advertise}
-                      for p in node.peer_infos()],
+            "peers": [_peer(node, pc) for pc in node.conns.values()],
             "routing_table": len(engine.table) if engine else 0,
             "values": len(engine.store) if engine else 0,
             "health": health(node),

@@ -249,7 +249,8 @@ class Node(Recovery):
                 took = anyio.current_time() - now
                 self.last_probe = {"ok": not scope.cancelled_caught, "seconds": round(took, 3),
                                    "at": time.time(), "source": "probe"}
-            await anyio.sleep(self.probe_interval)
+            # Jittered: nodes that started together must not probe together.
+            await anyio.sleep(self.probe_interval * rng.uniform(0.8, 1.2))
 
     # -- engine actions --------------------------------------------------------------
 

@@ -1,0 +1,236 @@
+"""The simulator's network: many engines wired together in memory, on a virtual clock.
+
+No sockets and no real time: every message, dial and close is an event on a
+heap, delivered after a random latency drawn from a seeded generator, so a
+run is reproducible from its seed. Handshakes are the runtime's business;
+here a dial simply opens a verified connection on both sides.
+
+:class:`Network` carries the engines' actions and nothing else;
+:class:`yzcore.sim.world.World` adds the roles (bootstrap server, bridges),
+recovery, partitions, NAT, crashes and health on top.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+
+from yzcore import wire
+from yzcore.protocol.actions import Close, Dial, Done, Send
+from yzcore.protocol.engine import Engine, EngineConfig
+from yzcore.wire import NodeInfo
+
+__all__ = ["Network"]
+
+
+class Network:
+    """``n`` engines, their links, and a virtual clock.
+
+    Args:
+        n: Number of nodes.
+        seed: Seeds ids, latencies, losses and every engine's rng.
+        latency: (low, high) one-way latency in seconds, uniform.
+        loss: Probability that a message is dropped.
+        config: Engine configuration for every node.
+        codec: Round-trip every message through the wire codec.
+    """
+
+    def __init__(self, n: int, seed: int = 0, latency: tuple[float, float] = (0.005, 0.02),
+                 loss: float = 0.0, config: EngineConfig | None = None, codec: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.latency = latency
+        self.loss = loss
+        self.codec = codec
+        self.config = config or EngineConfig()
+        self.engines: list[Engine] = []
+        self.alive: list[bool] = []
+        self.index: dict[bytes, int] = {}
+        self.links: set[tuple[int, int]] = set()
+        self.done: dict[tuple[int, int], Done] = {}
+        self.messages = 0
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._timer_at: dict[int, float] = {}
+        for _ in range(n):
+            self.add_node()
+
+    # -- building -------------------------------------------------------------
+
+    def add_node(self) -> int:
+        i = len(self.engines)
+        node_id = self.rng.randbytes(32)
+        info = NodeInfo(node_id, f"mem://{i}", "node")
+        self.engines.append(Engine(info, self.now, random.Random(self.rng.random()), self.config))
+        self.alive.append(True)
+        self.index[node_id] = i
+        self._schedule_timer(i)
+        return i
+
+    def join_all(self, spread: float = 1.0) -> None:
+        """Node 0 starts alone; every other joins through a random earlier node."""
+        for i in range(1, len(self.engines)):
+            via = self.rng.randrange(i)
+            at = self.now + spread * i / len(self.engines)
+            self._at(at, lambda i=i, via=via: self.bootstrap(i, via))
+        self.run(spread + 5.0)
+
+    def bootstrap(self, i: int, via: int) -> None:
+        self.engines[i].bootstrap([self.engines[via].info], self.now)
+        self._flush(i)
+
+    # -- running --------------------------------------------------------------
+
+    def run(self, duration: float) -> None:
+        """Process events for ``duration`` virtual seconds."""
+        end = self.now + duration
+        while self._heap and self._heap[0][0] <= end:
+            at, _, fn = heapq.heappop(self._heap)
+            self.now = max(self.now, at)
+            fn()
+        self.now = end
+
+    def op(self, i: int, kind: str, *args: object, limit: float = 60.0) -> Done:
+        """Start ``engine.kind(*args, now)`` on node ``i`` and run until it is done."""
+        op_id = getattr(self.engines[i], kind)(*args, self.now)
+        self._flush(i)
+        end = self.now + limit
+        while (i, op_id) not in self.done:
+            if not self._heap or self._heap[0][0] > end:
+                raise AssertionError(f"{kind} on node {i} did not finish within {limit}s")
+            at, _, fn = heapq.heappop(self._heap)
+            self.now = max(self.now, at)
+            fn()
+        return self.done.pop((i, op_id))
+
+    def kill(self, i: int) -> None:
+        """Node ``i`` dies abruptly: its peers see errors, dials to it fail."""
+        self.alive[i] = False
+        for a, b in list(self.links):
+            if i in (a, b):
+                self.links.discard((a, b))
+                other = b if a == i else a
+                self._at(self.now + self._delay(), lambda o=other: self._closed(o, i, error=True))
+
+    # -- queries ----------------------------------------------------------------
+
+    def live(self) -> list[int]:
+        return [i for i, ok in enumerate(self.alive) if ok]
+
+    def oracle(self, target: bytes, k: int, asker: int | None = None) -> list[bytes]:
+        """The k live ids closest to ``target`` by brute force, the asker excluded."""
+        t = int.from_bytes(target, "big")
+        ids = [self.engines[i].info.id for i in self.live() if i != asker]
+        return sorted(ids, key=lambda x: int.from_bytes(x, "big") ^ t)[:k]
+
+    def connections(self, i: int) -> int:
+        return len(self.engines[i].connected())
+
+    # -- internals ----------------------------------------------------------------
+
+    def _delay(self) -> float:
+        return self.rng.uniform(*self.latency)
+
+    def _at(self, at: float, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, fn))
+
+    def _schedule_timer(self, i: int) -> None:
+        at = self.engines[i].get_timer()
+        if self._timer_at.get(i) != at:
+            self._timer_at[i] = at
+            self._at(at, lambda: self._fire(i, at))
+
+    def _fire(self, i: int, at: float) -> None:
+        if self._timer_at.get(i) != at or not self.alive[i]:
+            return
+        del self._timer_at[i]
+        self.engines[i].handle_timer(self.now)
+        self._flush(i)
+
+    def _flush(self, i: int) -> None:
+        """Carry out node ``i``'s actions."""
+        if not self.alive[i]:
+            return
+        engine = self.engines[i]
+        while True:
+            batch = engine.actions()
+            if not batch:
+                break
+            self._carry_out(i, batch)
+        self._schedule_timer(i)
+
+    def _carry_out(self, i: int, batch: list) -> None:
+        for action in batch:
+            if isinstance(action, Send):
+                self._send(i, action)
+            elif isinstance(action, Dial):
+                self._dial(i, action.node)
+            elif isinstance(action, Close):
+                self._close(i, action.peer)
+            elif isinstance(action, Done):
+                self.done[(i, action.op)] = action
+
+    def _send(self, i: int, action: Send) -> None:
+        j = self.index[action.peer]
+        if (i, j) not in self.links:
+            return
+        self.messages += 1
+        if self.loss and self.rng.random() < self.loss:
+            return
+        msg = wire.decode(wire.encode(action.message)) if self.codec else action.message
+        self._at(self.now + self._delay(), lambda: self._deliver(j, i, msg))
+
+    def _deliver(self, j: int, i: int, msg: wire.Message) -> None:
+        if not self.alive[j] or (j, i) not in self.links:
+            return
+        self.engines[j].receive(self.engines[i].info.id, msg, self.now)
+        self._flush(j)
+
+    def reachable(self, i: int, j: int) -> bool:
+        """Whether node ``i`` can open a connection to node ``j`` (World: partitions, NAT)."""
+        return self.alive[j]
+
+    def _dial(self, i: int, node: NodeInfo) -> None:
+        j = self.index.get(node.id)
+        rtt = 2 * self._delay()
+        if j is None or not self.reachable(i, j):
+            self._at(self.now + rtt, lambda: self._dial_failed(i, node.id))
+            return
+        self._at(self.now + rtt, lambda: self._open(i, j))
+
+    def _dial_failed(self, i: int, peer: bytes) -> None:
+        if self.alive[i]:
+            self.engines[i].dial_failed(peer, self.now)
+            self._flush(i)
+
+    def _open(self, i: int, j: int) -> None:
+        if not (self.alive[i] and self.reachable(i, j)):
+            if self.alive[i]:
+                self._dial_failed(i, self.engines[j].info.id)
+            return
+        fresh = (i, j) not in self.links
+        self.opened(i, j)
+        self.links.add((i, j))
+        self.links.add((j, i))
+        self.engines[i].connection_opened(self.engines[j].info, self.now, outbound=True)
+        if fresh:
+            self.engines[j].connection_opened(self.engines[i].info, self.now, outbound=False)
+            self._flush(j)
+        self._flush(i)
+
+    def opened(self, i: int, j: int) -> None:
+        """A connection from ``i`` to ``j`` opened (a hook for the trace)."""
+
+    def _close(self, i: int, peer: bytes) -> None:
+        j = self.index[peer]
+        self.links.discard((i, j))
+        self.links.discard((j, i))
+        self.engines[i].connection_closed(peer, self.now)
+        self._at(self.now + self._delay(), lambda: self._closed(j, i, error=False))
+
+    def _closed(self, j: int, i: int, error: bool) -> None:
+        if self.alive[j]:
+            self.engines[j].connection_closed(self.engines[i].info.id, self.now, error=error)
+            self._flush(j)

@@ -1,0 +1,336 @@
+"""The simulated world: nodes with roles, recovery, health, and the things that go wrong.
+
+On top of :class:`~yzcore.sim.network.Network` (engines, links, a virtual
+clock) a :class:`World` adds what the runtime adds around the engine, using
+the same sans-I/O parts the runtime uses:
+
+* a bootstrap server: :class:`~yzcore.bootstrap.directory.Directory`, fed by
+  heartbeats every ``heartbeat`` seconds; it can be taken down and up;
+* bridges: nodes (role ``bridge``) through which NAT nodes are reachable;
+* recovery: one :class:`~yzcore.protocol.recovery.RecoveryPolicy` per node;
+  its steps (cache, bridges, bootstrap) are carried out here as the runtime
+  carries them out over sockets; a new node joins the same way;
+* health as ARCHITECTURE §4 defines it: ``min(3, N-1)`` live connections and
+  a find_node probe (every ``probe_interval``) that finished within 2 s;
+* partitions between groups, NAT (no inbound connections), crashes and
+  restarts with the peer cache a node persisted.
+
+Every random choice comes from the world's seeded generator, and every event
+that changes the network feeds :attr:`World.trace`: the same seed gives the
+same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from dataclasses import dataclass, field
+
+from yzcore.bootstrap.directory import Directory
+from yzcore.protocol.actions import Close, Done
+from yzcore.protocol.engine import Engine, EngineConfig
+from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
+from yzcore.sim.network import Network
+from yzcore.wire import NodeInfo
+
+__all__ = ["Agent", "World"]
+
+INTRODUCTIONS = 8  # peers a node asks for, as in the runtime
+SEED_DIALS = 8  # peers dialled at once by one recovery step
+
+
+@dataclass(slots=True)
+class Agent:
+    """What the runtime keeps beside a node's engine."""
+
+    recovery: RecoveryPolicy
+    cache: list[bytes] = field(default_factory=list)  #: the peer cache "on disk"
+    bridges: list[int] = field(default_factory=list)  #: bridges learnt from introductions
+    step: str | None = None  #: the recovery step in flight
+    probe_ok: bool = False  #: the last find_node probe finished within 2 s
+    probe_op: int | None = None
+    probe_started: float = 0.0
+    next_probe: float = 0.0
+    next_beat: float = 0.0
+    joined: bool = False
+
+
+class World(Network):
+    """A simulated network with a bootstrap server, bridges and recovering nodes.
+
+    Args:
+        n: Nodes to create (none joined yet: see :meth:`start`).
+        seed: The only randomness.
+        latency: One-way latency bounds in seconds, uniform.
+        loss: Probability that a message is dropped.
+        config: Every engine's configuration.
+        recovery: Every node's recovery configuration.
+        bridges: How many of the nodes are bridges (the first ones).
+        nat: How many of the nodes accept no inbound connections (the last ones).
+        heartbeat: Seconds between a node's heartbeats to the bootstrap server.
+        probe_interval: Seconds between a node's health probes.
+    """
+
+    def __init__(self, n: int, seed: int = 0, *, latency: tuple[float, float] = (0.03, 0.07),
+                 loss: float = 0.0, config: EngineConfig | None = None,
+                 recovery: RecoveryConfig | None = None, bridges: int = 0, nat: int = 0,
+                 heartbeat: float = 5.0, probe_interval: float = 30.0) -> None:
+        self.recovery_config = recovery or RecoveryConfig()
+        self.heartbeat = heartbeat
+        self.probe_interval = probe_interval
+        self.agents: list[Agent] = []
+        self.group: list[int] = []
+        self.nat: list[bool] = []
+        self.bridges: set[int] = set()
+        self._trace = hashlib.sha256()
+        self.bootstrap_up = True
+        self.bootstrap_hits: list[float] = []  # when a node asked the bootstrap server
+        super().__init__(0, seed=seed, latency=latency, loss=loss, config=config)
+        self.directory = Directory(random.Random(self.rng.random()), node_ttl=3 * heartbeat)
+        for i in range(n):
+            self.add_node(role="bridge" if i < bridges else "node", nat=i >= n - nat)
+        self._at(1.0, self._tick)
+
+    # -- building -------------------------------------------------------------
+
+    def add_node(self, role: str = "node", nat: bool = False) -> int:  # type: ignore[override]
+        i = len(self.engines)
+        node_id = self.rng.randbytes(32)
+        addr = f"sim-nat://{i}" if nat else f"sim://{i}"  # NAT: reachable through a bridge only
+        info = NodeInfo(node_id, addr, role)
+        self.engines.append(Engine(info, self.now, random.Random(self.rng.random()), self.config))
+        self.alive.append(False)  # until started
+        self.index[node_id] = i
+        self.group.append(0)
+        self.nat.append(nat)
+        if role == "bridge":
+            self.bridges.add(i)
+        self.agents.append(Agent(RecoveryPolicy(self.recovery_config,
+                                                random.Random(self.rng.random()))))
+        return i
+
+    def start(self, i: int) -> None:
+        """Node ``i`` starts: it joins as the runtime does, through its recovery steps."""
+        self.alive[i] = True
+        agent = self.agents[i]
+        agent.recovery.observe(self.now, 0, 0)
+        agent.recovery.lost_since = self.now - self.recovery_config.lost_grace  # at once
+        agent.next_beat = self.now + self.rng.uniform(0, self.heartbeat)
+        agent.next_probe = self.now + self.rng.uniform(0, self.probe_interval)
+        self._note("start", i)
+        self._schedule_timer(i)
+        step = agent.recovery.next_step(self.now)  # joining is the first attempt, whatever comes in
+        if step is not None:
+            self._step(i, step)
+
+    def crash(self, i: int) -> None:
+        """Node ``i`` dies at once; its peers see the connections drop."""
+        self._note("crash", i)
+        self.kill(i)
+        self.agents[i].step = None
+
+    def restart(self, i: int) -> None:
+        """Node ``i`` comes back with its key and its peer cache, nothing else."""
+        old = self.engines[i].info
+        self.engines[i] = Engine(old, self.now, random.Random(self.rng.random()), self.config)
+        old_agent = self.agents[i]
+        self.agents[i] = Agent(RecoveryPolicy(self.recovery_config, random.Random(self.rng.random())),
+                               cache=old_agent.cache, bridges=old_agent.bridges)
+        self._timer_at.pop(i, None)
+        self.start(i)
+
+    def partition(self, groups: list[list[int]]) -> None:
+        """Split the network: nodes in different groups cannot reach each other."""
+        for g, members in enumerate(groups):
+            for i in members:
+                self.group[i] = g
+        for a, b in list(self.links):
+            if a < b and self.group[a] != self.group[b]:
+                self._cut(a, b)
+        self._note("partition", len(groups))
+
+    def heal(self) -> None:
+        self.group = [0] * len(self.group)
+        self._note("heal", 0)
+
+    def _cut(self, a: int, b: int) -> None:
+        self.links.discard((a, b))
+        self.links.discard((b, a))
+        for x, y in ((a, b), (b, a)):
+            self._at(self.now + self._delay(), lambda x=x, y=y: self._closed(x, y, error=True))
+
+    # -- reachability -------------------------------------------------------------
+
+    def reachable(self, i: int, j: int) -> bool:
+        if not self.alive[j] or self.group[i] != self.group[j]:
+            return False
+        if not self.nat[j]:
+            return True
+        # Behind NAT: only through a bridge both can reach.
+        return any((j, b) in self.links and self.alive[b] and self.group[b] == self.group[i]
+                   for b in self.bridges)
+
+    # -- queries ---------------------------------------------------------------------
+
+    def maintained(self, i: int) -> int:
+        """Long-lived connections of node ``i``: kept by whoever dialled them (B7.2).
+
+        Lookups open more for a few seconds (closed when idle); those are
+        transient by design and not counted here.
+        """
+        engine = self.engines[i]
+        count = 0
+        for peer_id in engine.connected():
+            mine = engine.peers[peer_id]
+            theirs = self.engines[self.index[peer_id]].peers.get(engine.info.id)
+            # Ours if we keep it; an inbound one if its dialer keeps it (a dialer's
+            # transient lookup connection is transient whatever we think of it).
+            count += mine.kept and (mine.outbound or theirs is None or theirs.kept) or (
+                not mine.outbound and theirs is not None and theirs.kept)
+        return count
+
+    def healthy(self, i: int) -> bool:
+        if not self.alive[i] or not self.agents[i].joined:
+            return False
+        need = min(3, sum(self.alive) - 1)
+        return self.connections(i) >= need and (need == 0 or self.agents[i].probe_ok)
+
+    def health_share(self) -> float:
+        """Healthy nodes over all nodes of the world, up or down (a crashed node is not healthy)."""
+        n = len(self.engines)
+        return sum(1 for i in range(n) if self.healthy(i)) / n if n else 0.0
+
+    @property
+    def digest(self) -> str:
+        """The trace digest so far: equal for equal seeds."""
+        return self._trace.copy().hexdigest()[:16]
+
+    def _note(self, kind: str, a: int, b: int = 0) -> None:
+        self._trace.update(struct.pack("!d8sii", round(self.now, 6), kind.encode(), a, b))
+
+    def opened(self, i: int, j: int) -> None:
+        self._note("open", i, j)
+
+    # -- the runtime's loop around each engine ------------------------------------------
+
+    def _tick(self) -> None:
+        """Once a virtual second, what the runtime's background tasks do."""
+        self.directory.expire(self.now)
+        for i, agent in enumerate(self.agents):
+            if self.alive[i]:
+                self._agent(i, agent)
+        self._at(self.now + 1.0, self._tick)
+
+    def _agent(self, i: int, agent: Agent) -> None:
+        engine = self.engines[i]
+        if self.nat[i] and not any((i, b) in self.links for b in self.bridges):
+            self._use_bridge(i)
+        conns = self.connections(i)
+        agent.recovery.observe(self.now, conns, len(engine.table))
+        if agent.step is None:
+            step = agent.recovery.next_step(self.now)
+            if step is not None:
+                self._step(i, step)
+        if self.now >= agent.next_beat:
+            agent.next_beat = self.now + self.heartbeat
+            if self.bootstrap_up and engine.info.addr:
+                self.directory.heartbeat(engine.info, self.now, healthy=self.healthy(i),
+                                         connections=conns, routing_table=len(engine.table),
+                                         probe=None)
+            agent.cache = [p for p in engine.connected()][:32]  # persisted, as peers.json
+        if agent.joined and agent.probe_op is None and self.now >= agent.next_probe:
+            agent.probe_started = self.now
+            agent.probe_op = engine.find_node(self.rng.randbytes(32), self.now, self.config.refresh_k)
+            self._flush(i)
+        if agent.probe_op is not None and self.now - agent.probe_started > 2.0:
+            agent.probe_ok = False  # still running after 2 s: unhealthy until it is done
+
+    def _carry_out(self, i: int, batch: list) -> None:
+        for action in batch:  # as the runtime says it with OVER_CAPACITY: the dialer looks elsewhere
+            if isinstance(action, Close) and action.reason == "over_target":
+                j = self.index[action.peer]
+                me = self.engines[i].info.id
+                self._at(self.now + self._delay(),
+                         lambda j=j, me=me: self.alive[j] and self.engines[j].peer_full(me, self.now))
+        super()._carry_out(i, batch)
+        agent = self.agents[i]
+        own = self.engines[i].info.id
+        for action in batch:
+            if not isinstance(action, Done):
+                continue
+            if action.op == agent.probe_op:
+                self.done.pop((i, action.op), None)
+                agent.probe_ok = self.now - agent.probe_started <= 2.0
+                agent.probe_op = None
+                agent.next_probe = self.now + self.probe_interval * self.rng.uniform(0.8, 1.2)
+            elif action.kind == "find_node" and action.result.target == own:  # type: ignore[union-attr]
+                self.done.pop((i, action.op), None)  # the join's self-lookup
+                self._joined(agent)
+
+    def _joined(self, agent: Agent) -> None:
+        if not agent.joined:
+            agent.joined = True
+            agent.next_probe = self.now  # the runtime probes as soon as it joined
+
+    def _use_bridge(self, i: int) -> None:
+        """A NAT node keeps a connection to a bridge, as ``--no-listen`` does."""
+        for b in self.agents[i].bridges:
+            if b != i and self.reachable(i, b):
+                self._open(i, b)
+                self.engines[i].pin(self.engines[b].info.id)
+                self._flush(i)
+                return
+
+    # -- recovery steps, carried out as the runtime does ------------------------------
+
+    def _step(self, i: int, step: str) -> None:
+        self.agents[i].step = step
+        self._note("step:" + step, i)
+        engine = self.engines[i]
+        targets: list[int] = []
+        genesis = False
+        if step == "cache":
+            known = [c.id for c in engine.table.contacts()] + self.agents[i].cache
+            targets = [self.index[x] for x in dict.fromkeys(known) if x in self.index]
+        elif step == "bridges":
+            for b in self.agents[i].bridges:
+                if b != i and self.reachable(i, b):
+                    near = [j for (x, j) in sorted(self.links) if x == b and j != i]
+                    targets = [b, *near[:INTRODUCTIONS]]
+                    break
+        elif self.bootstrap_up:
+            self.bootstrap_hits.append(self.now)
+            self.directory.seen(engine.info, self.now)
+            peers, bridges, genesis = self.directory.introduce(engine.info.id, INTRODUCTIONS)
+            known = self.agents[i].bridges
+            known += [self.index[b.id] for b in bridges if self.index[b.id] not in known]
+            targets = [self.index[p.id] for p in peers]
+            if len(targets) < 3:
+                targets += [self.index[b.id] for b in bridges]
+        targets = [j for j in targets if j != i and (i, j) not in self.links]
+        self.rng.shuffle(targets)
+        ok = [j for j in targets[:SEED_DIALS] if self.reachable(i, j)]
+        rtt = 2 * self.latency[1]
+        self._at(self.now + rtt, lambda: self._step_done(i, step, ok, genesis))
+
+    def _step_done(self, i: int, step: str, ok: list[int], genesis: bool) -> None:
+        agent = self.agents[i]
+        if not self.alive[i] or agent.step != step:
+            return
+        agent.step = None
+        seeds = []
+        for j in ok:
+            if self.reachable(i, j):
+                self._open(i, j)
+                seeds.append(self.engines[j].info)
+        if seeds:
+            self.engines[i].bootstrap(seeds, self.now)
+            self._flush(i)
+        elif genesis:
+            self._joined(agent)
+        nxt = agent.recovery.step_done(step, bool(seeds) or genesis, self.now)
+        if nxt is not None:
+            self._step(i, nxt)
+        elif not seeds:
+            self._joined(agent)  # as the runtime: a join that found nobody still ends
