@@ -251,3 +251,35 @@ def test_lookup_window_and_alpha():
     assert len(widened) == 1  # the slow one no longer counts against alpha
     lookup.failed(first[1].id)
     assert not lookup.done
+
+
+@pytest.mark.req("A7.5", "A4.4")
+def test_an_evicted_contact_sleeps_in_the_dormant_cache_and_is_dialled_again_later():
+    from yzcore.protocol.actions import Dial, Send
+    from yzcore.protocol.engine import Engine
+    from yzcore.wire import FindNode
+
+    cfg = EngineConfig(dormant_interval=20.0)
+    me = Engine(NodeInfo(b"\x01" * 32, "mem://me"), 0.0, random.Random(1), cfg)
+    other = NodeInfo(b"\x02" * 32, "mem://other")
+    me.connection_opened(other, 0.0, outbound=True)
+    me.connection_closed(other.id, 1.0, error=True)
+    now = 1.0
+    for _ in range(100):  # the engine redials it and every dial fails: stale, then evicted
+        now += 1.0
+        me.handle_timer(now)
+        for action in me.actions():
+            if isinstance(action, Dial):
+                me.dial_failed(action.node.id, now)
+        if other.id not in me.table:
+            break
+    assert other.id not in me.table and other.id in me._dormant
+    me.actions()
+    me.handle_timer(now + 25.0)  # the partition healed: the dormant contact is tried again
+    assert any(isinstance(a, Dial) and a.node.id == other.id for a in me.actions())
+    me.connection_opened(other, now + 25.1, outbound=True)
+    out = me.actions()
+    assert other.id not in me._dormant and other.id in me.table
+    # It rejoins through it: a lookup of its own id goes to the woken contact.
+    assert any(isinstance(a, Send) and a.peer == other.id and isinstance(a.message, FindNode)
+               and a.message.target == me.info.id for a in out)

@@ -60,3 +60,10 @@ def test_yz_sim_prints_the_timeline_and_the_verdict_and_exits_by_it(tmp_path):
     assert "crisis (B7.1 B7.2), 15 nodes, seed 5: PASS" in out.stdout
     assert "trace digest " in out.stdout
     assert plot.read_text().startswith("<svg") and "healthy share" in plot.read_text()
+
+
+@pytest.mark.req("A7.5")
+def test_a_healed_50_50_partition_is_one_network_again_within_60_s():
+    v = run("partition", 60, seed=6)
+    assert v.figures["apart_during_partition"], "the partition did not separate the sides"
+    assert v.passed and v.figures["one_network_after_heal_s"] <= 60.0, v.figures

@@ -26,6 +26,10 @@ class EngineConfig:
             long-lived connection again for this long (B7.2).
         max_dials: Most dials in flight at once; more wait for a free slot
             (a node joining a busy network must not flood it, or itself).
+        dormant_interval: How often one contact evicted from the routing
+            table (kept in a dormant cache of ``dormant_max``) is dialled
+            again: after a partition heals, these are the way back (A7.5).
+        dormant_max: Most evicted contacts remembered.
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if
             dead) only when it has not been heard from for this long.
         maintenance_interval: How often housekeeping runs.
@@ -52,6 +56,8 @@ class EngineConfig:
     full_backoff: float = 120.0
     max_dials: int = 8
     ping_quiet: float = 60.0
+    dormant_interval: float = 20.0
+    dormant_max: int = 64
     maintenance_interval: float = 1.0
     refresh_interval: float = 600.0
     refresh_k: int = 5

@@ -66,6 +66,8 @@ class ConnectionPolicy:
     _dials: set[bytes]
     _dial_queue: deque[bytes]
     _full: dict[bytes, float]
+    _dormant: dict[bytes, tuple[NodeInfo, float]]
+    _next_dormant: float
 
     def _peer(self, info: NodeInfo) -> PeerState:
         peer = self.peers.get(info.id)
@@ -105,6 +107,31 @@ class ConnectionPolicy:
             if peer_id not in self.table:
                 self.rpc.forget_peer(peer_id)
 
+    def _table_fail(self, peer_id: bytes, now: float) -> None:
+        """A request to a contact failed; one evicted for it goes to the dormant cache."""
+        contact = self.table.get(peer_id)
+        status, _ = self.table.fail(peer_id, now)
+        if status == routing.EVICTED and contact is not None and contact.address:
+            role = (contact.meta or {}).get("role", "node")
+            self._dormant[peer_id] = (NodeInfo(peer_id, contact.address, role), now)  # type: ignore[arg-type]
+            while len(self._dormant) > self.config.dormant_max:
+                del self._dormant[next(iter(self._dormant))]  # the longest dormant goes
+
+    def _probe_dormant(self, now: float) -> None:
+        """Dial one dormant contact now and then: a healed partition merges back (A7.5)."""
+        if now < self._next_dormant or not self._dormant:
+            return
+        self._next_dormant = now + self.config.dormant_interval
+        candidates = [i for i in self._dormant if i not in self.peers]
+        if candidates:
+            info, _ = self._dormant[self.rng.choice(sorted(candidates))]
+            self._dial(self._peer(info))
+
+    def _woke(self, info: NodeInfo, now: float) -> None:
+        """A dormant contact is back: rejoin through it, so both sides' tables merge."""
+        if self._dormant.pop(info.id, None) is not None:
+            self.bootstrap([info], now)  # type: ignore[attr-defined]
+
     def pin(self, peer_id: bytes) -> None:
         """Keep the connection to ``peer_id`` however many others there are.
 
@@ -120,6 +147,7 @@ class ConnectionPolicy:
 
     def _keep_connections(self, now: float) -> None:
         cfg = self.config
+        self._probe_dormant(now)
         missing = cfg.conn_target - self._kept_count()
         if missing > 0:
             busy_ids = {i for i, p in self.peers.items() if p.connected or p.dialing}

@@ -85,6 +85,8 @@ class Engine(ConnectionPolicy):
         self._dials: set[bytes] = set()  # Dial actions out, not yet opened or failed
         self._dial_queue: deque[bytes] = deque()  # peers waiting for a dial slot
         self._full: dict[bytes, float] = {}  # peers that shed our kept connection, until when
+        self._dormant: dict[bytes, tuple[NodeInfo, float]] = {}  # evicted contacts, when
+        self._next_dormant = now + cfg.dormant_interval
         self._ops: dict[int, _Op] = {}
         self._next_op = 1
         self._out: list[Action] = []
@@ -186,6 +188,7 @@ class Engine(ConnectionPolicy):
         queued, peer.queue = peer.queue, []
         for msg in queued:
             self._out.append(Send(info.id, msg))
+        self._woke(info, now)
         self._pump_dials()
 
     def connection_closed(self, peer_id: bytes, now: float, *, error: bool = False) -> None:
@@ -255,7 +258,7 @@ class Engine(ConnectionPolicy):
                 op.lookup.abandon(p.peer)
                 self._advance(op, now)
         for p in hard:
-            self.table.fail(p.peer, now)
+            self._table_fail(p.peer, now)
             self._rpc_failed(p, now)
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval
@@ -410,7 +413,7 @@ class Engine(ConnectionPolicy):
         """
         self.peers[peer_id].queue.clear()
         if count_failure:
-            self.table.fail(peer_id, now)
+            self._table_fail(peer_id, now)
         for p in self.rpc.drop_peer(peer_id):
             if count_failure or not self._retry(p, now):
                 self._rpc_failed(p, now)

@@ -162,8 +162,50 @@ def crisis(n: int, seed: int) -> Verdict:
                     "connections_end": f"{low}-{high}"}, timeline, w.digest)
 
 
+def partition(n: int, seed: int) -> Verdict:
+    """A7.5: a 50/50 partition for 2 minutes, then healed: one network again within 60 s.
+
+    "One network" is shown by lookups: nodes on each side look up ids on the
+    other side, and every lookup finds its target, exactly.
+    """
+    w = World(n, seed, bridges=0)
+    timeline: list = []
+    _form(w, timeline)
+    nodes = list(range(n))
+    w.rng.shuffle(nodes)
+    left, right = sorted(nodes[: n // 2]), sorted(nodes[n // 2:])
+    w.partition([left, right])
+    _run(w, 120.0, timeline)
+    split_ok = _crossing_lookups(w, left, right) == 0.0  # really apart: nothing found across
+    w.heal()
+    healed = w.now
+    merged = None
+    while w.now - healed < 120.0:
+        _run(w, 5.0, timeline)
+        if _crossing_lookups(w, left, right) == 1.0:
+            merged = w.now - healed
+            break
+    took = merged if merged is not None else float("inf")
+    return Verdict("partition", "A7.5", split_ok and took <= 60.0,
+                   {"nodes": n, "apart_during_partition": split_ok,
+                    "one_network_after_heal_s": round(took, 1)}, timeline, w.digest)
+
+
+def _crossing_lookups(w: World, left: list[int], right: list[int], count: int = 10) -> float:
+    """The share of lookups from each side that find an id on the other side exactly."""
+    found = 0
+    for _ in range(count):
+        for src, dst in ((left, right), (right, left)):
+            a, b = w.rng.choice(src), w.rng.choice(dst)
+            target = w.engines[b].info.id
+            done = w.op(a, "find_node", target, limit=30.0)
+            found += bool(done.result.nodes) and done.result.nodes[0].id == target  # type: ignore[union-attr]
+    return found / (2 * count)
+
+
 SCENARIOS: dict[str, Callable[[int, int], Verdict]] = {
     "formation": formation, "lost_all": lost_all, "dead_peer": dead_peer, "crisis": crisis,
+    "partition": partition,
 }
 
 
