@@ -147,7 +147,8 @@ def _node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"advertise": args.advertise, "peers": args.peer, "bootstrap": args.bootstrap,
             "data_dir": args.data_dir, "probe_interval": args.probe_interval,
             "heartbeat_interval": args.heartbeat_interval,
-            "backoff": BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap)}
+            "backoff": BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap),
+            "start_jitter": max(0.0, args.start_jitter)}
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -362,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first retry delay bound; doubles per attempt, 5 attempts a round")
         p.add_argument("--backoff-cap", type=_positive, default=8.0, metavar="SECONDS",
                        help="largest retry delay bound (default 8)")
+        p.add_argument("--start-jitter", type=float, default=2.0, metavar="SECONDS",
+                       help="wait up to this long (uniformly drawn) before joining, so a fleet "
+                       "restarted at once does not reach the bootstrap server at once (default 2)")
 
     p = command("node", _node, "run a server node")
     node_options(p, 8080)

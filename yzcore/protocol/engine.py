@@ -8,7 +8,9 @@ come out of :meth:`Engine.actions` (:class:`~yzcore.protocol.actions.Send`,
 ``random.Random``. The anyio runtime and the simulator drive the same engine.
 
 Connection policy (what to dial, keep and close) is in
-:mod:`yzcore.protocol.connections`.
+:mod:`yzcore.protocol.connections`; the table-side helpers (the contacts a
+reply names, bucket refreshes, the size estimate) in
+:mod:`yzcore.protocol.neighbourhood`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from yzcore.protocol.actions import Action, Done, PutResult, Send
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.connections import ConnectionPolicy, PeerState
 from yzcore.protocol.lookup import Lookup, LookupResult
+from yzcore.protocol.neighbourhood import Neighbourhood
 from yzcore.protocol.rpc import Pending, RpcTable
 from yzcore.protocol.store import ValueStore
 from yzcore.wire import (
@@ -61,7 +64,7 @@ class _Op:
     store_retried: set[bytes] = field(default_factory=set)
 
 
-class Engine(ConnectionPolicy):
+class Engine(ConnectionPolicy, Neighbourhood):
     """One node's protocol state.
 
     Args:
@@ -86,6 +89,7 @@ class Engine(ConnectionPolicy):
         self._dial_queue: deque[bytes] = deque()  # peers waiting for a dial slot
         self._full: dict[bytes, float] = {}  # peers that shed our kept connection, until when
         self._dormant: dict[bytes, tuple[NodeInfo, float]] = {}  # evicted contacts, when
+        self._infos: dict[bytes, NodeInfo] = {}  # contacts as replies name them
         self._next_dormant = now + cfg.dormant_interval
         self._ops: dict[int, _Op] = {}
         self._next_op = 1
@@ -289,11 +293,6 @@ class Engine(ConnectionPolicy):
             self.store.put(msg.key, msg.value, min(msg.ttl, self.config.max_ttl), now)
             self._reply(peer_id, Stored(msg.rid))
 
-    def _closest(self, target: bytes, exclude: bytes) -> tuple[NodeInfo, ...]:
-        contacts = self.table.nearest(target, self.config.k + 1)
-        return tuple(NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
-                     for c in contacts if c.id != exclude)[: self.config.k]
-
     def _reply(self, peer_id: bytes, msg: Message) -> None:
         self._out.append(Send(peer_id, msg))
 
@@ -464,39 +463,3 @@ class Engine(ConnectionPolicy):
         if self.limiter is not None:
             self.limiter.set_network_size(self.network_size_estimate())
             self.limiter.expire(now)
-
-    def _refresh_far_buckets(self, now: float) -> None:
-        nearest = self.table.nearest(self.info.id, 1)
-        if not nearest:
-            return
-        for index in range(self.table.bucket_of(nearest[0].id)):
-            self._refresh(index, now)
-
-    def _refresh(self, index: int, now: float) -> None:
-        """Refresh bucket ``index``: a lookup of a random id in its range.
-
-        Its purpose is to meet a few live nodes there (each verified
-        connection enters the table, and tells them of us), not to prove the
-        exact k closest, so it stops once the ``refresh_k`` closest answered:
-        a handful of queries instead of k.
-        """
-        self._start("find_node", self._random_id_in(index), now, notify=False,
-                    k=self.config.refresh_k)
-
-    def _random_id_in(self, index: int) -> bytes:
-        """A random id sharing exactly ``index`` leading bits with ours."""
-        own = int.from_bytes(self.info.id, "big")
-        flip = 1 << (255 - index)
-        low = self.rng.getrandbits(255 - index) if index < 255 else 0
-        value = ((own ^ flip) >> (255 - index) << (255 - index)) | low
-        return value.to_bytes(32, "big")
-
-    def network_size_estimate(self) -> int:
-        """Estimated nodes in the network, from how close our k nearest contacts are."""
-        near = self.table.nearest(self.info.id, self.config.k)
-        if not near:
-            return 1
-        own = int.from_bytes(self.info.id, "big")
-        d_k = int.from_bytes(near[-1].id, "big") ^ own
-        return max(len(near), min(2**40, len(near) * 2**256 // max(d_k, 1)))
-

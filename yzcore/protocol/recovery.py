@@ -36,10 +36,14 @@ class RecoveryConfig:
         min_table: A routing table smaller than this starts recovery too
             (0: only losing every connection does).
         backoff: The schedule between failed attempts.
+        start_jitter: A starting node waits ``uniform(0, start_jitter)``
+            before its first attempt, so that a fleet restarted at once does
+            not reach the bootstrap server at once (A7.4).
     """
 
     lost_grace: float = 2.0
     min_table: int = 0
+    start_jitter: float = 0.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
 
 
@@ -61,6 +65,13 @@ class RecoveryPolicy:
         self.stage: int | None = None  #: the source being tried, as an index of SOURCES
         self.attempts = 0  #: attempts started, in all
         self.recoveries = 0  #: attempts that worked
+
+    def start(self, now: float) -> float:
+        """The node starts with nothing: recovery is due after the start jitter; that delay."""
+        delay = self.backoff.rng.uniform(0.0, self.config.start_jitter) if self.config.start_jitter else 0.0
+        self.lost_since = now - self.config.lost_grace
+        self.next_at = now + delay
+        return delay
 
     def observe(self, now: float, connections: int, table: int) -> None:
         """How connected the node is now."""

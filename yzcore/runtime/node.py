@@ -68,6 +68,9 @@ class Node(Recovery):
         heartbeat_interval: Seconds between heartbeats to the bootstrap server.
         backoff: The retry schedule of bootstrap and reconnection attempts.
         cache_interval: Seconds between writes of the peer cache.
+        start_jitter: Seconds (at most, uniformly drawn) to wait before
+            joining, so that nodes restarted together do not all reach the
+            bootstrap server at once (A7.4).
     """
 
     def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
@@ -76,7 +79,8 @@ class Node(Recovery):
                  bridge_secret: bytes | None = None, config: EngineConfig | None = None,
                  seed: int | None = None, handshake_timeout: float = 5.0, dial_timeout: float = 5.0,
                  probe_interval: float = 30.0, heartbeat_interval: float = 5.0,
-                 backoff: BackoffPolicy | None = None, cache_interval: float = 10.0) -> None:
+                 backoff: BackoffPolicy | None = None, cache_interval: float = 10.0,
+                 start_jitter: float = 0.0) -> None:
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
         self.id = self.identity.node_id
         self.role = role
@@ -105,7 +109,8 @@ class Node(Recovery):
         self._probe_op = 0
         self._stopping = False
         self._backoff_policy = backoff or BackoffPolicy()
-        self.recovery = RecoveryPolicy(RecoveryConfig(backoff=self._backoff_policy),
+        self.recovery = RecoveryPolicy(RecoveryConfig(backoff=self._backoff_policy,
+                                                      start_jitter=start_jitter),
                                        random.Random(self._seed ^ 0xBAC0FF))
         self.heartbeat_interval = heartbeat_interval
         self.cache_interval = cache_interval

@@ -49,6 +49,9 @@ class Recovery:
     # -- joining ------------------------------------------------------------------
 
     async def _join(self) -> None:  # type: ignore[misc]
+        delay = self.recovery.start(anyio.current_time())
+        if delay:
+            await anyio.sleep(delay)
         intro = None
         if self._listen is None and self.role == "node" and self.links:
             intro = await self._introductions()  # a bridge first: it gives us our address

@@ -114,15 +114,20 @@ class World(Network):
         """Node ``i`` starts: it joins as the runtime does, through its recovery steps."""
         self.alive[i] = True
         agent = self.agents[i]
-        agent.recovery.observe(self.now, 0, 0)
-        agent.recovery.lost_since = self.now - self.recovery_config.lost_grace  # at once
+        delay = agent.recovery.start(self.now)
         agent.next_beat = self.now + self.rng.uniform(0, self.heartbeat)
         agent.next_probe = self.now + self.rng.uniform(0, self.probe_interval)
         self._note("start", i)
         self._schedule_timer(i)
-        step = agent.recovery.next_step(self.now)  # joining is the first attempt, whatever comes in
-        if step is not None:
-            self._step(i, step)
+        self._at(self.now + delay, lambda: self._join(i, agent))
+
+    def _join(self, i: int, agent: Agent) -> None:
+        """Joining is the first attempt, whatever comes in meanwhile."""
+        if self.alive[i] and self.agents[i] is agent and agent.step is None:
+            agent.recovery.lost_since = self.now - self.recovery_config.lost_grace
+            step = agent.recovery.next_step(self.now)
+            if step is not None:
+                self._step(i, step)
 
     def crash(self, i: int) -> None:
         """Node ``i`` dies at once; its peers see the connections drop."""
