@@ -17,6 +17,7 @@ YZ = [sys.executable, "-m", "yzcore.cli"]
 
 def start_node(tmp: Path, name: str, peers: list[str]) -> tuple[subprocess.Popen[str], dict]:
     args = [*YZ, "node", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / name), "--log-json",
+            "--start-jitter", "0",
             "--probe-interval", "10"]
     for peer in peers:
         args += ["--peer", peer]
