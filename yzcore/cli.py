@@ -363,9 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first retry delay bound; doubles per attempt, 5 attempts a round")
         p.add_argument("--backoff-cap", type=_positive, default=8.0, metavar="SECONDS",
                        help="largest retry delay bound (default 8)")
-        p.add_argument("--start-jitter", type=float, default=2.0, metavar="SECONDS",
+        p.add_argument("--start-jitter", type=float, default=10.0, metavar="SECONDS",
                        help="wait up to this long (uniformly drawn) before joining, so a fleet "
-                       "restarted at once does not reach the bootstrap server at once (default 2)")
+                       "restarted at once does not reach the bootstrap server at once (default: 10 for a "
+                       "node, 0 for a bridge)")
 
     p = command("node", _node, "run a server node")
     node_options(p, 8080)
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_options(p, 8090)
     p.add_argument("--bridge-secret-file", required=True, metavar="FILE",
                    help="the secret shared with the bootstrap servers (at least 16 bytes)")
+    p.set_defaults(start_jitter=0.0)  # a few bridges: a restarted one registers at once (A5.4)
     p = command("bootstrap", _bootstrap, "run a bootstrap server (first contact and dashboard)")
     server_options(p, 8080)
     p.add_argument("--bridges", type=int, default=0, metavar="N",

@@ -77,7 +77,8 @@ def run_up(args: argparse.Namespace) -> int:
         stderr=logs[0])
     nodes = [Child(f"node-{i + 1}", yz_command(
         "node", "--listen", "127.0.0.1:0", "--bootstrap", boot_url,
-        "--data-dir", str(root / f"node-{i + 1}"), "--heartbeat-interval", HEARTBEAT, *common),
+        "--data-dir", str(root / f"node-{i + 1}"), "--heartbeat-interval", HEARTBEAT,
+        "--start-jitter", "2", *common),  # one machine, started by us: a short spread will do
         stderr=logs[1]) for i in range(args.nodes)]
     tty = sys.stdout.isatty()
     started = time.monotonic()

@@ -76,7 +76,8 @@ class Procs:
 
     def node(self, name: str, *args: str) -> tuple[subprocess.Popen[str], dict]:
         return self.start(name, "node", "--listen", "127.0.0.1:0", "--data-dir", str(self.tmp / name),
-                          "--heartbeat-interval", "1", "--probe-interval", "5", *args)
+                          "--heartbeat-interval", "1", "--probe-interval", "5", "--start-jitter", "1",
+                          *args)
 
     def close(self) -> None:
         for proc in self.procs:

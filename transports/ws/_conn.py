@@ -335,6 +335,8 @@ class WsConnection(PushConnection, asyncio.Protocol):
         now = self._loop.time()
         if self._ws.state is not OPEN:
             return
+        if self._reading_paused:  # we stopped reading, not the peer: its pong may be waiting
+            self._last_recv, self._ping_at = now, None
         if timeout is not None and self._ping_at is not None and self._last_recv < self._ping_at:
             if now - self._ping_at >= timeout:
                 self._ws.fail(1011, "keepalive ping timeout")

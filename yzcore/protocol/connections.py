@@ -30,6 +30,9 @@ from yzcore.wire import Message, NodeInfo
 
 __all__ = ["ConnectionPolicy", "PeerState"]
 
+DORMANT_TRIES = 3  # unanswered dials before a dormant contact is forgotten
+DORMANT_TTL = 3600.0  # seconds a dormant contact is remembered at most
+
 
 @dataclass(slots=True)
 class PeerState:
@@ -66,8 +69,9 @@ class ConnectionPolicy:
     _dials: set[bytes]
     _dial_queue: deque[bytes]
     _full: dict[bytes, float]
-    _dormant: dict[bytes, tuple[NodeInfo, float]]
+    _dormant: dict[bytes, tuple[NodeInfo, float, int]]
     _next_dormant: float
+    _next_rejoin: float
 
     def _peer(self, info: NodeInfo) -> PeerState:
         peer = self.peers.get(info.id)
@@ -113,23 +117,33 @@ class ConnectionPolicy:
         status, _ = self.table.fail(peer_id, now)
         if status == routing.EVICTED and contact is not None and contact.address:
             role = (contact.meta or {}).get("role", "node")
-            self._dormant[peer_id] = (NodeInfo(peer_id, contact.address, role), now)  # type: ignore[arg-type]
+            self._dormant[peer_id] = (NodeInfo(peer_id, contact.address, role), now, 0)  # type: ignore[arg-type]
             while len(self._dormant) > self.config.dormant_max:
                 del self._dormant[next(iter(self._dormant))]  # the longest dormant goes
 
     def _probe_dormant(self, now: float) -> None:
-        """Dial one dormant contact now and then: a healed partition merges back (A7.5)."""
+        """Dial one dormant contact now and then: a healed partition merges back (A7.5).
+
+        An entry goes after ``DORMANT_TRIES`` unanswered dials or an hour,
+        so dead contacts do not crowd out the ones a healed partition brings back.
+        """
         if now < self._next_dormant or not self._dormant:
             return
         self._next_dormant = now + self.config.dormant_interval
+        for peer_id, (_, since, tries) in list(self._dormant.items()):
+            if tries >= DORMANT_TRIES or now - since > DORMANT_TTL:
+                del self._dormant[peer_id]
         candidates = [i for i in self._dormant if i not in self.peers]
         if candidates:
-            info, _ = self._dormant[self.rng.choice(sorted(candidates))]
+            peer_id = self.rng.choice(sorted(candidates))
+            info, since, tries = self._dormant[peer_id]
+            self._dormant[peer_id] = (info, since, tries + 1)
             self._dial(self._peer(info))
 
     def _woke(self, info: NodeInfo, now: float) -> None:
-        """A dormant contact is back: rejoin through it, so both sides' tables merge."""
-        if self._dormant.pop(info.id, None) is not None:
+        """A dormant contact is back: rejoin through it (once an interval at most)."""
+        if self._dormant.pop(info.id, None) is not None and now >= self._next_rejoin:
+            self._next_rejoin = now + self.config.dormant_interval
             self.bootstrap([info], now)  # type: ignore[attr-defined]
 
     def pin(self, peer_id: bytes) -> None:

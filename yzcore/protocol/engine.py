@@ -88,7 +88,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._dials: set[bytes] = set()  # Dial actions out, not yet opened or failed
         self._dial_queue: deque[bytes] = deque()  # peers waiting for a dial slot
         self._full: dict[bytes, float] = {}  # peers that shed our kept connection, until when
-        self._dormant: dict[bytes, tuple[NodeInfo, float]] = {}  # evicted contacts, when
+        self._dormant: dict[bytes, tuple[NodeInfo, float, int]] = {}  # evicted: when, dials
+        self._next_rejoin = now
         self._infos: dict[bytes, NodeInfo] = {}  # contacts as replies name them
         self._next_dormant = now + cfg.dormant_interval
         self._ops: dict[int, _Op] = {}
@@ -208,8 +209,10 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._pump_dials()
 
     def peer_full(self, peer_id: bytes, now: float) -> None:
-        """The peer is shedding our connection (``OVER_CAPACITY``): keep one elsewhere for a while."""
-        self._full[peer_id] = now + self.config.full_backoff
+        """The peer sheds our connection (``OVER_CAPACITY``): if we kept it, keep one elsewhere."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.kept and peer.outbound:  # a lookup's dial is none of this
+            self._full[peer_id] = now + self.config.full_backoff
 
     def connection_superseded(self, peer_id: bytes, now: float) -> None:
         """A duplicate connection to a still-connected peer closed (the tie-break).

@@ -73,6 +73,16 @@ class RecoveryPolicy:
         self.next_at = now + delay
         return delay
 
+    def joined(self, ok: bool, now: float) -> None:
+        """The node's join (the runtime's own first attempt) ended: success, or a failed attempt."""
+        if ok:
+            self.lost_since = None
+            self.backoff.succeeded()
+        else:
+            self.attempts += 1
+            self.backoff.failed()
+            self.next_at = now + self.backoff.delay()
+
     def observe(self, now: float, connections: int, table: int) -> None:
         """How connected the node is now."""
         needed = connections == 0 or table < self.config.min_table
@@ -100,6 +110,9 @@ class RecoveryPolicy:
     def step_done(self, source: str, ok: bool, now: float) -> str | None:
         """Report the step ``source``; the next source of this attempt, or None."""
         if self.stage is None or SOURCES[self.stage] != source:
+            return None
+        if self.lost_since is None and not ok:  # connections came back meanwhile: done
+            self.stage = None
             return None
         if ok:
             self.stage = None

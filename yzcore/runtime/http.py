@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import time
-
-import anyio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from yzcore import USE_EXTENSIONS, __version__
 from yzcore.transport import HttpResponse

@@ -145,9 +145,7 @@ class Node(Recovery):
             info = NodeInfo(self.id, self.address, self.role)
             self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
             tg.start_soon(self._timer_loop)
-            for link in self.links:
-                tg.start_soon(self._heartbeat_loop, link)
-            tg.start_soon(self._join)
+            tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
             tg.start_soon(self._probe_loop)
             tg.start_soon(self._recover_loop)
             if self._listen is None and self.role == "node":  # reached through a bridge

@@ -52,6 +52,8 @@ class Recovery:
         delay = self.recovery.start(anyio.current_time())
         if delay:
             await anyio.sleep(delay)
+        for link in self.links:  # not before: a fleet restarted at once must not beat at once
+            self._tg.start_soon(self._heartbeat_loop, link)  # type: ignore[union-attr]
         intro = None
         if self._listen is None and self.role == "node" and self.links:
             intro = await self._introductions()  # a bridge first: it gives us our address
@@ -66,10 +68,12 @@ class Recovery:
             intro = intro or await self._introductions()
             if intro is not None and intro.genesis:
                 log.info("the bootstrap server knows no other node: this is the first one")
+                self.recovery.joined(True, anyio.current_time())
                 self._joined.set()
                 return
             if intro is not None:
                 seeds = await self._dial_all(self._intro_seeds(intro))
+        self.recovery.joined(bool(seeds), anyio.current_time())  # a failed join backs off too
         if seeds:
             self._engine.bootstrap(seeds, anyio.current_time())
             self._process()

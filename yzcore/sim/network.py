@@ -46,6 +46,9 @@ class Network:
         self.config = config or EngineConfig()
         self.engines: list[Engine] = []
         self.alive: list[bool] = []
+        # Bumped when a node dies: an event scheduled for an earlier life of a
+        # node (a message, a dial's outcome, a close) never reaches a later one.
+        self.epoch: list[int] = []
         self.index: dict[bytes, int] = {}
         self.links: set[tuple[int, int]] = set()
         self.done: dict[tuple[int, int], Done] = {}
@@ -64,6 +67,7 @@ class Network:
         info = NodeInfo(node_id, f"mem://{i}", "node")
         self.engines.append(Engine(info, self.now, random.Random(self.rng.random()), self.config))
         self.alive.append(True)
+        self.epoch.append(0)
         self.index[node_id] = i
         self._schedule_timer(i)
         return i
@@ -107,11 +111,12 @@ class Network:
     def kill(self, i: int) -> None:
         """Node ``i`` dies abruptly: its peers see errors, dials to it fail."""
         self.alive[i] = False
+        self.epoch[i] += 1
         for a, b in list(self.links):
-            if i in (a, b):
+            if a == i:  # links hold both directions: one close per peer
                 self.links.discard((a, b))
-                other = b if a == i else a
-                self._at(self.now + self._delay(), lambda o=other: self._closed(o, i, error=True))
+                self.links.discard((b, a))
+                self._at(self.now + self._delay(), self._once(b, lambda o=b: self._closed(o, i, error=True)))
 
     # -- queries ----------------------------------------------------------------
 
@@ -180,13 +185,18 @@ class Network:
         if self.loss and self.rng.random() < self.loss:
             return
         msg = wire.decode(wire.encode(action.message)) if self.codec else action.message
-        self._at(self.now + self._delay(), lambda: self._deliver(j, i, msg))
+        self._at(self.now + self._delay(), self._once(i, self._once(j, lambda: self._deliver(j, i, msg))))
 
     def _deliver(self, j: int, i: int, msg: wire.Message) -> None:
         if not self.alive[j] or (j, i) not in self.links:
             return
         self.engines[j].receive(self.engines[i].info.id, msg, self.now)
         self._flush(j)
+
+    def _once(self, i: int, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn``, run only if node ``i`` is still in the life it was in when scheduled."""
+        epoch = self.epoch[i]
+        return lambda: fn() if self.epoch[i] == epoch else None
 
     def reachable(self, i: int, j: int) -> bool:
         """Whether node ``i`` can open a connection to node ``j`` (World: partitions, NAT)."""
@@ -196,9 +206,9 @@ class Network:
         j = self.index.get(node.id)
         rtt = 2 * self._delay()
         if j is None or not self.reachable(i, j):
-            self._at(self.now + rtt, lambda: self._dial_failed(i, node.id))
+            self._at(self.now + rtt, self._once(i, lambda: self._dial_failed(i, node.id)))
             return
-        self._at(self.now + rtt, lambda: self._open(i, j))
+        self._at(self.now + rtt, self._once(i, lambda: self._open(i, j)))
 
     def _dial_failed(self, i: int, peer: bytes) -> None:
         if self.alive[i]:
@@ -228,7 +238,7 @@ class Network:
         self.links.discard((i, j))
         self.links.discard((j, i))
         self.engines[i].connection_closed(peer, self.now)
-        self._at(self.now + self._delay(), lambda: self._closed(j, i, error=False))
+        self._at(self.now + self._delay(), self._once(j, lambda: self._closed(j, i, error=False)))
 
     def _closed(self, j: int, i: int, error: bool) -> None:
         if self.alive[j]:

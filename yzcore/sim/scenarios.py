@@ -87,8 +87,8 @@ def formation(n: int, seed: int) -> Verdict:
         w._at(at, lambda i=i: w.start(i))
     while w.now < 70.0:
         w.run(1.0)
-        for i in range(n):
-            if i not in reached and w.alive[i] and w.connections(i) >= min(3, n - 1):
+        for i in range(n):  # long-lived ones: a lookup's passing connections do not count
+            if i not in reached and w.alive[i] and w.maintained(i) >= min(3, n - 1):
                 reached[i] = w.now - started[i]
         if int(w.now) % 5 == 0:
             _sample(w, timeline)
@@ -101,19 +101,54 @@ def formation(n: int, seed: int) -> Verdict:
 
 
 def lost_all(n: int, seed: int) -> Verdict:
-    """A1.3: a node that lost every connection is back with 3 peers within 60 s."""
-    w = World(n, seed, bridges=min(2, n // 10))
+    """A1.3, A7.1: a node that lost every connection, and everyone it knew, is back within 60 s.
+
+    Every other node crashes; a new generation starts that joins among
+    itself (it never asks for introductions, so nobody dials the victim).
+    The victim must find it on its own: its cache and table are dead, so its
+    recovery goes on to the bootstrap server (A7.1).
+    """
+    w = World(2 * n, seed, bridges=0)
+    timeline: list = []
+    old, new = list(range(n)), list(range(n, 2 * n))
+    for i in old:
+        w._at(w.rng.uniform(0.0, 10.0), lambda i=i: w.start(i))
+    _run(w, 60.0, timeline)
+    victim = old[-1]
+    for i in old[:-1]:
+        w.crash(i)
+    lost = w.now
+    w.start_among(new)
+    back = _run(w, 120.0, timeline, every=1.0, until=lambda: w.maintained(victim) >= 3)
+    took = (back - lost) if back is not None else float("inf")
+    source = w.agents[victim].recovered_by
+    return Verdict("lost_all", "A1.3 A7.1", took <= 60.0 and source == "bootstrap",
+                   {"nodes": n, "reconnected_s": round(took, 1), "recovered_by": source},
+                   timeline, w.digest)
+
+
+def nat(n: int, seed: int) -> Verdict:
+    """A1.5: nodes that accept no inbound connections are reached through bridges.
+
+    A fifth of the nodes are behind NAT; lookups from public nodes for the
+    NAT nodes' ids find them, and they are as healthy as everyone else.
+    """
+    w = World(n, seed, bridges=2, nat=n // 5)
     timeline: list = []
     _form(w, timeline)
-    victim = n - 1
-    for a, b in [link for link in w.links if victim in link and link[0] < link[1]]:
-        w._cut(a, b)
-    cut = w.now
-    back = _run(w, 120.0, timeline, every=1.0,
-                until=lambda: w.connections(victim) >= 3 and w.now - cut > 1.0)
-    took = (back - cut) if back is not None else float("inf")
-    return Verdict("lost_all", "A1.3", took <= 60.0, {"nodes": n, "reconnected_s": round(took, 1)},
-                   timeline, w.digest)
+    behind = [i for i in range(n) if w.nat[i]]
+    public = [i for i in range(n) if not w.nat[i] and i not in w.bridges]
+    found = 0
+    for i in behind:
+        target = w.engines[i].info.id
+        done = w.op(w.rng.choice(public), "find_node", target, limit=30.0)
+        found += bool(done.result.nodes) and done.result.nodes[0].id == target  # type: ignore[union-attr]
+    relayed = sum(1 for i in behind if any((i, b) in w.links for b in w.bridges))
+    healthy = sum(1 for i in behind if w.healthy(i))
+    passed = found == relayed == healthy == len(behind)
+    return Verdict("nat", "A1.5", passed,
+                   {"nodes": n, "behind_nat": len(behind), "found_by_lookups": found,
+                    "relayed_by_a_bridge": relayed, "healthy": healthy}, timeline, w.digest)
 
 
 def dead_peer(n: int, seed: int) -> Verdict:
@@ -156,12 +191,18 @@ def crisis(n: int, seed: int) -> Verdict:
     back = _run(w, 300.0, timeline, every=5.0, until=lambda: w.health_share() >= 0.8)
     took = (back - start) if back is not None else float("inf")
     _run(w, 60.0, timeline)  # settled: connections within target
+    sources: dict[str, int] = {}
+    for i in range(n):
+        if i != survivor:
+            source = w.agents[i].recovered_by or "joined by others"
+            sources[source] = sources.get(source, 0) + 1
     low, high = _conn_range(w)
     passed = took <= 300.0 and low >= 3 and high <= 8
     return Verdict("crisis", "B7.1 B7.2", passed,
                    {"nodes": n, "healthy_nodes_at_start": round(low_point * n),
                     "to_80_percent_s": round(took, 1), "healthy_end": round(w.health_share(), 3),
-                    "connections_end": f"{low}-{high}"}, timeline, w.digest)
+                    "connections_end": f"{low}-{high}", "recovered_by": sources},
+                   timeline, w.digest)
 
 
 def partition(n: int, seed: int) -> Verdict:
@@ -214,7 +255,7 @@ def mass_restart(n: int, seed: int) -> Verdict:
     for jitter in (0.0, 10.0):
         w = World(n, seed, bridges=0, recovery=RecoveryConfig(start_jitter=jitter))
         for i in range(n):  # a running network (formed enough: this is about the restart)
-            w._at(w.rng.uniform(0.0, 10.0), lambda i=i: w.start(i))
+            w._at(w.rng.uniform(0.0, 10.0), lambda i=i, w=w: w.start(i))
         w.run(30.0)
         for i in range(n):
             w.crash(i)
@@ -243,7 +284,7 @@ def mass_restart(n: int, seed: int) -> Verdict:
 
 SCENARIOS: dict[str, Callable[[int, int], Verdict]] = {
     "formation": formation, "lost_all": lost_all, "dead_peer": dead_peer, "crisis": crisis,
-    "partition": partition, "mass_restart": mass_restart,
+    "partition": partition, "mass_restart": mass_restart, "nat": nat,
 }
 
 

@@ -54,6 +54,10 @@ class Agent:
     next_probe: float = 0.0
     next_beat: float = 0.0
     joined: bool = False
+    linked: bool = False  #: its link to the bootstrap server is open
+    recovered_by: str | None = None  #: the source of the last attempt that worked
+    next_relay: float = 0.0  #: a NAT node without a bridge asks for bridges again then
+    relay_retry: float = 1.0
 
 
 class World(Network):
@@ -101,6 +105,7 @@ class World(Network):
         info = NodeInfo(node_id, addr, role)
         self.engines.append(Engine(info, self.now, random.Random(self.rng.random()), self.config))
         self.alive.append(False)  # until started
+        self.epoch.append(0)
         self.index[node_id] = i
         self.group.append(0)
         self.nat.append(nat)
@@ -115,7 +120,7 @@ class World(Network):
         self.alive[i] = True
         agent = self.agents[i]
         delay = agent.recovery.start(self.now)
-        agent.next_beat = self.now + self.rng.uniform(0, self.heartbeat)
+        agent.next_beat = self.now + delay + self.rng.uniform(0, self.heartbeat)
         agent.next_probe = self.now + self.rng.uniform(0, self.probe_interval)
         self._note("start", i)
         self._schedule_timer(i)
@@ -128,6 +133,18 @@ class World(Network):
             step = agent.recovery.next_step(self.now)
             if step is not None:
                 self._step(i, step)
+
+    def start_among(self, nodes: list[int]) -> None:
+        """Start ``nodes`` as a network of their own: each joins through the first, as
+        ``--peer`` does, without asking the bootstrap server (they still heartbeat)."""
+        self.start(nodes[0])
+        for i in nodes[1:]:
+            self.start(i)
+            agent = self.agents[i]
+            agent.recovery.joined(True, self.now)
+            self._open(i, nodes[0])
+            self.engines[i].bootstrap([self.engines[nodes[0]].info], self.now)
+            self._flush(i)
 
     def crash(self, i: int) -> None:
         """Node ``i`` dies at once; its peers see the connections drop."""
@@ -222,6 +239,14 @@ class World(Network):
     def _tick(self) -> None:
         """Once a virtual second, what the runtime's background tasks do."""
         self.directory.expire(self.now)
+        for b in sorted(self.bridges):  # registered bridges answer the server's checks while up
+            bid = self.engines[b].info.id
+            if self.alive[b] and self.bootstrap_up:
+                if bid not in self.directory.bridges or not self.directory.bridges[bid].connected:
+                    self.directory.bridge_registered(self.engines[b].info, self.now)
+                self.directory.bridge_answered(bid, self.now)
+            else:
+                self.directory.bridge_closed(bid)
         for i, agent in enumerate(self.agents):
             if self.alive[i]:
                 self._agent(i, agent)
@@ -230,7 +255,7 @@ class World(Network):
     def _agent(self, i: int, agent: Agent) -> None:
         engine = self.engines[i]
         if self.nat[i] and not any((i, b) in self.links for b in self.bridges):
-            self._use_bridge(i)
+            self._use_bridge(i, agent)
         conns = self.connections(i)
         agent.recovery.observe(self.now, conns, len(engine.table))
         if agent.step is None:
@@ -239,6 +264,9 @@ class World(Network):
                 self._step(i, step)
         if self.now >= agent.next_beat:
             agent.next_beat = self.now + self.heartbeat
+            if self.bootstrap_up and not agent.linked:  # the link's connection, once a life
+                agent.linked = True
+                self.bootstrap_hits.append(self.now)
             if self.bootstrap_up and engine.info.addr:
                 self.directory.heartbeat(engine.info, self.now, healthy=self.healthy(i),
                                          connections=conns, routing_table=len(engine.table),
@@ -256,8 +284,8 @@ class World(Network):
             if isinstance(action, Close) and action.reason == "over_target":
                 j = self.index[action.peer]
                 me = self.engines[i].info.id
-                self._at(self.now + self._delay(),
-                         lambda j=j, me=me: self.alive[j] and self.engines[j].peer_full(me, self.now))
+                self._at(self.now, lambda j=j, me=me: self.alive[j]  # before the close, as the
+                         and self.engines[j].peer_full(me, self.now))  # runtime's error frame
         super()._carry_out(i, batch)
         agent = self.agents[i]
         own = self.engines[i].info.id
@@ -278,14 +306,24 @@ class World(Network):
             agent.joined = True
             agent.next_probe = self.now  # the runtime probes as soon as it joined
 
-    def _use_bridge(self, i: int) -> None:
-        """A NAT node keeps a connection to a bridge, as ``--no-listen`` does."""
-        for b in self.agents[i].bridges:
+    def _use_bridge(self, i: int, agent: Agent) -> None:
+        """A NAT node keeps a connection to a bridge, as ``--no-listen`` does; while it has
+        none it asks the bootstrap server for bridges again, backing off (the runtime's
+        relay loop)."""
+        for b in agent.bridges:
             if b != i and self.reachable(i, b):
                 self._open(i, b)
                 self.engines[i].pin(self.engines[b].info.id)
+                self.engines[b].pin(self.engines[i].info.id)  # as a bridge pins whom it relays for
                 self._flush(i)
+                agent.relay_retry = 1.0
                 return
+        if self.bootstrap_up and self.now >= agent.next_relay:
+            agent.next_relay = self.now + agent.relay_retry
+            agent.relay_retry = min(30.0, 2 * agent.relay_retry)
+            self.bootstrap_hits.append(self.now)
+            _, bridges, _ = self.directory.introduce(self.engines[i].info.id, INTRODUCTIONS)
+            agent.bridges += [self.index[b.id] for b in bridges if self.index[b.id] not in agent.bridges]
 
     # -- recovery steps, carried out as the runtime does ------------------------------
 
@@ -305,6 +343,7 @@ class World(Network):
                     targets = [b, *near[:INTRODUCTIONS]]
                     break
         elif self.bootstrap_up:
+            self.agents[i].linked = True  # the introduction opens the link
             self.bootstrap_hits.append(self.now)
             self.directory.seen(engine.info, self.now)
             peers, bridges, genesis = self.directory.introduce(engine.info.id, INTRODUCTIONS)
@@ -317,12 +356,12 @@ class World(Network):
         self.rng.shuffle(targets)
         ok = [j for j in targets[:SEED_DIALS] if self.reachable(i, j)]
         rtt = 2 * self.latency[1]
-        self._at(self.now + rtt, lambda: self._step_done(i, step, ok, genesis))
-
-    def _step_done(self, i: int, step: str, ok: list[int], genesis: bool) -> None:
         agent = self.agents[i]
-        if not self.alive[i] or agent.step != step:
-            return
+        self._at(self.now + rtt, lambda: self._step_done(agent, i, step, ok, genesis))
+
+    def _step_done(self, agent: Agent, i: int, step: str, ok: list[int], genesis: bool) -> None:
+        if not self.alive[i] or self.agents[i] is not agent or agent.step != step:
+            return  # the node died or restarted meanwhile: this step was another life's
         agent.step = None
         seeds = []
         for j in ok:
@@ -330,6 +369,7 @@ class World(Network):
                 self._open(i, j)
                 seeds.append(self.engines[j].info)
         if seeds:
+            agent.recovered_by = step
             self.engines[i].bootstrap(seeds, self.now)
             self._flush(i)
         elif genesis:
