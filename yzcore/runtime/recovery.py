@@ -1,13 +1,12 @@
 """Joining, and getting back: cached peers, bridges, bootstrap servers (A1.3, A7.1–A7.3).
 
 A mixin of :class:`~yzcore.runtime.node.Node`, apart to keep each module to
-one job. The order is ARCHITECTURE §4's, at the start and after losing every
-connection alike:
-
-1. peers cached on disk (and, after a loss, the routing table's contacts);
-2. ``--peer`` URLs;
-3. bridges, asked to ``reconnect`` us with fresh live peers;
-4. each ``--bootstrap`` URL in turn, for introductions.
+one job. Joining tries peers cached on disk, then the ``--peer`` URLs, then
+each ``--bootstrap`` URL in turn for introductions. After losing every
+connection, :class:`~yzcore.protocol.recovery.RecoveryPolicy` (the one the
+simulator drives too) runs ARCHITECTURE §4's order: the routing table's
+contacts and the cached peers, then bridges (asked to ``reconnect`` us with
+fresh live peers), then the bootstrap servers, with backoff between attempts.
 
 A node that has peers never needs the bootstrap server (A1.2). A node with
 no listener gets its address from a bridge that relays for it (A1.5), and
