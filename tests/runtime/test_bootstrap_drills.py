@@ -12,15 +12,6 @@ import pytest
 from tests.runtime.procs import Procs, alive, free_port, get_json, wait_for
 
 
-@pytest.fixture
-def procs(tmp_path):
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 def healthy_nodes(boot: str, count: int):
     def check():
         status = get_json(boot, "/status")

@@ -14,22 +14,13 @@ import time
 import anyio
 import pytest
 
-from tests.runtime.procs import Procs, free_port, get_json
+from tests.runtime.procs import free_port, get_json
 from yzcore import wire
 from yzcore.bootstrap.server import BootstrapServer
 from yzcore.ids import key_for
 from yzcore.runtime import Node
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def procs(tmp_path):
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 async def until(what: str, check, timeout: float) -> float:
