@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 
@@ -26,7 +25,7 @@ from yzcore import wire
 from yzcore.exceptions import TransportError, WireError
 from yzcore.runtime.node import Node
 from yzcore.runtime.peer import PeerConnection
-from yzcore.transport import Connection
+from yzcore.transport import Connection, relay_address
 from yzcore.wire import ErrorCode, NodeInfo
 
 __all__ = ["Bridge"]
@@ -149,8 +148,7 @@ class Bridge(Node):
 
     def _relays_for(self, pc: PeerConnection) -> bool:
         """Pinned: the peer's signed address is its own id relayed by us (bounded)."""
-        own = f"bridge://{urlsplit(self.address or '').netloc}/{pc.peer.id.hex()}"
-        if pc.peer.advertise != own:
+        if not self.address or pc.peer.advertise != relay_address(self.address, pc.peer.id):
             return False
         pinned = sum(1 for p in self._engine.peers.values() if p.kept)
         return pinned < MAX_RELAYED_PEERS

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -74,6 +75,7 @@ __all__ = [
     "get_transport",
     "transport_for",
     "scheme_of",
+    "relay_address",
     "available_schemes",
     "register",
     "unregister",
@@ -381,6 +383,15 @@ def scheme_of(url: str) -> str:
             advice="Write addresses as URLs, e.g. ws://127.0.0.1:8470/dht or mem://node-1.",
         )
     return scheme.lower()
+
+
+def relay_address(bridge_url: str, node_id: bytes) -> str:
+    """The ``bridge://`` address of ``node_id`` as relayed by the bridge at ``bridge_url``.
+
+    ``bridge://HOST:PORT/<id in hex>``, where ``HOST:PORT`` is the bridge's
+    (its ``ws://HOST:PORT/dht``); the ``bridge`` transport dials it.
+    """
+    return f"bridge://{urlsplit(bridge_url).netloc}/{node_id.hex()}"
 
 
 def get_transport(scheme: str) -> Transport:

@@ -32,7 +32,7 @@ from yzcore.transport import (
     transport_for,
 )
 
-__all__ = ["BridgeTransport", "parse", "relay_address"]
+__all__ = ["BridgeTransport", "parse"]
 
 
 def parse(address: str) -> tuple[str, bytes]:
@@ -51,11 +51,6 @@ def parse(address: str) -> tuple[str, bytes]:
         raise InvalidArgument(f"{address!r} is not a bridge address",
                               advice="Use bridge://HOST:PORT/<64 hex digits of the node id>.")
     return f"ws://{url.netloc}/dht", target
-
-
-def relay_address(bridge_url: str, node_id: bytes) -> str:
-    """The ``bridge://`` address of ``node_id`` relayed by the bridge at ``bridge_url`` (ws://)."""
-    return f"bridge://{urlsplit(bridge_url).netloc}/{node_id.hex()}"
 
 
 class BridgeTransport(Transport):

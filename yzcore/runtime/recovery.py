@@ -25,7 +25,7 @@ from yzcore import wire
 from yzcore.protocol.recovery import SOURCES
 from yzcore.runtime import peercache
 from yzcore.runtime.peer import PeerConnection
-from yzcore.transport import transport_for
+from yzcore.transport import relay_address, transport_for
 from yzcore.wire import ErrorCode, NodeInfo
 
 __all__ = ["Recovery"]
@@ -35,11 +35,6 @@ log = logging.getLogger("yzcore.node")
 INTRODUCTIONS = 8  # peers asked for at once
 MAX_RELAY_ANSWERS = 16  # relayed dials answered at once
 MAX_SEED_DIALS = 8  # peers dialled at once when (re)joining
-
-
-def _relay_address(bridge_url: str, node_id: bytes) -> str:
-    from urllib.parse import urlsplit
-    return f"bridge://{urlsplit(bridge_url).netloc}/{node_id.hex()}"
 
 
 class Recovery:
@@ -214,7 +209,7 @@ class Recovery:
             random.Random(self._seed).shuffle(candidates)
             candidates.sort(key=lambda b: b.id == self._relay_bridge)  # the one that failed: last
             for bridge in candidates:
-                address = _relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
+                address = relay_address(bridge.addr, self.id)  # type: ignore[arg-type]
                 old = self.conns.get(bridge.id)
                 if old is not None:  # its hello named our old address: say hello again (A4.5)
                     self.conns.pop(bridge.id)
