@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,6 +26,7 @@ from yzcore.exceptions import HandshakeError, TransportError, WireError
 from yzcore.protocol.backoff import Backoff, BackoffPolicy
 from yzcore.runtime.http import health
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.runtime.replies import Replies
 from yzcore.transport import transport_for
 from yzcore.wire import ErrorCode
 
@@ -64,8 +65,7 @@ class BootstrapLink:
         self.url: str | None = None
         self.registered = False
         self._next = 0
-        self._rid = 0
-        self._waiters: dict[int, tuple[anyio.Event, list[wire.Message]]] = {}
+        self._replies = Replies()
         self._challenge: list[bytes] = []
         self._challenged = anyio.Event()
         self._lock = anyio.Lock()
@@ -148,21 +148,11 @@ class BootstrapLink:
 
     # -- messages -----------------------------------------------------------------
 
-    async def request(self, make: object) -> wire.Message | None:
+    async def request(self, make: Callable[[int], wire.Message]) -> wire.Message | None:
         """Send a request (``make(rid)``) and wait for its reply; None if none came."""
-        pc = self.pc
-        if pc is None:
+        if self.pc is None:
             return None
-        self._rid += 1
-        rid = self._rid
-        event: anyio.Event = anyio.Event()
-        slot: list[wire.Message] = []
-        self._waiters[rid] = (event, slot)
-        pc.send(make(rid))  # type: ignore[operator]
-        with anyio.move_on_after(REPLY_TIMEOUT):
-            await event.wait()
-        self._waiters.pop(rid, None)
-        return slot[0] if slot else None
+        return await self._replies.ask(self.pc, make, REPLY_TIMEOUT)
 
     async def introduce(self, want: int) -> wire.Introductions | None:
         """Peers and bridges from the bootstrap server; None when none could be asked."""
@@ -197,14 +187,8 @@ class BootstrapLink:
             self._challenged.set()
         elif isinstance(msg, wire.Signal):
             log.debug("signal from %s ignored: no WebRTC manager", (msg.frm or b"").hex()[:16])
-        else:
-            rid = getattr(msg, "rid", None)
-            waiter = self._waiters.get(rid) if rid is not None else None
-            if waiter is not None:
-                waiter[1].append(msg)
-                waiter[0].set()
-            elif isinstance(msg, wire.Error):
-                self.node._record(str(msg.code), pc.peer.id, f"bootstrap server reports: {msg.message}")
+        elif not self._replies.answer(msg, pc.peer.id) and isinstance(msg, wire.Error):
+            self.node._record(str(msg.code), pc.peer.id, f"bootstrap server reports: {msg.message}")
 
     async def _read(self, pc: PeerConnection) -> None:
         """Pull mode (a transport without push connections)."""
@@ -222,5 +206,4 @@ class BootstrapLink:
     def _closed(self, pc: PeerConnection) -> None:
         if self.pc is pc:
             self.pc, self.registered = None, False
-            for event, _ in self._waiters.values():
-                event.set()
+            self._replies.wake_all()

@@ -37,6 +37,7 @@ from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.runtime.recovery import Recovery
+from yzcore.runtime.replies import Replies
 from yzcore.transport import Connection, Listener, transport_for
 from yzcore.wire import NodeInfo
 
@@ -122,8 +123,7 @@ class Node(Recovery):
             self.links = [BootstrapLink(self, bootstrap, self._backoff_policy, rng)] if bootstrap else []
         self._bridges: list[NodeInfo] = []
         self._relay_bridge: bytes | None = None
-        self._service_rid = 0
-        self._service_waiters: dict[int, tuple[anyio.Event, list[object], bytes]] = {}
+        self._replies = Replies()  # reconnect requests to bridges
         self._relay_lock = anyio.Lock()
         self._relay_answers = 0
         self.fatal: BaseException | None = None

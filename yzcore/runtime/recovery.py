@@ -169,25 +169,12 @@ class Recovery:
             if await self._dial(bridge) is None:
                 continue
             pc = self.conns.get(bridge.id)
-            reply = await self._service_request(pc, lambda rid: wire.Reconnect(rid, INTRODUCTIONS))
+            reply = await self._replies.ask(pc, lambda rid: wire.Reconnect(rid, INTRODUCTIONS),
+                                            5.0) if pc is not None else None
             if isinstance(reply, wire.Introductions):
                 seeds = await self._dial_all(list(reply.peers))
                 return seeds + [bridge] if bridge.id in self.conns else seeds
         return []
-
-    async def _service_request(self, pc: PeerConnection | None, make: object) -> wire.Message | None:
-        if pc is None:
-            return None
-        self._service_rid += 1
-        rid = self._service_rid
-        event = anyio.Event()
-        slot: list[wire.Message] = []
-        self._service_waiters[rid] = (event, slot, pc.peer.id)
-        pc.send(make(rid))  # type: ignore[operator]
-        with anyio.move_on_after(5.0):
-            await event.wait()
-        self._service_waiters.pop(rid, None)
-        return slot[0] if slot else None
 
     # -- relayed through a bridge ----------------------------------------------------
 
@@ -292,10 +279,7 @@ class Recovery:
                                "it offers no reconnection service. "
                                + wire.advice(ErrorCode.WRONG_ROLE)))
         elif isinstance(msg, wire.Introductions):
-            waiter = self._service_waiters.get(msg.rid)
-            if waiter is not None and waiter[2] == pc.peer.id:  # only from the peer we asked
-                waiter[1].append(msg)
-                waiter[0].set()
+            self._replies.answer(msg, pc.peer.id)
 
     # -- the peer cache ---------------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Requests waiting for their replies, matched by request id and by who was asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from yzcore import wire
+from yzcore.runtime.peer import PeerConnection
+
+__all__ = ["Replies"]
+
+
+class Replies:
+    """The requests one side has sent outside the engine (service messages)."""
+
+    def __init__(self) -> None:
+        self._rid = 0
+        self._waiting: dict[int, tuple[anyio.Event, list[wire.Message], bytes]] = {}
+
+    async def ask(self, pc: PeerConnection, make: Callable[[int], wire.Message],
+                  timeout: float) -> wire.Message | None:
+        """Send ``make(rid)`` on ``pc`` and wait for its reply; None if none came in time."""
+        self._rid += 1
+        rid = self._rid
+        event = anyio.Event()
+        slot: list[wire.Message] = []
+        self._waiting[rid] = (event, slot, pc.peer.id)
+        pc.send(make(rid))
+        with anyio.move_on_after(timeout):
+            await event.wait()
+        self._waiting.pop(rid, None)
+        return slot[0] if slot else None
+
+    def answer(self, msg: wire.Message, sender: bytes) -> bool:
+        """Hand ``msg`` to the request it answers; False when none from ``sender`` waits for it."""
+        rid = getattr(msg, "rid", None)
+        waiter = self._waiting.get(rid) if rid is not None else None
+        if waiter is None or waiter[2] != sender:  # only the peer asked may answer
+            return False
+        waiter[1].append(msg)
+        waiter[0].set()
+        return True
+
+    def wake_all(self) -> None:
+        """The connection is gone: every request waiting on it ends with no reply."""
+        for event, _, _ in self._waiting.values():
+            event.set()
