@@ -27,7 +27,7 @@ from yzcore.bootstrap.auth import check_mac
 from yzcore.bootstrap.dashboard import DASHBOARD_HTML
 from yzcore.bootstrap.directory import Directory
 from yzcore.bootstrap.supervisor import BridgeSupervisor
-from yzcore.exceptions import ConnectionClosed, TransportError, WireError
+from yzcore.exceptions import TransportError, WireError
 from yzcore.identity import Identity, load_or_create
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
@@ -154,17 +154,10 @@ class BootstrapServer:
 
             pc.conn.attach(on_message, lambda _exc: self._closed(client))  # type: ignore[attr-defined]
             return
-        async with anyio.create_task_group() as tg:  # a pull-only transport
-            tg.start_soon(pc.writer)
-            try:
-                while self._on_frame(client, await conn.receive()):
-                    pass
-            except (ConnectionClosed, TransportError):
-                pass
-            finally:
-                self._closed(client)
-                tg.cancel_scope.cancel()
-                await pc.close()
+        try:  # a pull-only transport
+            await pc.pump(lambda frame: self._on_frame(client, frame))
+        finally:
+            self._closed(client)
 
     def _closed(self, client: _Client) -> None:
         peer = client.pc.peer

@@ -22,7 +22,7 @@ import anyio
 
 from yzcore import wire
 from yzcore.bootstrap.auth import bridge_mac
-from yzcore.exceptions import HandshakeError, TransportError, WireError
+from yzcore.exceptions import HandshakeError, WireError
 from yzcore.protocol.backoff import Backoff, BackoffPolicy
 from yzcore.runtime.http import health
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
@@ -192,16 +192,10 @@ class BootstrapLink:
 
     async def _read(self, pc: PeerConnection) -> None:
         """Pull mode (a transport without push connections)."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pc.writer)
-            try:
-                async for frame in pc.conn:
-                    self._on_frame(pc, frame)
-            except TransportError:
-                pass
-            finally:
-                self._closed(pc)
-                tg.cancel_scope.cancel()
+        try:
+            await pc.pump(lambda frame: self._on_frame(pc, frame) or True)
+        finally:
+            self._closed(pc)
 
     def _closed(self, pc: PeerConnection) -> None:
         if self.pc is pc:

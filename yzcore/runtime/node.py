@@ -428,19 +428,10 @@ class Node(Recovery):
     async def _serve(self, pc: PeerConnection) -> None:
         """Pull mode: write and read for a registered connection until it closes."""
         error = False
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pc.writer)
-            try:
-                while self._on_frame(pc, await pc.conn.receive()):
-                    pass
-            except ConnectionClosed as exc:
-                error = exc.close_code not in (1000, 1001, None)
-            except TransportError:
-                error = True
-            finally:
-                self._closed(pc, error)
-                tg.cancel_scope.cancel()
-                await pc.close()
+        try:
+            error = await pc.pump(lambda frame: self._on_frame(pc, frame))
+        finally:
+            self._closed(pc, error)
 
     def _closed(self, pc: PeerConnection, error: bool) -> None:
         peer_id = pc.peer.id

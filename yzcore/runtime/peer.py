@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -128,6 +129,30 @@ class PeerConnection:
                 await self.conn.send(frame)
         except (ConnectionClosed, TransportError):
             pass  # the reader sees the close and reports it
+
+    async def pump(self, on_frame: Callable[[bytes], bool]) -> bool:
+        """Pull mode: write the queue and read into ``on_frame`` until either ends.
+
+        Reading stops when ``on_frame`` returns False or the connection closes;
+        the connection is closed when this returns or is cancelled.
+
+        Returns:
+            True when it ended on an error rather than a clean close.
+        """
+        error = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.writer)
+            try:
+                while on_frame(await self.conn.receive()):
+                    pass
+            except ConnectionClosed as exc:
+                error = exc.close_code not in (1000, 1001, None)
+            except TransportError:
+                error = True
+            finally:
+                tg.cancel_scope.cancel()
+                await self.close()
+        return error
 
     async def close(self) -> None:
         """Close the connection gracefully (pull mode: stop the writer first)."""
