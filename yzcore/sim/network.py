@@ -185,10 +185,12 @@ class Network:
         if self.loss and self.rng.random() < self.loss:
             return
         msg = wire.decode(wire.encode(action.message)) if self.codec else action.message
-        self._at(self.now + self._delay(), self._once(i, self._once(j, lambda: self._deliver(j, i, msg))))
+        lives = (self.epoch[i], self.epoch[j])  # one closure a message: this is the hot path
+        self._at(self.now + self._delay(), lambda: self._deliver(j, i, msg, lives))
 
-    def _deliver(self, j: int, i: int, msg: wire.Message) -> None:
-        if not self.alive[j] or (j, i) not in self.links:
+    def _deliver(self, j: int, i: int, msg: wire.Message, lives: tuple[int, int]) -> None:
+        if (not self.alive[j] or (j, i) not in self.links
+                or lives != (self.epoch[i], self.epoch[j])):  # sent in another life of either
             return
         self.engines[j].receive(self.engines[i].info.id, msg, self.now)
         self._flush(j)
