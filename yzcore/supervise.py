@@ -95,10 +95,6 @@ class Child:
         assert self.process is not None
         return await self.process.wait()
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; reaped either way."""
         proc = self.process

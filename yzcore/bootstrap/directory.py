@@ -182,6 +182,3 @@ class Directory:
 
     def healthy_bridges(self) -> list[NodeInfo]:
         return [e.info for e in self.bridges.values() if self.bridge_healthy(e)]
-
-    def forget_bridge(self, bridge_id: bytes) -> None:
-        self.bridges.pop(bridge_id, None)

@@ -30,7 +30,6 @@ from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
 from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.engine import Engine
-from yzcore.protocol.handshake import PeerInfo
 from yzcore.protocol.lookup import LookupResult
 from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
 from yzcore.runtime.http import HttpEndpoints
@@ -479,6 +478,3 @@ class Node(Recovery):
         self.errors.append(entry)
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
                                     "transport": transport})
-
-    def peer_infos(self) -> list[PeerInfo]:
-        return [pc.peer for pc in self.conns.values()]
