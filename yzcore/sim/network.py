@@ -185,12 +185,12 @@ class Network:
         if self.loss and self.rng.random() < self.loss:
             return
         msg = wire.decode(wire.encode(action.message)) if self.codec else action.message
-        lives = (self.epoch[i], self.epoch[j])  # one closure a message: this is the hot path
-        self._at(self.now + self._delay(), lambda: self._deliver(j, i, msg, lives))
+        ei, ej = self.epoch[i], self.epoch[j]  # one closure a message: this is the hot path
+        self._at(self.now + self._delay(),  # not delivered into another life of either end
+                 lambda: ei == self.epoch[i] and ej == self.epoch[j] and self._deliver(j, i, msg))
 
-    def _deliver(self, j: int, i: int, msg: wire.Message, lives: tuple[int, int]) -> None:
-        if (not self.alive[j] or (j, i) not in self.links
-                or lives != (self.epoch[i], self.epoch[j])):  # sent in another life of either
+    def _deliver(self, j: int, i: int, msg: wire.Message) -> None:
+        if not self.alive[j] or (j, i) not in self.links:
             return
         self.engines[j].receive(self.engines[i].info.id, msg, self.now)
         self._flush(j)
