@@ -15,6 +15,7 @@ reply names, bucket refreshes, the size estimate) in
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from yzcore.wire import (
 __all__ = ["Engine", "EngineConfig"]
 
 _TABLE_ROLES = ("node", "bridge")
+RETRY_WAIT_MAX = 5.0  # a rate-limited query is asked again when told to wait at most this
 
 
 @dataclass(slots=True)
@@ -96,6 +98,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._next_op = 1
         self._out: list[Action] = []
         self._next_maintenance = now + cfg.maintenance_interval
+        self._deferred: list[tuple[float, int, bytes]] = []  # rate-limited queries: (when, op, peer)
 
     # -- what the driver reads ------------------------------------------------
 
@@ -107,7 +110,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def get_timer(self) -> float:
         """When :meth:`handle_timer` must next be called."""
         deadline = self.rpc.next_deadline()
-        return self._next_maintenance if deadline is None else min(deadline, self._next_maintenance)
+        at = self._next_maintenance if deadline is None else min(deadline, self._next_maintenance)
+        return min(at, self._deferred[0][0]) if self._deferred else at
 
     def connected(self) -> list[bytes]:
         """Ids of the peers with an open, verified connection."""
@@ -267,6 +271,12 @@ class Engine(ConnectionPolicy, Neighbourhood):
         for p in hard:
             self._table_fail(p.peer, now)
             self._rpc_failed(p, now)
+        while self._deferred and self._deferred[0][0] <= now:
+            _, op_id, peer_id = heapq.heappop(self._deferred)
+            op = self._ops.get(op_id)
+            if op is not None:
+                op.lookup.revive(peer_id)
+                self._advance(op, now)
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval
             self._maintain(now)
@@ -360,9 +370,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
 
     def _request(self, info: NodeInfo, kind: str, make: Callable[[int], Message],
                  owner: int | None, now: float) -> None:
-        p = self.rpc.start(info.id, kind, now, owner)
-        msg = make(p.rid)
         peer = self._peer(info)
+        p = self.rpc.start(info.id, kind, now, owner, connecting=not peer.connected)
+        msg = make(p.rid)
         if peer.connected:
             peer.last_active = now
             self._out.append(Send(info.id, msg))
@@ -377,6 +387,13 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def _answered(self, p: Pending, msg: Message, now: float) -> None:
         op = self._ops.get(p.owner) if p.owner is not None else None
         if isinstance(msg, Error):
+            wait = msg.retry_after
+            if (op is not None and msg.code == ErrorCode.RATE_LIMITED and p.kind != "store"
+                    and wait is not None and 0 <= wait <= RETRY_WAIT_MAX and op.lookup.defer(p.peer)):
+                # Asked again after the wait it was told (A3.5); others meanwhile (A3.3).
+                heapq.heappush(self._deferred, (now + wait, op.id, p.peer))
+                self._advance(op, now)
+                return
             self._rpc_failed(p, now)
             return
         if op is None:

@@ -22,30 +22,30 @@ from __future__ import annotations
 
 from bisect import insort
 from dataclasses import dataclass, field
-from enum import Enum
 
 from yzcore.wire import NodeInfo
 
-__all__ = ["Lookup", "LookupResult", "State"]
+__all__ = ["Lookup", "LookupResult"]
 
 
-class State(Enum):
-    """Where a candidate stands in a lookup."""
+# Where a candidate stands in a lookup (plain ints: compared on every step).
+NEW = 0  #: known, not queried yet
+ASKED = 1  #: query in flight, within its soft timeout
+SLOW = 2  #: past its soft timeout: no longer counts against alpha, still awaited
+ABANDONED = 3  #: past its abandon deadline: the lookup no longer waits for it
+ANSWERED = 4  #: responded: a live node
+FAILED = 5  #: hard timeout, error or unreachable
+DEFERRED = 6  #: refused for now (rate limited): asked again after its wait
+_WAITING = (ASKED, SLOW, ABANDONED)
 
-    NEW = "new"  #: known, not queried yet
-    ASKED = "asked"  #: query in flight, within its soft timeout
-    SLOW = "slow"  #: past its soft timeout: no longer counts against alpha, still awaited
-    ABANDONED = "abandoned"  #: past its abandon deadline: the lookup no longer waits for it
-    ANSWERED = "answered"  #: responded: a live node
-    FAILED = "failed"  #: hard timeout, error or unreachable
 
-
-@dataclass(slots=True)
 class _Candidate:
-    info: NodeInfo
-    distance: int
-    state: State = State.NEW
-    retried: bool = False
+    __slots__ = ("info", "retried", "state")
+
+    def __init__(self, info: NodeInfo) -> None:
+        self.info = info
+        self.state = NEW
+        self.retried = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +88,15 @@ class Lookup:
     want_value: bool = False
     _t: int = field(init=False, default=0)
     _by_id: dict[bytes, _Candidate] = field(init=False, default_factory=dict)
-    _order: list[tuple[int, bytes]] = field(init=False, default_factory=list)
+    # Distances to the target, nearest first: XOR with the target is one to
+    # one, so a distance names its candidate, and ints sort fast.
+    _order: list[int] = field(init=False, default_factory=list)
+    _at: dict[int, _Candidate] = field(init=False, default_factory=dict)
     _value: str | None = field(init=False, default=None)
     _holder: bytes | None = field(init=False, default=None)
     _queried: int = field(init=False, default=0)
     _failed: int = field(init=False, default=0)
+    _stalled: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self._t = int.from_bytes(self.target, "big")
@@ -101,35 +105,43 @@ class Lookup:
 
     def add(self, nodes: list[NodeInfo] | tuple[NodeInfo, ...]) -> None:
         """Offer candidates (seeds from the routing table, or nodes a peer returned)."""
+        by_id, at, order, t, own = self._by_id, self._at, self._order, self._t, self.self_id
+        from_bytes = int.from_bytes
         for info in nodes:
-            if info.id == self.self_id or info.id in self._by_id:
+            node_id = info.id
+            if node_id in by_id or node_id == own:
                 continue
-            distance = int.from_bytes(info.id, "big") ^ self._t
-            self._by_id[info.id] = _Candidate(info, distance)
-            insort(self._order, (distance, info.id))
+            c = by_id[node_id] = _Candidate(info)
+            distance = from_bytes(node_id, "big") ^ t
+            at[distance] = c
+            insort(order, distance)
 
     def answered(self, peer: bytes, nodes: tuple[NodeInfo, ...] = (), value: str | None = None) -> None:
         """A peer answered: it is live; its nodes become candidates."""
         c = self._by_id.get(peer)
-        if c is None or c.state in (State.ANSWERED, State.FAILED) or self.done:
+        if c is None or c.state == ANSWERED or c.state == FAILED or self.done:
             return
-        c.state = State.ANSWERED
+        c.state = ANSWERED
         if value is not None and self.want_value and self._value is None:
             self._value = value
             self._holder = peer
+        nearest = self._order[0] if self._order else None
         self.add(nodes)
+        # An answer that names nobody nearer than the nearest known means the
+        # lookup has converged: the rest of the k window is asked at once.
+        self._stalled = bool(self._order) and self._order[0] == nearest
 
     def slow(self, peer: bytes) -> None:
         """A query passed its soft timeout: query someone else meanwhile."""
         c = self._by_id.get(peer)
-        if c is not None and c.state is State.ASKED:
-            c.state = State.SLOW
+        if c is not None and c.state == ASKED:
+            c.state = SLOW
 
     def abandon(self, peer: bytes) -> None:
         """A query passed its abandon deadline: stop waiting for it."""
         c = self._by_id.get(peer)
-        if c is not None and c.state in (State.ASKED, State.SLOW):
-            c.state = State.ABANDONED
+        if c is not None and (c.state == ASKED or c.state == SLOW):
+            c.state = ABANDONED
 
     def retry(self, peer: bytes) -> bool:
         """Ask ``peer`` again (once): its connection closed cleanly under the query.
@@ -138,17 +150,40 @@ class Lookup:
             False when it was already retried; the caller then fails it.
         """
         c = self._by_id.get(peer)
-        if c is None or c.retried or c.state not in (State.ASKED, State.SLOW, State.ABANDONED):
+        if c is None or c.retried or c.state not in _WAITING:
             return False
-        c.state, c.retried = State.NEW, True
+        c.state, c.retried = NEW, True
         self._queried -= 1
         return True
+
+    def defer(self, peer: bytes) -> bool:
+        """The peer refused the query for now (``RATE_LIMITED``): ask it again later (once).
+
+        Meanwhile others are asked in its place (A3.3); if it is among the k
+        closest, the lookup waits for the second answer rather than finish
+        without it (A3.5).
+
+        Returns:
+            False when it was already deferred once; the caller then fails it.
+        """
+        c = self._by_id.get(peer)
+        if c is None or c.retried or c.state not in _WAITING:
+            return False
+        c.state, c.retried = DEFERRED, True
+        self._queried -= 1
+        return True
+
+    def revive(self, peer: bytes) -> None:
+        """A deferred peer's wait is over: it is a candidate to ask again."""
+        c = self._by_id.get(peer)
+        if c is not None and c.state == DEFERRED:
+            c.state = NEW
 
     def failed(self, peer: bytes) -> None:
         """A query failed for good (hard timeout, error, unreachable)."""
         c = self._by_id.get(peer)
-        if c is not None and c.state in (State.NEW, State.ASKED, State.SLOW, State.ABANDONED):
-            c.state = State.FAILED
+        if c is not None and c.state != ANSWERED and c.state != FAILED:
+            c.state = FAILED
             self._failed += 1
 
     # -- decisions -----------------------------------------------------------
@@ -160,20 +195,22 @@ class Lookup:
         active = 0
         fresh: list[_Candidate] = []
         considered = 0
-        for _, node_id in self._order:
-            c = self._by_id[node_id]
-            if c.state is State.FAILED or c.state is State.ABANDONED:
+        at, k = self._at, self.k
+        for distance in self._order:
+            c = at[distance]
+            state = c.state
+            if state == FAILED or state == ABANDONED:
                 continue
             considered += 1
-            if c.state is State.ASKED:
+            if state == ASKED:
                 active += 1
-            elif c.state is State.NEW:
+            elif state == NEW:
                 fresh.append(c)
-            if considered >= self.k:
+            if considered >= k:
                 break
         out = []
-        for c in fresh[: max(0, self.alpha - active)]:
-            c.state = State.ASKED
+        for c in fresh if self._stalled else fresh[: max(0, self.alpha - active)]:
+            c.state = ASKED
             self._queried += 1
             out.append(c.info)
         return out
@@ -191,31 +228,32 @@ class Lookup:
             return True
         considered = 0
         abandoned = False
-        for _, node_id in self._order:
-            state = self._by_id[node_id].state
-            if state is State.FAILED:
+        at, k = self._at, self.k
+        for distance in self._order:
+            state = at[distance].state
+            if state == FAILED:
                 continue
-            if state is State.ABANDONED:
+            if state == ABANDONED:
                 abandoned = True
                 continue
-            if state is not State.ANSWERED:
-                return False
+            if state != ANSWERED:
+                return False  # new, asked, or deferred: still to be heard
             considered += 1
-            if considered >= self.k:
+            if considered >= k:
                 return True
         return not abandoned
 
     def in_flight(self) -> list[bytes]:
         """Peers asked and not yet answered or failed."""
-        return [i for i, c in self._by_id.items()
-                if c.state in (State.ASKED, State.SLOW, State.ABANDONED)]
+        return [i for i, c in self._by_id.items() if c.state in _WAITING]
 
     def result(self) -> LookupResult:
         """The k closest nodes that answered, nearest first, and the value if found."""
         nodes = []
-        for _, node_id in self._order:
-            c = self._by_id[node_id]
-            if c.state is State.ANSWERED:
+        at = self._at
+        for distance in self._order:
+            c = at[distance]
+            if c.state == ANSWERED:
                 nodes.append(c.info)
                 if len(nodes) >= self.k:
                     break

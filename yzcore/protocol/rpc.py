@@ -14,6 +14,8 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+CONNECT_ALLOWANCE = 1.0  # seconds more before a request that must dial first is abandoned
+
 __all__ = ["RttEstimator", "Pending", "RpcTable"]
 
 
@@ -95,6 +97,7 @@ class RpcTable:
     _pending: dict[int, Pending] = field(init=False, default_factory=dict)
     _deadlines: list[tuple[float, int]] = field(init=False, default_factory=list)
     _rtt: dict[bytes, RttEstimator] = field(init=False, default_factory=dict)
+    _all: RttEstimator = field(init=False, default_factory=RttEstimator)  # every peer's samples
     _seen: OrderedDict[tuple[bytes, int], float] = field(init=False, default_factory=OrderedDict)
 
     def __len__(self) -> int:
@@ -103,8 +106,8 @@ class RpcTable:
     def rto(self, peer: bytes) -> float:
         """The current soft timeout for ``peer``."""
         est = self._rtt.get(peer)
-        if est is None:
-            return self.initial_rto
+        if est is None:  # never measured: as the peers we did measure, up to initial_rto
+            return self._all.rto(self.initial_rto, self.min_rto, self.initial_rto)
         return est.rto(self.initial_rto, self.min_rto, self.timeout)
 
     def srtt(self, peer: bytes) -> float | None:
@@ -112,13 +115,18 @@ class RpcTable:
         est = self._rtt.get(peer)
         return None if est is None else est.srtt
 
-    def start(self, peer: bytes, kind: str, now: float, owner: int | None = None) -> Pending:
-        """Allocate a request id and its deadlines."""
+    def start(self, peer: bytes, kind: str, now: float, owner: int | None = None,
+              *, connecting: bool = False) -> Pending:
+        """Allocate a request id and its deadlines.
+
+        ``connecting``: the request waits for a dial first; it is abandoned a
+        second later (what a lost SYN costs TCP), not for slowness it did not show.
+        """
         rid = self._next
         self._next = rid + 1 if rid < 2**53 - 1 else 1
         rto = self.rto(peer)
         soft = min(rto, self.timeout)
-        abandon = min(max(3 * rto, 1.0), self.timeout)
+        abandon = min(max(3 * rto, 1.0) + (CONNECT_ALLOWANCE if connecting else 0.0), self.timeout)
         p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner)
         self._pending[rid] = p
         for at in (p.soft_at, p.abandon_at, p.hard_at):
@@ -135,7 +143,9 @@ class RpcTable:
         if p is None or p.peer != peer:
             return None
         del self._pending[rid]
-        self._rtt.setdefault(peer, RttEstimator()).sample(max(0.0, now - p.sent_at))
+        rtt = max(0.0, now - p.sent_at)
+        self._rtt.setdefault(peer, RttEstimator()).sample(rtt)
+        self._all.sample(rtt)
         return p
 
     def busy_peers(self) -> set[bytes]:
