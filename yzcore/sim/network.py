@@ -23,6 +23,10 @@ from yzcore.wire import NodeInfo
 
 __all__ = ["Network"]
 
+TCP_MIN_RTO = 0.2  # Linux's floor of the retransmission timeout, seconds
+TCP_SYN_RTO = 1.0  # and its initial one, which a lost SYN waits
+HANDSHAKE_TIMEOUT = 5.0  # the runtime's: a dial to a node that accepts but never answers fails then
+
 
 class Network:
     """``n`` engines, their links, and a virtual clock.
@@ -31,7 +35,11 @@ class Network:
         n: Number of nodes.
         seed: Seeds ids, latencies, losses and every engine's rng.
         latency: (low, high) one-way latency in seconds, uniform.
-        loss: Probability that a message is dropped.
+        loss: Probability that a packet is lost. Every yzcore transport is a
+            reliable stream, so, as TCP does, a lost packet is resent after a
+            retransmission timeout (200 ms, doubling each time) and nothing
+            behind it on its connection overtakes it; a lost SYN costs a dial
+            a second, then two, then four.
         config: Engine configuration for every node.
         codec: Round-trip every message through the wire codec.
     """
@@ -50,9 +58,14 @@ class Network:
         # node (a message, a dial's outcome, a close) never reaches a later one.
         self.epoch: list[int] = []
         self.index: dict[bytes, int] = {}
-        self.links: set[tuple[int, int]] = set()
+        self.adj: list[set[int]] = []  #: open connections: j in adj[i] iff i and j are linked
+        # A hung node (since when, else None) is up but does nothing: it reads
+        # nothing, answers nothing, fires no timer (World.hang, World.resume).
+        self.hung: list[float | None] = []
         self.done: dict[tuple[int, int], Done] = {}
         self.messages = 0
+        self.refused = 0  #: RATE_LIMITED answers sent
+        self._in_order: dict[tuple[int, int], float] = {}  # with loss: last delivery on each connection
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self._timer_at: dict[int, float] = {}
@@ -68,6 +81,8 @@ class Network:
         self.engines.append(Engine(info, self.now, random.Random(self.rng.random()), self.config))
         self.alive.append(True)
         self.epoch.append(0)
+        self.adj.append(set())
+        self.hung.append(None)
         self.index[node_id] = i
         self._schedule_timer(i)
         return i
@@ -112,11 +127,9 @@ class Network:
         """Node ``i`` dies abruptly: its peers see errors, dials to it fail."""
         self.alive[i] = False
         self.epoch[i] += 1
-        for a, b in list(self.links):
-            if a == i:  # links hold both directions: one close per peer
-                self.links.discard((a, b))
-                self.links.discard((b, a))
-                self._at(self.now + self._delay(), self._once(b, lambda o=b: self._closed(o, i, error=True)))
+        for b in sorted(self.adj[i]):
+            self._unlink(i, b)
+            self._at(self.now + self._delay(), self._once(b, lambda o=b: self._closed(o, i, error=True)))
 
     # -- queries ----------------------------------------------------------------
 
@@ -131,6 +144,21 @@ class Network:
 
     def connections(self, i: int) -> int:
         return len(self.engines[i].connected())
+
+    def linked(self, i: int, j: int) -> bool:
+        """Whether a connection between ``i`` and ``j`` is open."""
+        return j in self.adj[i]
+
+    def _link(self, i: int, j: int) -> None:
+        self.adj[i].add(j)
+        self.adj[j].add(i)
+
+    def _unlink(self, i: int, j: int) -> None:
+        self.adj[i].discard(j)
+        self.adj[j].discard(i)
+        if self.loss:
+            self._in_order.pop((i, j), None)
+            self._in_order.pop((j, i), None)
 
     # -- internals ----------------------------------------------------------------
 
@@ -148,7 +176,7 @@ class Network:
             self._at(at, lambda: self._fire(i, at))
 
     def _fire(self, i: int, at: float) -> None:
-        if self._timer_at.get(i) != at or not self.alive[i]:
+        if self._timer_at.get(i) != at or not self.alive[i] or self.hung[i] is not None:
             return
         del self._timer_at[i]
         self.engines[i].handle_timer(self.now)
@@ -156,7 +184,7 @@ class Network:
 
     def _flush(self, i: int) -> None:
         """Carry out node ``i``'s actions."""
-        if not self.alive[i]:
+        if not self.alive[i] or self.hung[i] is not None:
             return
         engine = self.engines[i]
         while True:
@@ -179,18 +207,31 @@ class Network:
 
     def _send(self, i: int, action: Send) -> None:
         j = self.index[action.peer]
-        if (i, j) not in self.links:
+        if j not in self.adj[i]:
             return
         self.messages += 1
-        if self.loss and self.rng.random() < self.loss:
-            return
+        if type(action.message) is wire.Error and action.message.code == wire.ErrorCode.RATE_LIMITED:
+            self.refused += 1
         msg = wire.decode(wire.encode(action.message)) if self.codec else action.message
+        at = self.now + self._delay()
+        if self.loss:
+            at = self._resent(i, j, at)
         ei, ej = self.epoch[i], self.epoch[j]  # one closure a message: this is the hot path
-        self._at(self.now + self._delay(),  # not delivered into another life of either end
+        self._at(at,  # not delivered into another life of either end
                  lambda: ei == self.epoch[i] and ej == self.epoch[j] and self._deliver(j, i, msg))
 
+    def _resent(self, i: int, j: int, at: float) -> float:
+        """When a message sent on the connection i -> j arrives, packets being lost."""
+        rto = TCP_MIN_RTO
+        while self.rng.random() < self.loss:
+            at += rto
+            rto *= 2
+        at = max(at, self._in_order.get((i, j), 0.0))  # in order: behind whatever is resent
+        self._in_order[(i, j)] = at
+        return at
+
     def _deliver(self, j: int, i: int, msg: wire.Message) -> None:
-        if not self.alive[j] or (j, i) not in self.links:
+        if not self.alive[j] or i not in self.adj[j] or self.hung[j] is not None:
             return
         self.engines[j].receive(self.engines[i].info.id, msg, self.now)
         self._flush(j)
@@ -207,25 +248,31 @@ class Network:
     def _dial(self, i: int, node: NodeInfo) -> None:
         j = self.index.get(node.id)
         rtt = 2 * self._delay()
-        if j is None or not self.reachable(i, j):
-            self._at(self.now + rtt, self._once(i, lambda: self._dial_failed(i, node.id)))
+        syn_rto = TCP_SYN_RTO
+        while self.loss and self.rng.random() < self.loss:  # the SYN or its answer lost
+            rtt += syn_rto
+            syn_rto *= 2
+        if j is None or not self.reachable(i, j) or self.hung[j] is not None:
+            wait = rtt if j is None or self.hung[j] is None else HANDSHAKE_TIMEOUT  # no hello back
+            self._at(self.now + wait, self._once(i, lambda: self._dial_failed(i, node.id)))
             return
         self._at(self.now + rtt, self._once(i, lambda: self._open(i, j)))
 
     def _dial_failed(self, i: int, peer: bytes) -> None:
-        if self.alive[i]:
+        if self.alive[i] and self.hung[i] is None:
             self.engines[i].dial_failed(peer, self.now)
             self._flush(i)
 
     def _open(self, i: int, j: int) -> None:
-        if not (self.alive[i] and self.reachable(i, j)):
+        if self.hung[i] is not None:
+            return  # the dialer hangs: it never finishes its hello (resume() fails the dial)
+        if not (self.alive[i] and self.reachable(i, j)) or self.hung[j] is not None:
             if self.alive[i]:
                 self._dial_failed(i, self.engines[j].info.id)
             return
-        fresh = (i, j) not in self.links
+        fresh = j not in self.adj[i]
         self.opened(i, j)
-        self.links.add((i, j))
-        self.links.add((j, i))
+        self._link(i, j)
         self.engines[i].connection_opened(self.engines[j].info, self.now, outbound=True)
         if fresh:
             self.engines[j].connection_opened(self.engines[i].info, self.now, outbound=False)
@@ -237,12 +284,11 @@ class Network:
 
     def _close(self, i: int, peer: bytes) -> None:
         j = self.index[peer]
-        self.links.discard((i, j))
-        self.links.discard((j, i))
+        self._unlink(i, j)
         self.engines[i].connection_closed(peer, self.now)
         self._at(self.now + self._delay(), self._once(j, lambda: self._closed(j, i, error=False)))
 
     def _closed(self, j: int, i: int, error: bool) -> None:
-        if self.alive[j]:
+        if self.alive[j] and self.hung[j] is None:
             self.engines[j].connection_closed(self.engines[i].info.id, self.now, error=error)
             self._flush(j)

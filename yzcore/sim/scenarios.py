@@ -11,68 +11,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from yzcore.protocol.recovery import RecoveryConfig
+from yzcore.sim import faults
+from yzcore.sim.harness import Verdict, conn_range, crossing_lookups, form, run_for, sample
 from yzcore.sim.world import World
 
 __all__ = ["SCENARIOS", "Verdict", "run"]
-
-
-@dataclass
-class Verdict:
-    """What a scenario found."""
-
-    scenario: str
-    criteria: str
-    passed: bool
-    figures: dict[str, Any]
-    timeline: list[tuple[float, float, float]] = field(default_factory=list)  #: (t, healthy share, mean connections)
-    digest: str = ""
-    wall_s: float = 0.0
-
-
-def _sample(w: World, timeline: list[tuple[float, float, float]]) -> None:
-    live = [i for i, ok in enumerate(w.alive) if ok]
-    conns = sum(w.connections(i) for i in live) / len(live) if live else 0.0
-    timeline.append((round(w.now, 1), round(w.health_share(), 3), round(conns, 2)))
-
-
-def _run(w: World, seconds: float, timeline: list, every: float = 5.0,
-         until: Callable[[], bool] | None = None) -> float | None:
-    """Run up to ``seconds``, sampling; the virtual time ``until`` first held, if given."""
-    end = w.now + seconds
-    while w.now < end - 1e-9:
-        w.run(min(every, end - w.now))
-        _sample(w, timeline)
-        if until is not None and until():
-            return w.now
-    return None
-
-
-def _form(w: World, timeline: list, spread: float = 10.0) -> None:
-    n = len(w.engines)
-    for i in range(n):
-        w._at(w.now + w.rng.uniform(0.0, spread), lambda i=i: w.start(i))
-    _run(w, spread + 50.0, timeline)
-
-
-def _conn_range(w: World, seconds: int = 20) -> tuple[int, int]:
-    """The range over live nodes of each one's median long-lived connections (B7.2).
-
-    Sampled every second for ``seconds``: a node that is handed one
-    connection too many sheds it within a second or two, and a single
-    instant would catch that.
-    """
-    live = [i for i, ok in enumerate(w.alive) if ok]
-    samples: dict[int, list[int]] = {i: [] for i in live}
-    for _ in range(seconds):
-        w.run(1.0)
-        for i in live:
-            samples[i].append(w.maintained(i))
-    medians = [sorted(v)[len(v) // 2] for v in samples.values()]
-    return min(medians), max(medians)
 
 
 def formation(n: int, seed: int) -> Verdict:
@@ -91,9 +37,9 @@ def formation(n: int, seed: int) -> Verdict:
             if i not in reached and w.alive[i] and w.maintained(i) >= min(3, n - 1):
                 reached[i] = w.now - started[i]
         if int(w.now) % 5 == 0:
-            _sample(w, timeline)
+            sample(w, timeline)
     worst = max(reached.values()) if len(reached) == n else float("inf")
-    low, high = _conn_range(w)
+    low, high = conn_range(w)
     passed = worst <= 30.0 and low >= min(3, n - 1) and high <= 8 and w.health_share() == 1.0
     return Verdict("formation", "A1.1 B7.2", passed,
                    {"nodes": n, "slowest_to_3_peers_s": round(worst, 1),
@@ -113,13 +59,13 @@ def lost_all(n: int, seed: int) -> Verdict:
     old, new = list(range(n)), list(range(n, 2 * n))
     for i in old:
         w._at(w.rng.uniform(0.0, 10.0), lambda i=i: w.start(i))
-    _run(w, 60.0, timeline)
+    run_for(w, 60.0, timeline)
     victim = old[-1]
     for i in old[:-1]:
         w.crash(i)
     lost = w.now
     w.start_among(new)
-    back = _run(w, 120.0, timeline, every=1.0, until=lambda: w.maintained(victim) >= 3)
+    back = run_for(w, 120.0, timeline, every=1.0, until=lambda: w.maintained(victim) >= 3)
     took = (back - lost) if back is not None else float("inf")
     source = w.agents[victim].recovered_by
     return Verdict("lost_all", "A1.3 A7.1", took <= 60.0 and source == "bootstrap",
@@ -135,7 +81,7 @@ def nat(n: int, seed: int) -> Verdict:
     """
     w = World(n, seed, bridges=2, nat=n // 5)
     timeline: list = []
-    _form(w, timeline)
+    form(w, timeline)
     behind = [i for i in range(n) if w.nat[i]]
     public = [i for i in range(n) if not w.nat[i] and i not in w.bridges]
     found = 0
@@ -143,7 +89,7 @@ def nat(n: int, seed: int) -> Verdict:
         target = w.engines[i].info.id
         done = w.op(w.rng.choice(public), "find_node", target, limit=30.0)
         found += bool(done.result.nodes) and done.result.nodes[0].id == target  # type: ignore[union-attr]
-    relayed = sum(1 for i in behind if any((i, b) in w.links for b in w.bridges))
+    relayed = sum(1 for i in behind if w.adj[i] & w.bridges)
     healthy = sum(1 for i in behind if w.healthy(i))
     passed = found == relayed == healthy == len(behind)
     return Verdict("nat", "A1.5", passed,
@@ -155,12 +101,12 @@ def dead_peer(n: int, seed: int) -> Verdict:
     """A4.2: a crashed node leaves every peer's active connections within 5 s."""
     w = World(n, seed, bridges=min(2, n // 10))
     timeline: list = []
-    _form(w, timeline)
+    form(w, timeline)
     victim = n // 2
     victim_id = w.engines[victim].info.id
     w.crash(victim)
     crashed = w.now
-    gone = _run(w, 30.0, timeline, every=0.1, until=lambda: not any(
+    gone = run_for(w, 30.0, timeline, every=0.1, until=lambda: not any(
         victim_id in w.engines[i].connected() for i, ok in enumerate(w.alive) if ok))
     took = (gone - crashed) if gone is not None else float("inf")
     return Verdict("dead_peer", "A4.2", took <= 5.0, {"nodes": n, "removed_after_s": round(took, 2)},
@@ -176,7 +122,7 @@ def crisis(n: int, seed: int) -> Verdict:
     """
     w = World(n, seed, bridges=min(2, n // 10))
     timeline: list = []
-    _form(w, timeline)
+    form(w, timeline)
     survivor = 0
     w.bootstrap_up = False
     for i in range(n):
@@ -188,15 +134,15 @@ def crisis(n: int, seed: int) -> Verdict:
     start = w.now
     low_point = w.health_share()  # the survivor alone
     w._at(start + 60.0, lambda: setattr(w, "bootstrap_up", True))
-    back = _run(w, 300.0, timeline, every=5.0, until=lambda: w.health_share() >= 0.8)
+    back = run_for(w, 300.0, timeline, every=5.0, until=lambda: w.health_share() >= 0.8)
     took = (back - start) if back is not None else float("inf")
-    _run(w, 60.0, timeline)  # settled: connections within target
+    run_for(w, 60.0, timeline)  # settled: connections within target
     sources: dict[str, int] = {}
     for i in range(n):
         if i != survivor:
             source = w.agents[i].recovered_by or "joined by others"
             sources[source] = sources.get(source, 0) + 1
-    low, high = _conn_range(w)
+    low, high = conn_range(w)
     passed = took <= 300.0 and low >= 3 and high <= 8
     return Verdict("crisis", "B7.1 B7.2", passed,
                    {"nodes": n, "healthy_nodes_at_start": round(low_point * n),
@@ -213,37 +159,25 @@ def partition(n: int, seed: int) -> Verdict:
     """
     w = World(n, seed, bridges=0)
     timeline: list = []
-    _form(w, timeline)
+    form(w, timeline)
     nodes = list(range(n))
     w.rng.shuffle(nodes)
     left, right = sorted(nodes[: n // 2]), sorted(nodes[n // 2:])
     w.partition([left, right])
-    _run(w, 120.0, timeline)
-    split_ok = _crossing_lookups(w, left, right) == 0.0  # really apart: nothing found across
+    run_for(w, 120.0, timeline)
+    split_ok = crossing_lookups(w, left, right) == 0.0  # really apart: nothing found across
     w.heal()
     healed = w.now
     merged = None
     while w.now - healed < 120.0:
-        _run(w, 5.0, timeline)
-        if _crossing_lookups(w, left, right) == 1.0:
+        run_for(w, 5.0, timeline)
+        if crossing_lookups(w, left, right) == 1.0:
             merged = w.now - healed
             break
     took = merged if merged is not None else float("inf")
     return Verdict("partition", "A7.5", split_ok and took <= 60.0,
                    {"nodes": n, "apart_during_partition": split_ok,
                     "one_network_after_heal_s": round(took, 1)}, timeline, w.digest)
-
-
-def _crossing_lookups(w: World, left: list[int], right: list[int], count: int = 10) -> float:
-    """The share of lookups from each side that find an id on the other side exactly."""
-    found = 0
-    for _ in range(count):
-        for src, dst in ((left, right), (right, left)):
-            a, b = w.rng.choice(src), w.rng.choice(dst)
-            target = w.engines[b].info.id
-            done = w.op(a, "find_node", target, limit=30.0)
-            found += bool(done.result.nodes) and done.result.nodes[0].id == target  # type: ignore[union-attr]
-    return found / (2 * count)
 
 
 def mass_restart(n: int, seed: int) -> Verdict:
@@ -265,7 +199,7 @@ def mass_restart(n: int, seed: int) -> Verdict:
         for i in range(n):  # fresh containers: no peer cache survives
             w.agents[i].cache, w.agents[i].bridges = [], []
             w.restart(i)
-        back = _run(w, 120.0, timeline if jitter else [], every=5.0,
+        back = run_for(w, 120.0, timeline if jitter else [], every=5.0,
                     until=lambda w=w: w.health_share() >= 0.8)
         per_second: dict[int, int] = {}
         for t in w.bootstrap_hits:
@@ -285,6 +219,8 @@ def mass_restart(n: int, seed: int) -> Verdict:
 SCENARIOS: dict[str, Callable[[int, int], Verdict]] = {
     "formation": formation, "lost_all": lost_all, "dead_peer": dead_peer, "crisis": crisis,
     "partition": partition, "mass_restart": mass_restart, "nat": nat,
+    "backoff": faults.backoff, "stale": faults.stale, "failover": faults.failover,
+    "stampede": faults.stampede, "lookups": faults.lookups,
 }
 
 

@@ -4,8 +4,10 @@ On top of :class:`~yzcore.sim.network.Network` (engines, links, a virtual
 clock) a :class:`World` adds what the runtime adds around the engine, using
 the same sans-I/O parts the runtime uses:
 
-* a bootstrap server: :class:`~yzcore.bootstrap.directory.Directory`, fed by
-  heartbeats every ``heartbeat`` seconds; it can be taken down and up;
+* bootstrap servers: each a :class:`~yzcore.bootstrap.directory.Directory`,
+  fed by the heartbeats of the nodes linked to it (every ``heartbeat``
+  seconds); each can be taken down and up, and a node whose server is down
+  links to the next one, in the order of its ``--bootstrap`` URLs;
 * bridges: nodes (role ``bridge``) through which NAT nodes are reachable;
 * recovery: one :class:`~yzcore.protocol.recovery.RecoveryPolicy` per node;
   its steps (cache, bridges, bootstrap) are carried out here as the runtime
@@ -13,7 +15,9 @@ the same sans-I/O parts the runtime uses:
 * health as ARCHITECTURE §4 defines it: ``min(3, N-1)`` live connections and
   a find_node probe (every ``probe_interval``) that finished within 2 s;
 * partitions between groups, NAT (no inbound connections), crashes and
-  restarts with the peer cache a node persisted.
+  restarts with the peer cache a node persisted, and hangs: a node that stops
+  answering without closing anything, whose connections its peers' keepalive
+  closes (10–20 s, the WebSocket transport's defaults).
 
 Every random choice comes from the world's seeded generator, and every event
 that changes the network feeds :attr:`World.trace`: the same seed gives the
@@ -27,10 +31,11 @@ import random
 import struct
 from dataclasses import dataclass, field
 
+from yzcore import ratelimit
 from yzcore.bootstrap.directory import Directory
 from yzcore.protocol.actions import Close, Done
 from yzcore.protocol.engine import Engine, EngineConfig
-from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
+from yzcore.protocol.recovery import SOURCES, RecoveryConfig, RecoveryPolicy
 from yzcore.sim.network import Network
 from yzcore.wire import NodeInfo
 
@@ -38,6 +43,7 @@ __all__ = ["Agent", "World"]
 
 INTRODUCTIONS = 8  # peers a node asks for, as in the runtime
 SEED_DIALS = 8  # peers dialled at once by one recovery step
+KEEPALIVE = (10.0, 20.0)  # a hung peer's connection closes this long after it stopped answering
 
 
 @dataclass(slots=True)
@@ -54,7 +60,9 @@ class Agent:
     next_probe: float = 0.0
     next_beat: float = 0.0
     joined: bool = False
-    linked: bool = False  #: its link to the bootstrap server is open
+    server: int | None = None  #: the bootstrap server its link is open to
+    attempts: list[float] = field(default_factory=list)  #: when each recovery attempt started
+    failed_at: list[float] = field(default_factory=list)  #: when each attempt that failed ended
     recovered_by: str | None = None  #: the source of the last attempt that worked
     next_relay: float = 0.0  #: a NAT node without a bridge asks for bridges again then
     relay_retry: float = 1.0
@@ -67,10 +75,13 @@ class World(Network):
         n: Nodes to create (none joined yet: see :meth:`start`).
         seed: The only randomness.
         latency: One-way latency bounds in seconds, uniform.
-        loss: Probability that a message is dropped.
+        loss: Probability that a packet is lost (resent as TCP does: see Network).
         config: Every engine's configuration.
         recovery: Every node's recovery configuration.
         bridges: How many of the nodes are bridges (the first ones).
+        servers: How many bootstrap servers (a node's URLs, in this order).
+        limits: Every node's rate limits (:class:`~yzcore.ratelimit.RateLimiter`
+            arguments) instead of the defaults.
         nat: How many of the nodes accept no inbound connections (the last ones).
         heartbeat: Seconds between a node's heartbeats to the bootstrap server.
         probe_interval: Seconds between a node's health probes.
@@ -79,8 +90,10 @@ class World(Network):
     def __init__(self, n: int, seed: int = 0, *, latency: tuple[float, float] = (0.03, 0.07),
                  loss: float = 0.0, config: EngineConfig | None = None,
                  recovery: RecoveryConfig | None = None, bridges: int = 0, nat: int = 0,
+                 servers: int = 1, limits: dict[str, float] | None = None,
                  heartbeat: float = 5.0, probe_interval: float = 30.0) -> None:
         self.recovery_config = recovery or RecoveryConfig()
+        self.limits = limits
         self.heartbeat = heartbeat
         self.probe_interval = probe_interval
         self.agents: list[Agent] = []
@@ -88,10 +101,13 @@ class World(Network):
         self.nat: list[bool] = []
         self.bridges: set[int] = set()
         self._trace = hashlib.sha256()
-        self.bootstrap_up = True
-        self.bootstrap_hits: list[float] = []  # when a node asked the bootstrap server
+        self.bootstrap_hits: list[float] = []  # when a node reached a bootstrap server
         super().__init__(0, seed=seed, latency=latency, loss=loss, config=config)
-        self.directory = Directory(random.Random(self.rng.random()), node_ttl=3 * heartbeat)
+        self.directories = [Directory(random.Random(self.rng.random()), node_ttl=3 * heartbeat)
+                            for _ in range(servers)]
+        self.server_up = [True] * servers
+        self._need = 0  # min(3, live nodes - 1), once a tick
+        self.keepalive_closed: list[tuple[int, int]] = []  #: (node, hung peer) it gave up on
         for i in range(n):
             self.add_node(role="bridge" if i < bridges else "node", nat=i >= n - nat)
         self._at(1.0, self._tick)
@@ -103,9 +119,11 @@ class World(Network):
         node_id = self.rng.randbytes(32)
         addr = f"sim-nat://{i}" if nat else f"sim://{i}"  # NAT: reachable through a bridge only
         info = NodeInfo(node_id, addr, role)
-        self.engines.append(Engine(info, self.now, random.Random(self.rng.random()), self.config))
+        self.engines.append(self._engine(info))
         self.alive.append(False)  # until started
         self.epoch.append(0)
+        self.adj.append(set())
+        self.hung.append(None)
         self.index[node_id] = i
         self.group.append(0)
         self.nat.append(nat)
@@ -114,6 +132,12 @@ class World(Network):
         self.agents.append(Agent(RecoveryPolicy(self.recovery_config,
                                                 random.Random(self.rng.random()))))
         return i
+
+    def _engine(self, info: NodeInfo) -> Engine:
+        engine = Engine(info, self.now, random.Random(self.rng.random()), self.config)
+        if self.limits is not None and engine.limiter is not None:
+            engine.limiter = ratelimit.RateLimiter(**self.limits)
+        return engine
 
     def start(self, i: int) -> None:
         """Node ``i`` starts: it joins as the runtime does, through its recovery steps."""
@@ -155,21 +179,78 @@ class World(Network):
     def restart(self, i: int) -> None:
         """Node ``i`` comes back with its key and its peer cache, nothing else."""
         old = self.engines[i].info
-        self.engines[i] = Engine(old, self.now, random.Random(self.rng.random()), self.config)
+        self.engines[i] = self._engine(old)
         old_agent = self.agents[i]
         self.agents[i] = Agent(RecoveryPolicy(self.recovery_config, random.Random(self.rng.random())),
                                cache=old_agent.cache, bridges=old_agent.bridges)
         self._timer_at.pop(i, None)
         self.start(i)
 
+    def hang(self, i: int) -> None:
+        """Node ``i`` stops answering without closing anything (a frozen process, a
+        dead route): its peers' keepalive closes each connection after 10–20 s."""
+        self._note("hang", i)
+        since = self.hung[i] = self.now
+        for b in sorted(self.adj[i]):
+            self._at(self.now + self.rng.uniform(*KEEPALIVE),
+                     lambda b=b: self.hung[i] == since and self._keepalive_closed(i, b))
+
+    def _keepalive_closed(self, i: int, b: int) -> None:
+        if b in self.adj[i]:
+            self._unlink(i, b)
+            if self.hung[b] is None:  # a hung one finds out when it goes on (resume)
+                self.keepalive_closed.append((b, i))
+            self._closed(b, i, error=True)
+
+    def resume(self, i: int) -> None:
+        """A hung node goes on: it finds the connections closed meanwhile closed, and the
+        dials it had in flight failed."""
+        self._note("resume", i)
+        self.hung[i] = None
+        engine = self.engines[i]
+        for peer_id in engine.connected():
+            if self.index[peer_id] not in self.adj[i]:
+                engine.connection_closed(peer_id, self.now, error=True)
+        for peer_id, peer in list(engine.peers.items()):
+            if peer.dialing:
+                engine.dial_failed(peer_id, self.now)
+        self.agents[i].step = None
+        self._timer_at.pop(i, None)
+        self._flush(i)
+
+    @property
+    def bootstrap_up(self) -> bool:
+        """Whether any bootstrap server is up; setting it takes every one down or up."""
+        return any(self.server_up)
+
+    @bootstrap_up.setter
+    def bootstrap_up(self, up: bool) -> None:
+        self.server_up = [up] * len(self.server_up)
+
+    def _server_of(self, agent: Agent) -> int | None:
+        """The server the node's link is open to: its own while that is up, else the next
+        one up in URL order (each a new connection, counted in ``bootstrap_hits``)."""
+        if agent.server is not None and self.server_up[agent.server]:
+            return agent.server
+        count = len(self.server_up)
+        first = 0 if agent.server is None else agent.server + 1
+        for s in (x % count for x in range(first, first + count)):
+            if self.server_up[s]:
+                agent.server = s
+                self.bootstrap_hits.append(self.now)
+                return s
+        agent.server = None
+        return None
+
     def partition(self, groups: list[list[int]]) -> None:
         """Split the network: nodes in different groups cannot reach each other."""
         for g, members in enumerate(groups):
             for i in members:
                 self.group[i] = g
-        for a, b in list(self.links):
-            if a < b and self.group[a] != self.group[b]:
-                self._cut(a, b)
+        for a, near in enumerate(self.adj):
+            for b in sorted(near):
+                if a < b and self.group[a] != self.group[b]:
+                    self._cut(a, b)
         self._note("partition", len(groups))
 
     def heal(self) -> None:
@@ -177,8 +258,7 @@ class World(Network):
         self._note("heal", 0)
 
     def _cut(self, a: int, b: int) -> None:
-        self.links.discard((a, b))
-        self.links.discard((b, a))
+        self._unlink(a, b)
         for x, y in ((a, b), (b, a)):
             self._at(self.now + self._delay(), lambda x=x, y=y: self._closed(x, y, error=True))
 
@@ -190,7 +270,7 @@ class World(Network):
         if not self.nat[j]:
             return True
         # Behind NAT: only through a bridge both can reach.
-        return any((j, b) in self.links and self.alive[b] and self.group[b] == self.group[i]
+        return any(b in self.adj[j] and self.alive[b] and self.group[b] == self.group[i]
                    for b in self.bridges)
 
     # -- queries ---------------------------------------------------------------------
@@ -212,16 +292,19 @@ class World(Network):
                 not mine.outbound and theirs is not None and theirs.kept)
         return count
 
-    def healthy(self, i: int) -> bool:
-        if not self.alive[i] or not self.agents[i].joined:
+    def healthy(self, i: int, need: int | None = None) -> bool:
+        """ARCHITECTURE §4: joined, ``need`` (min(3, live nodes - 1)) connections, a good probe."""
+        if not self.alive[i] or not self.agents[i].joined or self.hung[i] is not None:
             return False
-        need = min(3, sum(self.alive) - 1)
+        if need is None:
+            need = min(3, sum(self.alive) - 1)
         return self.connections(i) >= need and (need == 0 or self.agents[i].probe_ok)
 
     def health_share(self) -> float:
         """Healthy nodes over all nodes of the world, up or down (a crashed node is not healthy)."""
         n = len(self.engines)
-        return sum(1 for i in range(n) if self.healthy(i)) / n if n else 0.0
+        need = min(3, sum(self.alive) - 1)
+        return sum(1 for i in range(n) if self.healthy(i, need)) / n if n else 0.0
 
     @property
     def digest(self) -> str:
@@ -238,23 +321,25 @@ class World(Network):
 
     def _tick(self) -> None:
         """Once a virtual second, what the runtime's background tasks do."""
-        self.directory.expire(self.now)
-        for b in sorted(self.bridges):  # registered bridges answer the server's checks while up
-            bid = self.engines[b].info.id
-            if self.alive[b] and self.bootstrap_up:
-                if bid not in self.directory.bridges or not self.directory.bridges[bid].connected:
-                    self.directory.bridge_registered(self.engines[b].info, self.now)
-                self.directory.bridge_answered(bid, self.now)
-            else:
-                self.directory.bridge_closed(bid)
+        for s, directory in enumerate(self.directories):
+            directory.expire(self.now)
+            for b in sorted(self.bridges):  # bridges register with every server, answer its checks
+                bid = self.engines[b].info.id
+                if self.alive[b] and self.hung[b] is None and self.server_up[s]:
+                    if bid not in directory.bridges or not directory.bridges[bid].connected:
+                        directory.bridge_registered(self.engines[b].info, self.now)
+                    directory.bridge_answered(bid, self.now)
+                else:
+                    directory.bridge_closed(bid)
+        self._need = min(3, sum(self.alive) - 1)
         for i, agent in enumerate(self.agents):
-            if self.alive[i]:
+            if self.alive[i] and self.hung[i] is None:
                 self._agent(i, agent)
         self._at(self.now + 1.0, self._tick)
 
     def _agent(self, i: int, agent: Agent) -> None:
         engine = self.engines[i]
-        if self.nat[i] and not any((i, b) in self.links for b in self.bridges):
+        if self.nat[i] and not self.adj[i] & self.bridges:
             self._use_bridge(i, agent)
         conns = self.connections(i)
         agent.recovery.observe(self.now, conns, len(engine.table))
@@ -264,13 +349,11 @@ class World(Network):
                 self._step(i, step)
         if self.now >= agent.next_beat:
             agent.next_beat = self.now + self.heartbeat
-            if self.bootstrap_up and not agent.linked:  # the link's connection, once a life
-                agent.linked = True
-                self.bootstrap_hits.append(self.now)
-            if self.bootstrap_up and engine.info.addr:
-                self.directory.heartbeat(engine.info, self.now, healthy=self.healthy(i),
-                                         connections=conns, routing_table=len(engine.table),
-                                         probe=None)
+            server = self._server_of(agent)
+            if server is not None and engine.info.addr:
+                self.directories[server].heartbeat(engine.info, self.now, healthy=self.healthy(i, self._need),
+                                                   connections=conns, routing_table=len(engine.table),
+                                                   probe=None)
             agent.cache = [p for p in engine.connected()][:32]  # persisted, as peers.json
         if agent.joined and agent.probe_op is None and self.now >= agent.next_probe:
             agent.probe_started = self.now
@@ -318,11 +401,11 @@ class World(Network):
                 self._flush(i)
                 agent.relay_retry = 1.0
                 return
-        if self.bootstrap_up and self.now >= agent.next_relay:
+        server = self._server_of(agent) if self.now >= agent.next_relay else None
+        if server is not None:
             agent.next_relay = self.now + agent.relay_retry
             agent.relay_retry = min(30.0, 2 * agent.relay_retry)
-            self.bootstrap_hits.append(self.now)
-            _, bridges, _ = self.directory.introduce(self.engines[i].info.id, INTRODUCTIONS)
+            _, bridges, _ = self.directories[server].introduce(self.engines[i].info.id, INTRODUCTIONS)
             agent.bridges += [self.index[b.id] for b in bridges if self.index[b.id] not in agent.bridges]
 
     # -- recovery steps, carried out as the runtime does ------------------------------
@@ -330,6 +413,8 @@ class World(Network):
     def _step(self, i: int, step: str) -> None:
         self.agents[i].step = step
         self._note("step:" + step, i)
+        if step == SOURCES[0]:
+            self.agents[i].attempts.append(self.now)
         engine = self.engines[i]
         targets: list[int] = []
         genesis = False
@@ -339,20 +424,19 @@ class World(Network):
         elif step == "bridges":
             for b in self.agents[i].bridges:
                 if b != i and self.reachable(i, b):
-                    near = [j for (x, j) in sorted(self.links) if x == b and j != i]
+                    near = [j for j in sorted(self.adj[b]) if j != i]
                     targets = [b, *near[:INTRODUCTIONS]]
                     break
-        elif self.bootstrap_up:
-            self.agents[i].linked = True  # the introduction opens the link
-            self.bootstrap_hits.append(self.now)
-            self.directory.seen(engine.info, self.now)
-            peers, bridges, genesis = self.directory.introduce(engine.info.id, INTRODUCTIONS)
+        elif (server := self._server_of(self.agents[i])) is not None:  # the introduction's link
+            directory = self.directories[server]
+            directory.seen(engine.info, self.now)
+            peers, bridges, genesis = directory.introduce(engine.info.id, INTRODUCTIONS)
             known = self.agents[i].bridges
             known += [self.index[b.id] for b in bridges if self.index[b.id] not in known]
             targets = [self.index[p.id] for p in peers]
             if len(targets) < 3:
                 targets += [self.index[b.id] for b in bridges]
-        targets = [j for j in targets if j != i and (i, j) not in self.links]
+        targets = [j for j in targets if j != i and j not in self.adj[i]]
         self.rng.shuffle(targets)
         ok = [j for j in targets[:SEED_DIALS] if self.reachable(i, j)]
         rtt = 2 * self.latency[1]
@@ -360,8 +444,8 @@ class World(Network):
         self._at(self.now + rtt, lambda: self._step_done(agent, i, step, ok, genesis))
 
     def _step_done(self, agent: Agent, i: int, step: str, ok: list[int], genesis: bool) -> None:
-        if not self.alive[i] or self.agents[i] is not agent or agent.step != step:
-            return  # the node died or restarted meanwhile: this step was another life's
+        if not self.alive[i] or self.agents[i] is not agent or agent.step != step or self.hung[i] is not None:
+            return  # the node died, restarted or hangs: this step was another life's
         agent.step = None
         seeds = []
         for j in ok:
@@ -379,3 +463,15 @@ class World(Network):
             self._step(i, nxt)
         elif not seeds:
             self._joined(agent)  # as the runtime: a join that found nobody still ends
+            if not genesis and agent.recovery.lost_since is not None:  # a failed attempt
+                agent.failed_at.append(self.now)
+            # The next attempt starts when the backoff says, as the runtime's timer does.
+            if (at := agent.recovery.get_timer()) < float("inf"):
+                self._at(at, lambda: self._retry(i, agent))
+
+    def _retry(self, i: int, agent: Agent) -> None:
+        if self.alive[i] and self.hung[i] is None and self.agents[i] is agent and agent.step is None:
+            agent.recovery.observe(self.now, self.connections(i), len(self.engines[i].table))
+            step = agent.recovery.next_step(self.now)
+            if step is not None:
+                self._step(i, step)
