@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=1000)
     # Checked when the command runs: importing the simulator here would slow every yz command.
     p.add_argument("--scenario", default="crisis", help="formation, lost_all, dead_peer, crisis, "
-                   "partition, mass_restart or nat (default crisis)")
+                   "partition, mass_restart, nat, backoff, stale, failover, stampede or lookups "
+                   "(default crisis)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plot", metavar="FILE.svg", help="also draw the health timeline")
     p.add_argument("--json", action="store_true")

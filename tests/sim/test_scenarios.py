@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from yzcore.sim.scenarios import run
+from yzcore.protocol.engine import EngineConfig
+from yzcore.sim.scenarios import partition, run
 
 
 @pytest.mark.req("A1.1", "B7.2")
@@ -78,6 +79,17 @@ def test_a_healed_50_50_partition_is_one_network_again_within_60_s():
     v = run("partition", 60, seed=6)
     assert v.figures["apart_during_partition"], "the partition did not separate the sides"
     assert v.passed and v.figures["one_network_after_heal_s"] <= 60.0, v.figures
+
+
+@pytest.mark.req("A7.5", "A4.4")
+def test_after_a_30_minute_partition_the_dormant_cache_is_what_merges_the_network():
+    # Half an hour apart: every contact across has failed and left the tables.
+    v = partition(60, seed=6, split=1800.0)
+    assert v.figures["apart_during_partition"] and v.passed, v.figures
+    assert v.figures["one_network_after_heal_s"] <= 60.0, v.figures
+    # The same without redialling evicted contacts: the two halves stay apart.
+    apart = partition(60, seed=6, split=1800.0, config=EngineConfig(dormant_interval=1e9))
+    assert not apart.passed and apart.figures["one_network_after_heal_s"] == float("inf"), apart.figures
 
 
 @pytest.mark.req("A7.4")

@@ -27,8 +27,10 @@ class EngineConfig:
         max_dials: Most dials in flight at once; more wait for a free slot
             (a node joining a busy network must not flood it, or itself).
         dormant_interval: How often one contact evicted from the routing
-            table (kept in a dormant cache of ``dormant_max``) is dialled
-            again: after a partition heals, these are the way back (A7.5).
+            table (kept in a dormant cache of ``dormant_max``, for a day) is
+            dialled again; each waits ``dormant_interval`` after its eviction,
+            then twice as long after each dial, up to 10 minutes. After a
+            partition heals, these are the way back (A7.5).
         dormant_max: Most evicted contacts remembered.
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if
             dead) only when it has not been heard from for this long.

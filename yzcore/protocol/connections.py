@@ -30,8 +30,8 @@ from yzcore.wire import Message, NodeInfo
 
 __all__ = ["ConnectionPolicy", "PeerState"]
 
-DORMANT_TRIES = 3  # unanswered dials before a dormant contact is forgotten
-DORMANT_TTL = 3600.0  # seconds a dormant contact is remembered at most
+DORMANT_TTL = 86400.0  # seconds a dormant contact is remembered at most
+DORMANT_WAIT_MAX = 600.0  # longest wait between two dials of one dormant contact
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ class ConnectionPolicy:
     _dials: set[bytes]
     _dial_queue: deque[bytes]
     _full: dict[bytes, float]
-    _dormant: dict[bytes, tuple[NodeInfo, float, int]]
+    _dormant: dict[bytes, tuple[NodeInfo, float, float, int]]
     _next_dormant: float
     _next_rejoin: float
 
@@ -117,27 +117,31 @@ class ConnectionPolicy:
         status, _ = self.table.fail(peer_id, now)
         if status == routing.EVICTED and contact is not None and contact.address:
             role = (contact.meta or {}).get("role", "node")
-            self._dormant[peer_id] = (NodeInfo(peer_id, contact.address, role), now, 0)  # type: ignore[arg-type]
+            info = NodeInfo(peer_id, contact.address, role)  # type: ignore[arg-type]
+            self._dormant[peer_id] = (info, now, now + self.config.dormant_interval, 0)
             while len(self._dormant) > self.config.dormant_max:
                 del self._dormant[next(iter(self._dormant))]  # the longest dormant goes
 
     def _probe_dormant(self, now: float) -> None:
         """Dial one dormant contact now and then: a healed partition merges back (A7.5).
 
-        An entry goes after ``DORMANT_TRIES`` unanswered dials or an hour,
-        so dead contacts do not crowd out the ones a healed partition brings back.
+        Each entry waits longer between its dials (``dormant_interval``,
+        doubling, up to 10 minutes) and is forgotten after a day: however
+        long a partition lasted, the other side is still remembered and
+        tried when it heals, and the dead cost one dial in 10 minutes each.
         """
         if now < self._next_dormant or not self._dormant:
             return
         self._next_dormant = now + self.config.dormant_interval
-        for peer_id, (_, since, tries) in list(self._dormant.items()):
-            if tries >= DORMANT_TRIES or now - since > DORMANT_TTL:
+        for peer_id, (_, since, _, _) in list(self._dormant.items()):
+            if now - since > DORMANT_TTL:
                 del self._dormant[peer_id]
-        candidates = [i for i in self._dormant if i not in self.peers]
-        if candidates:
-            peer_id = self.rng.choice(sorted(candidates))
-            info, since, tries = self._dormant[peer_id]
-            self._dormant[peer_id] = (info, since, tries + 1)
+        due = [i for i, (_, _, at, _) in self._dormant.items() if at <= now and i not in self.peers]
+        if due:
+            peer_id = self.rng.choice(sorted(due))
+            info, since, _, tries = self._dormant[peer_id]
+            wait = min(DORMANT_WAIT_MAX, self.config.dormant_interval * 2 ** (tries + 1))
+            self._dormant[peer_id] = (info, since, now + wait, tries + 1)
             self._dial(self._peer(info))
 
     def _woke(self, info: NodeInfo, now: float) -> None:

@@ -90,7 +90,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._dials: set[bytes] = set()  # Dial actions out, not yet opened or failed
         self._dial_queue: deque[bytes] = deque()  # peers waiting for a dial slot
         self._full: dict[bytes, float] = {}  # peers that shed our kept connection, until when
-        self._dormant: dict[bytes, tuple[NodeInfo, float, int]] = {}  # evicted: when, dials
+        self._dormant: dict[bytes, tuple[NodeInfo, float, float, int]] = {}  # evicted: when, next dial, dials
         self._next_rejoin = now
         self._infos: dict[bytes, NodeInfo] = {}  # contacts as replies name them
         self._next_dormant = now + cfg.dormant_interval

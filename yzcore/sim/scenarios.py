@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from yzcore.protocol.engine import EngineConfig
 from yzcore.protocol.recovery import RecoveryConfig
 from yzcore.sim import faults
 from yzcore.sim.harness import Verdict, conn_range, crossing_lookups, form, run_for, sample
@@ -151,20 +152,21 @@ def crisis(n: int, seed: int) -> Verdict:
                    timeline, w.digest)
 
 
-def partition(n: int, seed: int) -> Verdict:
-    """A7.5: a 50/50 partition for 2 minutes, then healed: one network again within 60 s.
+def partition(n: int, seed: int, *, split: float = 120.0, config: EngineConfig | None = None) -> Verdict:
+    """A7.5: a 50/50 partition for 2 minutes (``split``), then healed: one network again
+    within 60 s.
 
     "One network" is shown by lookups: nodes on each side look up ids on the
     other side, and every lookup finds its target, exactly.
     """
-    w = World(n, seed, bridges=0)
+    w = World(n, seed, bridges=0, config=config)
     timeline: list = []
     form(w, timeline)
     nodes = list(range(n))
     w.rng.shuffle(nodes)
     left, right = sorted(nodes[: n // 2]), sorted(nodes[n // 2:])
     w.partition([left, right])
-    run_for(w, 120.0, timeline)
+    run_for(w, split, timeline)
     split_ok = crossing_lookups(w, left, right) == 0.0  # really apart: nothing found across
     w.heal()
     healed = w.now
