@@ -34,7 +34,12 @@ class EngineConfig:
         dormant_max: Most evicted contacts remembered.
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if
             dead) only when it has not been heard from for this long.
-        maintenance_interval: How often housekeeping runs.
+        maintenance_interval: How often housekeeping runs while the node is
+            short of (or over) its connection target, and soon after any
+            connection opens, closes or fails to open.
+        maintenance_interval_settled: How often it runs while the node is
+            settled: kept connections within target, no other connection
+            and no dial in flight.
         refresh_interval: A bucket untouched this long is refreshed by a lookup.
         refresh_k: How many closest nodes a refresh lookup waits for (it
             meets live nodes in a bucket's range; it need not find all k).
@@ -61,6 +66,7 @@ class EngineConfig:
     dormant_interval: float = 20.0
     dormant_max: int = 64
     maintenance_interval: float = 1.0
+    maintenance_interval_settled: float = 5.0
     refresh_interval: float = 600.0
     refresh_k: int = 5
     value_ttl: float = 3600.0

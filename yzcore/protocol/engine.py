@@ -199,6 +199,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
             self._out.append(Send(info.id, msg))
         self._woke(info, now)
         self._pump_dials()
+        self._soon(now)
 
     def connection_closed(self, peer_id: bytes, now: float, *, error: bool = False) -> None:
         """The connection to a peer ended; ``error`` when it was not a clean close."""
@@ -211,6 +212,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._fail_peer(peer_id, now, count_failure=error)
         self._prune(peer_id)
         self._pump_dials()
+        self._soon(now)
 
     def peer_full(self, peer_id: bytes, now: float) -> None:
         """The peer sheds our connection (``OVER_CAPACITY``): if we kept it, keep one elsewhere."""
@@ -239,6 +241,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._fail_peer(peer_id, now, count_failure=True)
         self._prune(peer_id)
         self._pump_dials()
+        self._soon(now)
 
     def receive(self, peer_id: bytes, msg: Message, now: float) -> None:
         """A message arrived from a connected, verified peer."""
@@ -278,8 +281,19 @@ class Engine(ConnectionPolicy, Neighbourhood):
                 op.lookup.revive(peer_id)
                 self._advance(op, now)
         if now >= self._next_maintenance:
-            self._next_maintenance = now + self.config.maintenance_interval
             self._maintain(now)
+            # Adaptive: a settled node (its kept connections within target,
+            # no other connection, no dial) looks again less often; any
+            # connection event brings the next look forward (_soon).
+            cfg = self.config
+            settled = (cfg.conn_target <= self._kept_count() <= cfg.conn_max and not self._dials
+                       and all(p.kept for p in self.peers.values() if p.connected))
+            self._next_maintenance = now + (cfg.maintenance_interval_settled if settled
+                                            else cfg.maintenance_interval)
+
+    def _soon(self, now: float) -> None:
+        """Something changed: housekeeping runs within ``maintenance_interval``."""
+        self._next_maintenance = min(self._next_maintenance, now + self.config.maintenance_interval)
 
     # -- serving requests ---------------------------------------------------------
 
