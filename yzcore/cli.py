@@ -148,7 +148,8 @@ def _node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "data_dir": args.data_dir, "probe_interval": args.probe_interval,
             "heartbeat_interval": args.heartbeat_interval,
             "backoff": BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap),
-            "start_jitter": max(0.0, args.start_jitter)}
+            "start_jitter": max(0.0, args.start_jitter),
+            "metrics": False if args.no_metrics else None}
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="wait up to this long (uniformly drawn) before joining, so a fleet "
                        "restarted at once does not reach the bootstrap server at once (default: 10 for a "
                        "node, 0 for a bridge)")
+        p.add_argument("--no-metrics", action="store_true",
+                       help="record no transfer metrics: no hook at all on any message path (also "
+                       "YZ_METRICS=0); /metrics keeps the state gauges")
 
     p = command("node", _node, "run a server node")
     node_options(p, 8080)

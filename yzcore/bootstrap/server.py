@@ -29,6 +29,7 @@ from yzcore.bootstrap.directory import Directory
 from yzcore.bootstrap.supervisor import BridgeSupervisor
 from yzcore.exceptions import TransportError, WireError
 from yzcore.identity import Identity, load_or_create
+from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
 from yzcore.wire import ErrorCode, NodeInfo
@@ -271,8 +272,7 @@ class BootstrapServer:
             return HttpResponse.json(200, {"healthy": True, "role": "bootstrap",
                                            "bridges_healthy": len(self.directory.healthy_bridges())})
         if route == "/metrics":
-            return HttpResponse(200, (("content-type", "text/plain; version=0.0.4"),),
-                                self._metrics().encode())
+            return HttpResponse(200, (("content-type", CONTENT_TYPE),), self._metrics())
         return None
 
     def status(self) -> dict[str, Any]:
@@ -306,16 +306,14 @@ class BootstrapServer:
             "recent_errors": list(self.errors),
         }
 
-    def _metrics(self) -> str:
+    def _metrics(self) -> bytes:
         nodes = [e for e in self.directory.nodes.values() if e.info.role == "node"]
-        lines = [
-            "# TYPE yz_bootstrap_nodes gauge", f"yz_bootstrap_nodes {len(nodes)}",
-            "# TYPE yz_bootstrap_nodes_healthy gauge",
-            f"yz_bootstrap_nodes_healthy {sum(1 for e in nodes if e.healthy)}",
-            "# TYPE yz_bootstrap_bridges_healthy gauge",
-            f"yz_bootstrap_bridges_healthy {len(self.directory.healthy_bridges())}",
-            "# TYPE yz_bootstrap_introductions_total counter",
-            f"yz_bootstrap_introductions_total {self.introductions}",
-            "# TYPE yz_bootstrap_clients gauge", f"yz_bootstrap_clients {len(self.clients)}",
-        ]
-        return "\n".join(lines) + "\n"
+        return exposition([
+            ("yz_bootstrap_nodes", "Nodes heard from within the TTL", {}, float(len(nodes))),
+            ("yz_bootstrap_nodes_healthy", "Of them, those reporting healthy", {},
+             float(sum(1 for e in nodes if e.healthy))),
+            ("yz_bootstrap_bridges_healthy", "Registered bridges answering checks", {},
+             float(len(self.directory.healthy_bridges()))),
+            ("yz_bootstrap_introductions_total", "Introductions answered", {}, float(self.introductions)),
+            ("yz_bootstrap_clients", "Open client connections", {}, float(len(self.clients))),
+        ], None, hooks=False)

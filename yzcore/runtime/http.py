@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from yzcore import USE_EXTENSIONS, __version__
+from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.transport import HttpResponse
 from yzcore.wire import PROTOCOL_VERSION
 
@@ -79,8 +80,7 @@ class HttpEndpoints:
         if route == "/status":
             return HttpResponse.json(200, self.status())
         if route == "/metrics":
-            return HttpResponse(200, (("content-type", "text/plain; version=0.0.4"),),
-                                self.metrics().encode())
+            return HttpResponse(200, (("content-type", CONTENT_TYPE),), self.metrics())
         return None
 
     def status(self) -> dict[str, Any]:
@@ -93,6 +93,7 @@ class HttpEndpoints:
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "compiled_core": USE_EXTENSIONS,
+            "metrics": node.metrics is not None,
             "uptime_s": round(time.time() - node.started_at, 1),
             "connections": _by_transport(node),
             "peers": [_peer(node, pc) for pc in node.conns.values()],
@@ -105,18 +106,21 @@ class HttpEndpoints:
             **({"relay": node.relay_status()} if hasattr(node, "relay_status") else {}),
         }
 
-    def metrics(self) -> str:
+    def metrics(self) -> bytes:
+        """Prometheus text: gauges read from the node's state, and the transfer counters."""
         node, engine = self.node, self.node.engine
-        sent = sum(pc.sent for pc in node.conns.values())
-        received = sum(pc.received for pc in node.conns.values())
-        lines = [
-            "# TYPE yz_connections gauge",
-            *(f'yz_connections{{transport="{t}"}} {n}' for t, n in _by_transport(node).items()),
-            "# TYPE yz_routing_table_size gauge", f"yz_routing_table_size {len(engine.table) if engine else 0}",
-            "# TYPE yz_values gauge", f"yz_values {len(engine.store) if engine else 0}",
-            "# TYPE yz_frames_sent gauge", f"yz_frames_sent {sent}",
-            "# TYPE yz_frames_received gauge", f"yz_frames_received {received}",
-            "# TYPE yz_errors_recent gauge", f"yz_errors_recent {len(node.errors)}",
-            "# TYPE yz_healthy gauge", f"yz_healthy {int(health(node)['healthy'])}",
+        gauges = [
+            *(("yz_connections", "Open verified connections", {"transport": t}, float(n))
+              for t, n in _by_transport(node).items()),
+            ("yz_routing_table_size", "Contacts in the routing table", {},
+             float(len(engine.table) if engine else 0)),
+            ("yz_values", "Values held", {}, float(len(engine.store) if engine else 0)),
+            ("yz_frames_sent", "Frames sent on the open connections", {},
+             float(sum(pc.sent for pc in node.conns.values()))),
+            ("yz_frames_received", "Frames received on the open connections", {},
+             float(sum(pc.received for pc in node.conns.values()))),
+            ("yz_errors_recent", "Errors kept for /status", {}, float(len(node.errors))),
+            ("yz_healthy", "1 when the node is healthy (ARCHITECTURE 4)", {},
+             float(health(node)["healthy"])),
         ]
-        return "\n".join(lines) + "\n"
+        return exposition(gauges, node.metrics)

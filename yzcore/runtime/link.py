@@ -110,7 +110,7 @@ class BootstrapLink:
         except BaseException:
             await conn.close()
             raise
-        pc = PeerConnection(conn, peer, outbound=True)
+        pc = PeerConnection(conn, peer, outbound=True, metrics=node.metrics)
         self._challenge.clear()
         self._challenged = anyio.Event()
         self.pc, self.url, self.registered = pc, url, False
@@ -178,8 +178,12 @@ class BootstrapLink:
         try:
             msg = wire.decode(frame)
         except WireError as err:
+            if pc.metrics is not None:
+                pc.metrics.received(pc.conn.transport, "invalid", len(frame))
             pc.send(wire.error_reply(err))
             return
+        if pc.metrics is not None:
+            pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
         if isinstance(msg, wire.Ping):
             pc.send(wire.Pong(msg.rid))
         elif isinstance(msg, wire.Challenge):

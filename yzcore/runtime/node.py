@@ -26,6 +26,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from yzcore import wire
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.identity import Identity, load_or_create
+from yzcore.metrics import TransferMetrics
+from yzcore.metrics import enabled as metrics_enabled
 from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
 from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
@@ -71,6 +73,8 @@ class Node(Recovery):
         start_jitter: Seconds (at most, uniformly drawn) to wait before
             joining, so that nodes restarted together do not all reach the
             bootstrap server at once (A7.4).
+        metrics: Record transfer metrics (None: unless ``YZ_METRICS=0``).
+            Off, no metrics hook is installed at all (B5.5, B8.1).
     """
 
     def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
@@ -80,7 +84,7 @@ class Node(Recovery):
                  seed: int | None = None, handshake_timeout: float = 5.0, dial_timeout: float = 5.0,
                  probe_interval: float = 30.0, heartbeat_interval: float = 5.0,
                  backoff: BackoffPolicy | None = None, cache_interval: float = 10.0,
-                 start_jitter: float = 0.0) -> None:
+                 start_jitter: float = 0.0, metrics: bool | None = None) -> None:
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
         self.id = self.identity.node_id
         self.role = role
@@ -96,6 +100,7 @@ class Node(Recovery):
         self.engine: Engine | None = None
         self.conns: dict[bytes, PeerConnection] = {}
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
+        self.metrics = TransferMetrics() if metrics_enabled(metrics) else None
         self.started_at = time.time()
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
@@ -335,7 +340,7 @@ class Node(Recovery):
         except BaseException:  # cancelled mid-handshake: leave no socket behind
             await conn.close()
             raise
-        pc = PeerConnection(conn, peer, outbound=True)
+        pc = PeerConnection(conn, peer, outbound=True, metrics=self.metrics)
         if not self._register(pc):
             await pc.close()
             return self.conns[peer.id].info if peer.id in self.conns else None
@@ -363,7 +368,7 @@ class Node(Recovery):
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}",
                          transport=conn.transport)
             return False
-        pc = PeerConnection(conn, peer, outbound=False)
+        pc = PeerConnection(conn, peer, outbound=False, metrics=self.metrics)
         if not self._register(pc):
             await pc.close()
             return False
@@ -450,8 +455,12 @@ class Node(Recovery):
         try:
             msg = wire.decode(frame)
         except WireError as err:
+            if pc.metrics is not None:
+                pc.metrics.received(pc.conn.transport, "invalid", len(frame))
             self._record(str(err.code), pc.peer.id, str(err.args[0]) if err.args else "")
             return pc.send(wire.error_reply(err))
+        if pc.metrics is not None:
+            pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
         if isinstance(msg, wire.Error) and msg.rid is None:
             if msg.code == wire.ErrorCode.OVER_CAPACITY:  # it sheds us: keep a connection elsewhere
                 self._engine.peer_full(pc.peer.id, anyio.current_time())
@@ -476,5 +485,7 @@ class Node(Recovery):
         entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
                  "message": message, "transport": transport}
         self.errors.append(entry)
+        if self.metrics is not None:
+            self.metrics.error(transport, code)
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
                                     "transport": transport})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -29,6 +30,9 @@ from yzcore.identity import Identity
 from yzcore.protocol.handshake import Handshake, PeerInfo
 from yzcore.transport import Connection, PushConnection
 from yzcore.wire import NodeInfo
+
+if TYPE_CHECKING:
+    from yzcore.metrics import TransferMetrics
 
 __all__ = ["PeerConnection", "handshake"]
 
@@ -82,9 +86,11 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
-    __slots__ = ("_recv", "_send", "conn", "info", "outbound", "peer", "push", "received", "sent")
+    __slots__ = ("_recv", "_send", "conn", "info", "metrics", "outbound", "peer", "push", "received",
+                 "sent")
 
-    def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool) -> None:
+    def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool,
+                 metrics: TransferMetrics | None = None) -> None:
         self.conn = conn
         self.peer = peer
         self.outbound = outbound
@@ -95,6 +101,7 @@ class PeerConnection:
         if not self.push:
             self._send, self._recv = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
         self.sent = self.received = 0
+        self.metrics = metrics  #: the node's transfer metrics; None: no hook at all
 
     @property
     def ip(self) -> str | None:
@@ -119,6 +126,8 @@ class PeerConnection:
             log.error("dropped an oversized message: %s", exc, extra={"code": exc.code})
             return True
         self.sent += ok
+        if ok and self.metrics is not None:
+            self.metrics.sent(self.conn.transport, msg.TYPE, len(data))
         return ok
 
     async def writer(self) -> None:
