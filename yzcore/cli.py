@@ -141,15 +141,41 @@ def _run_node(node: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, role: str = "node") -> dict[str, Any]:
+    from yzcore.config import resolve
+
+    flags = {k: getattr(args, k, None) for k in ("probe_interval", "heartbeat_interval", "backoff_base",
+                                                 "backoff_cap", "start_jitter")}
+    flags["metrics"] = False if getattr(args, "no_metrics", False) else None
+    return resolve(args.profile, flags=flags, sets=args.set, role=role)
+
+
+def _node_kwargs(args: argparse.Namespace, role: str = "node") -> dict[str, Any]:
+    from yzcore.config import engine_config
     from yzcore.protocol.backoff import BackoffPolicy
 
+    s = _settings(args, role)
     return {"advertise": args.advertise, "peers": args.peer, "bootstrap": args.bootstrap,
-            "data_dir": args.data_dir, "probe_interval": args.probe_interval,
-            "heartbeat_interval": args.heartbeat_interval,
-            "backoff": BackoffPolicy(base=args.backoff_base, cap=args.backoff_cap),
-            "start_jitter": max(0.0, args.start_jitter),
-            "metrics": False if args.no_metrics else None}
+            "data_dir": args.data_dir, "probe_interval": s["probe_interval"].value,
+            "heartbeat_interval": s["heartbeat_interval"].value,
+            "backoff": BackoffPolicy(base=s["backoff_base"].value, cap=s["backoff_cap"].value),
+            "start_jitter": max(0.0, s["start_jitter"].value), "metrics": s["metrics"].value,
+            "config": engine_config(s), "settings": s}
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from yzcore.config import table
+
+    s = _settings(args, args.role)
+    print(json.dumps({k: {"value": v.value, "source": v.source} for k, v in sorted(s.items())})
+          if args.json else table(s))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from yzcore.health import run_health
+
+    return run_health(args)
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -169,7 +195,7 @@ def _bridge(args: argparse.Namespace) -> int:
 
     secret = read_secret(args.bridge_secret_file)
     return _run_node(Bridge(listen=_ws_url(args.listen), bridge_secret=secret,
-                            **_node_kwargs(args)), args)
+                            **_node_kwargs(args, "bridge")), args)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -359,22 +385,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a node URL to join through (repeatable)")
         p.add_argument("--bootstrap", action="append", default=[], metavar="URL",
                        help="a bootstrap server URL (repeatable; tried in turn)")
-        p.add_argument("--probe-interval", type=_positive, default=30.0, metavar="SECONDS",
+        p.add_argument("--probe-interval", type=_positive, metavar="SECONDS",
                        help="seconds between health checks (default 30; raise it when many nodes "
                        "share one host)")
-        p.add_argument("--heartbeat-interval", type=_positive, default=5.0, metavar="SECONDS",
+        p.add_argument("--heartbeat-interval", type=_positive, metavar="SECONDS",
                        help="seconds between heartbeats to the bootstrap server (default 5)")
-        p.add_argument("--backoff-base", type=_positive, default=0.5, metavar="SECONDS",
+        p.add_argument("--backoff-base", type=_positive, metavar="SECONDS",
                        help="first retry delay bound; doubles per attempt, 5 attempts a round")
-        p.add_argument("--backoff-cap", type=_positive, default=8.0, metavar="SECONDS",
+        p.add_argument("--backoff-cap", type=_positive, metavar="SECONDS",
                        help="largest retry delay bound (default 8)")
-        p.add_argument("--start-jitter", type=float, default=10.0, metavar="SECONDS",
+        p.add_argument("--start-jitter", type=float, metavar="SECONDS",
                        help="wait up to this long (uniformly drawn) before joining, so a fleet "
                        "restarted at once does not reach the bootstrap server at once (default: 10 for a "
                        "node, 0 for a bridge)")
         p.add_argument("--no-metrics", action="store_true",
                        help="record no transfer metrics: no hook at all on any message path (also "
                        "YZ_METRICS=0); /metrics keeps the state gauges")
+        config_options(p)
+
+    def config_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", default="default", choices=("default", "minimal"),
+                       help="minimal: the smallest known-good configuration, for emergencies")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any knob `yz config show` lists, e.g. maintenance_interval_settled=1")
 
     p = command("node", _node, "run a server node")
     node_options(p, 8080)
@@ -384,7 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
     node_options(p, 8090)
     p.add_argument("--bridge-secret-file", required=True, metavar="FILE",
                    help="the secret shared with the bootstrap servers (at least 16 bytes)")
-    p.set_defaults(start_jitter=0.0)  # a few bridges: a restarted one registers at once (A5.4)
     p = command("bootstrap", _bootstrap, "run a bootstrap server (first contact and dashboard)")
     server_options(p, 8080)
     p.add_argument("--bridges", type=int, default=0, metavar="N",
@@ -402,6 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default crisis)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plot", metavar="FILE.svg", help="also draw the health timeline")
+    p.add_argument("--json", action="store_true")
+    p = command("config", _config_show, "print the effective configuration and where each value came from")
+    p.add_argument("action", choices=("show",))
+    p.add_argument("--role", default="node", choices=("node", "bridge"))
+    p.add_argument("--no-metrics", action="store_true")
+    config_options(p)
+    p.add_argument("--json", action="store_true")
+    p = command("health", _health, "the network's health from a bootstrap server, against a baseline")
+    p.add_argument("--bootstrap", required=True, metavar="URL")
+    p.add_argument("--save-baseline", metavar="FILE", help="write the health now to FILE")
+    p.add_argument("--compare", metavar="FILE", help="exit 1 unless health is back to FILE's levels")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="how far the healthy share may stay below the baseline's (default 0.05)")
     p.add_argument("--json", action="store_true")
     p = command("up", _up, "run a local network: bootstrap server, bridges, nodes, dashboard")
     p.add_argument("--nodes", type=int, default=15, help="server nodes (default 15)")

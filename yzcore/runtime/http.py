@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from yzcore import USE_EXTENSIONS, __version__
+from yzcore.config import overrides
 from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.transport import HttpResponse
 from yzcore.wire import PROTOCOL_VERSION
@@ -94,6 +95,7 @@ class HttpEndpoints:
             "protocol": PROTOCOL_VERSION,
             "compiled_core": USE_EXTENSIONS,
             "metrics": node.metrics is not None,
+            "config": overrides(node.settings) if node.settings else {},
             "uptime_s": round(time.time() - node.started_at, 1),
             "connections": _by_transport(node),
             "peers": [_peer(node, pc) for pc in node.conns.values()],

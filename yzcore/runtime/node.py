@@ -18,13 +18,14 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from yzcore import wire
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
+from yzcore.config import Setting
 from yzcore.identity import Identity, load_or_create
 from yzcore.metrics import TransferMetrics
 from yzcore.metrics import enabled as metrics_enabled
@@ -75,6 +76,8 @@ class Node(Recovery):
             bootstrap server at once (A7.4).
         metrics: Record transfer metrics (None: unless ``YZ_METRICS=0``).
             Off, no metrics hook is installed at all (B5.5, B8.1).
+        settings: The effective configuration it was built from
+            (:func:`yzcore.config.resolve`), reported by ``/status``.
     """
 
     def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
@@ -84,7 +87,8 @@ class Node(Recovery):
                  seed: int | None = None, handshake_timeout: float = 5.0, dial_timeout: float = 5.0,
                  probe_interval: float = 30.0, heartbeat_interval: float = 5.0,
                  backoff: BackoffPolicy | None = None, cache_interval: float = 10.0,
-                 start_jitter: float = 0.0, metrics: bool | None = None) -> None:
+                 start_jitter: float = 0.0, metrics: bool | None = None,
+                 settings: Mapping[str, Setting] | None = None) -> None:
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
         self.id = self.identity.node_id
         self.role = role
@@ -101,6 +105,7 @@ class Node(Recovery):
         self.conns: dict[bytes, PeerConnection] = {}
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
         self.metrics = TransferMetrics() if metrics_enabled(metrics) else None
+        self.settings = settings
         self.started_at = time.time()
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
