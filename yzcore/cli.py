@@ -4,8 +4,10 @@
 ``yz bridge`` a bridge, and ``yz up`` a whole local network (see
 :mod:`yzcore.up`); ``yz find-node``, ``yz put`` and ``yz get`` join a network
 as a browser-class peer (no listener) through ``--via`` and act; ``yz status``
-reads a node's ``/status``; ``yz version`` says which core runs. Every
-failure exits non-zero with its error code and what to do.
+reads a node's ``/status``; ``yz version`` says which core runs; ``yz
+diagnose``, ``yz health`` and ``yz config show`` are the operator's
+(:mod:`yzcore.cli_ops`). Every failure exits non-zero with its error code
+and what to do.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import anyio
 
 import yzcore
+from yzcore.cli_ops import add_ops_commands
 from yzcore.exceptions import YzError
 from yzcore.ids import id_from_hex, key_for
 
@@ -163,21 +166,6 @@ def _node_kwargs(args: argparse.Namespace, role: str = "node") -> dict[str, Any]
             "config": engine_config(s), "settings": s}
 
 
-def _config_show(args: argparse.Namespace) -> int:
-    from yzcore.config import table
-
-    s = _settings(args, args.role)
-    print(json.dumps({k: {"value": v.value, "source": v.source} for k, v in sorted(s.items())})
-          if args.json else table(s))
-    return 0
-
-
-def _health(args: argparse.Namespace) -> int:
-    from yzcore.health import run_health
-
-    return run_health(args)
-
-
 def _node(args: argparse.Namespace) -> int:
     from yzcore.runtime import Node
 
@@ -214,6 +202,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
     extra += ["--log-level", args.log_level, "--heartbeat-interval", str(args.bridge_heartbeat)]
     server = BootstrapServer(listen=_ws_url(args.listen), advertise=args.advertise, secret=secret,
                              data_dir=args.data_dir, node_ttl=args.node_ttl, bridges=args.bridges,
+                             max_clients=args.max_clients,
                              secret_file=secret_file, bridge_args=extra)
 
     async def run() -> None:
@@ -423,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run and supervise N bridge processes (restarted when they die)")
     p.add_argument("--bridge-secret-file", metavar="FILE",
                    help="the secret bridges must prove (default with --bridges: a fresh one)")
+    p.add_argument("--max-clients", type=int, default=10_000, metavar="N",
+                   help="most client connections at once; more are refused with RATE_LIMITED")
     p.add_argument("--node-ttl", type=_positive, default=30.0, metavar="SECONDS",
                    help="a node not heard from this long is no longer introduced (default 30)")
     p.add_argument("--bridge-heartbeat", type=_positive, default=5.0, help=argparse.SUPPRESS)
@@ -435,19 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plot", metavar="FILE.svg", help="also draw the health timeline")
     p.add_argument("--json", action="store_true")
-    p = command("config", _config_show, "print the effective configuration and where each value came from")
-    p.add_argument("action", choices=("show",))
-    p.add_argument("--role", default="node", choices=("node", "bridge"))
-    p.add_argument("--no-metrics", action="store_true")
-    config_options(p)
-    p.add_argument("--json", action="store_true")
-    p = command("health", _health, "the network's health from a bootstrap server, against a baseline")
-    p.add_argument("--bootstrap", required=True, metavar="URL")
-    p.add_argument("--save-baseline", metavar="FILE", help="write the health now to FILE")
-    p.add_argument("--compare", metavar="FILE", help="exit 1 unless health is back to FILE's levels")
-    p.add_argument("--tolerance", type=float, default=0.05,
-                   help="how far the healthy share may stay below the baseline's (default 0.05)")
-    p.add_argument("--json", action="store_true")
+    add_ops_commands(command, config_options)
     p = command("up", _up, "run a local network: bootstrap server, bridges, nodes, dashboard")
     p.add_argument("--nodes", type=int, default=15, help="server nodes (default 15)")
     p.add_argument("--bridges", type=int, default=2, help="bridge processes (default 2)")

@@ -98,6 +98,7 @@ class ErrorCode(enum.StrEnum):
     NO_PEERS = "NO_PEERS"
     BOOTSTRAP_UNREACHABLE = "BOOTSTRAP_UNREACHABLE"
     OVER_CAPACITY = "OVER_CAPACITY"
+    DIAL_BACK_REFUSED = "DIAL_BACK_REFUSED"
     INTERNAL = "INTERNAL"
 
 
@@ -146,6 +147,8 @@ _ADVICE: Final[dict[str, str]] = {
     "that already have peers do not need one; this node keeps retrying with backoff.",
     _C.OVER_CAPACITY: "The peer has as many connections as it keeps; keep yours with another "
     "peer (nodes do this by themselves).",
+    _C.DIAL_BACK_REFUSED: "A bootstrap server dials back only addresses on the asker's own IP "
+    "address; run the check on the host the address belongs to.",
     _C.INTERNAL: "The peer hit an internal error; report it to its operator with the log lines "
     "around it.",
 }

@@ -26,6 +26,8 @@ __all__ = [
     "SERVICE_REPLIES",
     "SERVICE_TYPES",
     "Challenge",
+    "DialBack",
+    "DialBackResult",
     "Heartbeat",
     "Introduce",
     "Introductions",
@@ -101,6 +103,10 @@ class Heartbeat:
         connections: Its live connections.
         routing_table: Contacts in its routing table.
         probe: Seconds its last find_node took, or None before the first.
+        peers: The ids of the peers it is connected to (at most 64; the
+            dashboard's connection graph).
+        sent: Frames it has sent on its open connections (optional).
+        received: Frames it has received on them (optional).
     """
 
     TYPE: ClassVar[str] = "heartbeat"
@@ -108,6 +114,9 @@ class Heartbeat:
     connections: int
     routing_table: int
     probe: float | None = None
+    peers: tuple[bytes, ...] = ()
+    sent: int | None = None
+    received: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +216,52 @@ class RelayAccept:
     token: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DialBack:
+    """Ask a bootstrap server to dial ``addr`` and say what happened (A6.2, A6.3).
+
+    The server dials only addresses on the asker's own IP address, as it sees
+    it: a way to check one's own advertised address and port mapping, not a
+    way to make the server dial others.
+
+    Attributes:
+        rid: Request id, echoed by the reply.
+        addr: The URL to dial, e.g. the node's ``--advertise``.
+    """
+
+    TYPE: ClassVar[str] = "dial_back"
+    rid: int
+    addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialBackResult:
+    """Reply to :class:`DialBack`.
+
+    Attributes:
+        rid: The request id.
+        ok: The dial and a hello completed.
+        code: Why not (a dial failure's code), or None.
+        message: What happened, for humans.
+        seconds: How long the attempt took.
+        node_id: Who answered the hello, if anyone did.
+    """
+
+    TYPE: ClassVar[str] = "dial_back_result"
+    rid: int
+    ok: bool
+    code: str | None
+    message: str
+    seconds: float
+    node_id: bytes | None = None
+
+
 SERVICE_TYPES: Final = (Introduce, Introductions, Reconnect, Heartbeat, Challenge, Register,
-                        Registered, Signal, RelayConnect, RelayReady, RelayOpen, RelayAccept)
+                        Registered, Signal, RelayConnect, RelayReady, RelayOpen, RelayAccept,
+                        DialBack, DialBackResult)
 #: The successful reply of each service request.
-SERVICE_REPLIES: Final = {Introduce: Introductions, Reconnect: Introductions, Register: Registered}
+SERVICE_REPLIES: Final = {Introduce: Introductions, Reconnect: Introductions, Register: Registered,
+                          DialBack: DialBackResult}
 
 
 def codecs(w: ModuleType) -> tuple[dict[str, Callable[[Any], Any]], dict[type, Callable[[Any], Any]]]:
@@ -230,6 +281,14 @@ def codecs(w: ModuleType) -> tuple[dict[str, Callable[[Any], Any]], dict[type, C
         if type(value) is int and 0 <= value < _COUNT:
             return value
         raise invalid(f"{name!r} must be an integer from 0 to 2**31, got {show(value)}.")
+
+    def opt_count(value: object, name: str) -> int | None:
+        return None if value is None else count(value, name)
+
+    def ids(value: object) -> tuple[bytes, ...]:
+        if isinstance(value, list) and len(value) <= MAX_WANT:
+            return tuple(w._hex(v, f"peers[{i}]", 32) for i, v in enumerate(value))
+        raise invalid(f"'peers' must be a list of at most {MAX_WANT} ids, got {show(value)}.")
 
     def flag(value: object, name: str) -> bool:
         if value is True or value is False:
@@ -256,7 +315,9 @@ def codecs(w: ModuleType) -> tuple[dict[str, Callable[[Any], Any]], dict[type, C
         "heartbeat": lambda o: Heartbeat(
             flag(o["healthy"], "healthy"), count(o["connections"], "connections"),
             count(o["routing_table"], "routing_table"),
-            None if o.get("probe") is None else w._seconds(o["probe"], "probe")),
+            None if o.get("probe") is None else w._seconds(o["probe"], "probe"),
+            ids(o.get("peers", [])), opt_count(o.get("sent"), "sent"),
+            opt_count(o.get("received"), "received")),
         "challenge": lambda o: Challenge(w._nonce(o["nonce"])),
         "register": lambda o: Register(w._rid(o["rid"]), w._hex(o["mac"], "mac", _MAC)),
         "registered": lambda o: Registered(w._rid(o["rid"])),
@@ -265,6 +326,13 @@ def codecs(w: ModuleType) -> tuple[dict[str, Callable[[Any], Any]], dict[type, C
         "relay_ready": lambda o: RelayReady(),
         "relay_open": lambda o: RelayOpen(w._hex(o["token"], "token", _TOKEN)),
         "relay_accept": lambda o: RelayAccept(w._hex(o["token"], "token", _TOKEN)),
+        "dial_back": lambda o: DialBack(w._rid(o["rid"]), w._text(o["addr"], "addr", w.MAX_ADDR)),
+        "dial_back_result": lambda o: DialBackResult(
+            w._rid(o["rid"]), flag(o["ok"], "ok"),
+            None if o.get("code") is None else w._text(o["code"], "code", w.MAX_CODE),
+            w._text(o["message"], "message", w.MAX_ERROR_MESSAGE, empty=True),
+            w._seconds(o["seconds"], "seconds"),
+            None if o.get("node_id") is None else w._hex(o["node_id"], "node_id", 32)),
     }
     v = w.PROTOCOL_VERSION
     nodes = w._e_nodes
@@ -276,7 +344,8 @@ def codecs(w: ModuleType) -> tuple[dict[str, Callable[[Any], Any]], dict[type, C
                                   "genesis": m.genesis},
         Heartbeat: lambda m: {"v": v, "t": "heartbeat", "healthy": m.healthy,
                               "connections": m.connections, "routing_table": m.routing_table,
-                              "probe": m.probe},
+                              "probe": m.probe, "peers": [p.hex() for p in m.peers],
+                              "sent": m.sent, "received": m.received},
         Challenge: lambda m: {"v": v, "t": "challenge", "nonce": m.nonce.hex()},
         Register: lambda m: {"v": v, "t": "register", "rid": m.rid, "mac": m.mac.hex()},
         Registered: lambda m: {"v": v, "t": "registered", "rid": m.rid},
@@ -286,5 +355,9 @@ def codecs(w: ModuleType) -> tuple[dict[str, Callable[[Any], Any]], dict[type, C
         RelayReady: lambda m: {"v": v, "t": "relay_ready"},
         RelayOpen: lambda m: {"v": v, "t": "relay_open", "token": m.token.hex()},
         RelayAccept: lambda m: {"v": v, "t": "relay_accept", "token": m.token.hex()},
+        DialBack: lambda m: {"v": v, "t": "dial_back", "rid": m.rid, "addr": m.addr},
+        DialBackResult: lambda m: {"v": v, "t": "dial_back_result", "rid": m.rid, "ok": m.ok,
+                                   "code": m.code, "message": m.message, "seconds": m.seconds,
+                                   "node_id": m.node_id.hex() if m.node_id is not None else None},
     }
     return decoders, encoders

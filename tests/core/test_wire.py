@@ -214,6 +214,7 @@ def test_type_names_and_classes():
         # service messages: bootstrap, bridges, relay, signaling
         "introduce", "introductions", "reconnect", "heartbeat", "challenge", "register",
         "registered", "signal", "relay", "relay_ready", "relay_open", "relay_accept",
+        "dial_back", "dial_back_result",
     }
     assert all(cls.TYPE == name for name, cls in wire.MESSAGE_TYPES.items())
     assert wire.REQUEST_TYPES == (Ping, FindNode, FindValue, Store)

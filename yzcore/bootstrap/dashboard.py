@@ -1,9 +1,11 @@
 """The dashboard the bootstrap server serves at ``/``: one page reading ``/status``.
 
 Plain HTML and JavaScript, no build step and no external resources (it must
-work on a machine with no internet): network health share, the nodes with
-their health and connections, the bridges, recent errors; refreshed every
-two seconds.
+work on a machine with no internet): network health share, the nodes (id,
+role, address, health, connections, routing table, last find_node, last
+seen), the connection graph drawn from the peers each node reports in its
+heartbeats, the network's find_node latency and frame rate over the last
+minutes, the bridges, recent errors; refreshed every two seconds.
 """
 
 from __future__ import annotations
@@ -19,12 +21,20 @@ DASHBOARD_HTML = """<!doctype html>
  table{border-collapse:collapse} td,th{padding:.2em .7em;border-bottom:1px solid #ddd;text-align:left}
  th{background:#f4f4f4} .ok{color:#186b1b;font-weight:600} .bad{color:#b00020;font-weight:600}
  .mono{font-family:ui-monospace,monospace} #share{font-size:2em;font-weight:700}
+ .row{display:flex;gap:2em;flex-wrap:wrap} svg{border:1px solid #ddd;background:#fcfcfc}
 </style></head><body>
 <h1>yzcore network</h1>
 <div><span id="share">–</span> <span id="summary"></span></div>
 <div id="meta" class="mono"></div>
+<div class="row">
+<div><h2>Connections</h2><svg id="graph" width="360" height="360" viewBox="-180 -180 360 360"></svg></div>
+<div><h2>find_node latency (mean of the nodes' last probe)</h2>
+<svg id="latency" width="360" height="120"></svg><div id="latency-now" class="mono"></div>
+<h2>Frames per second (all nodes)</h2>
+<svg id="rate" width="360" height="120"></svg><div id="rate-now" class="mono"></div></div>
+</div>
 <h2>Nodes</h2>
-<table id="nodes"><thead><tr><th>id</th><th>address</th><th>health</th><th>connections</th>
+<table id="nodes"><thead><tr><th>id</th><th>role</th><th>address</th><th>health</th><th>connections</th>
 <th>routing table</th><th>find_node</th><th>last seen</th></tr></thead><tbody></tbody></table>
 <h2>Bridges</h2>
 <table id="bridges"><thead><tr><th>id</th><th>address</th><th>health</th><th>process</th>
@@ -39,6 +49,35 @@ function fill(sel, rows) { const body = $(sel + " tbody"); body.replaceChildren(
   const tr = document.createElement("tr"); tr.append(...r); return tr; })); }
 function health(h) { return h === true ? cell("healthy", "ok") : h === false ? cell("unhealthy", "bad")
   : cell("unknown"); }
+const NS = "http://www.w3.org/2000/svg";
+function el(tag, attrs) { const e = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; }
+function graph(nodes) {
+  const pos = {}, r = 150;
+  nodes.forEach((x, i) => { const a = 2 * Math.PI * i / Math.max(1, nodes.length);
+    pos[x.id] = [r * Math.cos(a), r * Math.sin(a)]; });
+  const edges = [], seen = new Set();
+  for (const x of nodes) for (const p of x.peers || []) {
+    const key = x.id < p ? x.id + p : p + x.id;
+    if (pos[p] && !seen.has(key)) { seen.add(key);
+      edges.push(el("line", {x1: pos[x.id][0], y1: pos[x.id][1], x2: pos[p][0], y2: pos[p][1],
+        stroke: "#9ab", "stroke-width": 1})); } }
+  const dots = nodes.map((x) => { const c = el("circle", {cx: pos[x.id][0], cy: pos[x.id][1], r: 6,
+    fill: x.healthy ? "#2a8a2e" : "#c0392b", "data-id": x.id});
+    const t = el("title", {}); t.textContent = x.id.slice(0, 16) + " " + x.address; c.append(t); return c; });
+  $("#graph").replaceChildren(...edges, ...dots);
+  $("#graph").dataset.edges = edges.length;
+}
+const history = {latency: [], rate: []};
+let last = null;
+function spark(sel, values, unit) {
+  const w = 360, h = 120, max = Math.max(...values, 1e-9);
+  const pts = values.map((v, i) => `${(i / Math.max(1, values.length - 1)) * (w - 10) + 5},` +
+    `${h - 5 - (v / max) * (h - 20)}`).join(" ");
+  $(sel).replaceChildren(el("polyline", {points: pts, fill: "none", stroke: "#2a6fb0", "stroke-width": 2}));
+  $(sel + "-now").textContent = values.length ? `now ${values[values.length - 1].toFixed(1)} ${unit}, ` +
+    `max ${max.toFixed(1)} ${unit}` : "";
+}
 async function refresh() {
   let s;
   try { s = await (await fetch("/status", {cache: "no-store"})).json(); }
@@ -50,7 +89,16 @@ async function refresh() {
     `${s.bridges.filter((b) => b.healthy).length}/${s.bridges.length} bridges healthy`;
   $("#meta").textContent = `bootstrap ${s.id.slice(0, 16)} at ${s.address}, yzcore ${s.version}, ` +
     `protocol ${s.protocol}, up ${s.uptime_s} s`;
-  fill("#nodes", s.nodes.map((x) => [cell(x.id.slice(0, 16), "mono"), cell(x.address, "mono"),
+  graph(s.nodes);
+  const probes = s.nodes.map((x) => x.probe).filter((p) => p != null);
+  if (probes.length) history.latency.push(1000 * probes.reduce((a, b) => a + b, 0) / probes.length);
+  const frames = s.nodes.reduce((a, x) => a + (x.sent || 0) + (x.received || 0), 0);
+  const now = Date.now() / 1000;
+  if (last) history.rate.push(Math.max(0, (frames - last[1]) / Math.max(0.1, now - last[0])));
+  last = [now, frames];
+  for (const k in history) history[k] = history[k].slice(-150);
+  spark("#latency", history.latency, "ms"); spark("#rate", history.rate, "frames/s");
+  fill("#nodes", s.nodes.map((x) => [cell(x.id.slice(0, 16), "mono"), cell(x.role), cell(x.address, "mono"),
     health(x.healthy), cell(x.connections), cell(x.routing_table),
     cell(x.probe == null ? "–" : (1000 * x.probe).toFixed(0) + " ms"), cell(x.last_seen_s + " s ago")]));
   fill("#bridges", s.bridges.map((b) => [cell(b.id.slice(0, 16), "mono"), cell(b.address, "mono"),

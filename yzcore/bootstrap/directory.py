@@ -44,6 +44,9 @@ class NodeEntry:
         connections: Its live connections, as reported.
         routing_table: Its routing-table size, as reported.
         probe: Seconds its last find_node took, as reported.
+        peers: The ids it is connected to, as reported.
+        sent: Frames it has sent, as reported (None: not reported).
+        received: Frames it has received, as reported.
     """
 
     info: NodeInfo
@@ -52,6 +55,9 @@ class NodeEntry:
     connections: int = 0
     routing_table: int = 0
     probe: float | None = None
+    peers: tuple[bytes, ...] = ()
+    sent: int | None = None
+    received: int | None = None
 
 
 @dataclass(slots=True)
@@ -111,11 +117,13 @@ class Directory:
         return entry
 
     def heartbeat(self, info: NodeInfo, now: float, *, healthy: bool, connections: int,
-                  routing_table: int, probe: float | None) -> None:
+                  routing_table: int, probe: float | None, peers: tuple[bytes, ...] = (),
+                  sent: int | None = None, received: int | None = None) -> None:
         entry = self.seen(info, now)
         if entry is not None:
             entry.healthy, entry.connections = healthy, connections
             entry.routing_table, entry.probe = routing_table, probe
+            entry.peers, entry.sent, entry.received = peers, sent, received
 
     def expire(self, now: float) -> list[bytes]:
         """Drop nodes not heard from for ``node_ttl``; their ids."""

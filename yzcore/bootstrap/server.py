@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -40,6 +41,7 @@ log = logging.getLogger("yzcore.bootstrap")
 
 _DHT_REQUESTS = (wire.FindNode, wire.FindValue, wire.Store, wire.Reconnect)
 MAX_CLIENTS = 10_000  # connections at once; more are refused with RATE_LIMITED
+DIAL_BACK_TIMEOUT = 5.0  # seconds a dial-back (connect and hello) may take
 
 
 class _Client:
@@ -64,6 +66,8 @@ class BootstrapServer:
         bridges: How many bridge processes to run and supervise (A5.4).
         secret_file: The secret's file, handed to supervised bridges.
         seed: Seeds the random source (tests); None draws one from the OS.
+        max_clients: Most client connections at once; more are refused with
+            ``RATE_LIMITED`` (retry after 30 s).
     """
 
     def __init__(self, *, listen: str = "ws://127.0.0.1:0/dht", advertise: str | None = None,
@@ -71,7 +75,9 @@ class BootstrapServer:
                  identity: Identity | None = None, node_ttl: float = 30.0,
                  bridge_check: float = 2.0, bridges: int = 0, secret_file: str | None = None,
                  bridge_args: Sequence[str] = (), seed: int | None = None,
+                 max_clients: int = MAX_CLIENTS,
                  handshake_timeout: float = 5.0) -> None:
+        self.max_clients = max_clients
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
         self.id = self.identity.node_id
         self._listen = listen
@@ -134,7 +140,7 @@ class BootstrapServer:
         pc = PeerConnection(conn, peer, outbound=False)
         client = _Client(pc)
         old = self.clients.get(peer.id)
-        if old is None and len(self.clients) >= MAX_CLIENTS:
+        if old is None and len(self.clients) >= self.max_clients:
             pc.send(wire.Error(None, ErrorCode.RATE_LIMITED, "this bootstrap server is full; "
                                "try another one", retry_after=30.0))
             await pc.close()
@@ -187,7 +193,8 @@ class BootstrapServer:
                                               genesis))
         if isinstance(msg, wire.Heartbeat):
             self.directory.heartbeat(info, now, healthy=msg.healthy, connections=msg.connections,
-                                     routing_table=msg.routing_table, probe=msg.probe)
+                                     routing_table=msg.routing_table, probe=msg.probe,
+                                     peers=msg.peers, sent=msg.sent, received=msg.received)
             return True
         if isinstance(msg, wire.Register):
             return self._register(client, info, msg, now)
@@ -206,6 +213,8 @@ class BootstrapServer:
                                           "bootstrap server; it cannot take signals here."))
             target.pc.send(wire.Signal(msg.to, peer.id, msg.data))
             return True
+        if isinstance(msg, wire.DialBack):
+            return self._dial_back(client, msg)
         if isinstance(msg, _DHT_REQUESTS):
             return pc.send(wire.Error(msg.rid, ErrorCode.WRONG_ROLE,
                                       f"this is a bootstrap server: it answers introduce and relays "
@@ -213,6 +222,35 @@ class BootstrapServer:
         if isinstance(msg, wire.Error):
             self._record(str(msg.code), peer.id, f"client reports: {msg.message}")
         return True
+
+    def _dial_back(self, client: _Client, msg: wire.DialBack) -> bool:
+        """Dial ``msg.addr`` for the asker (its own IP only) and tell it what happened."""
+        pc = client.pc
+        host = urlsplit(msg.addr).hostname
+        if host is None or pc.ip is None or host != pc.ip or self._tg is None:
+            return pc.send(wire.Error(msg.rid, ErrorCode.DIAL_BACK_REFUSED,
+                                      f"{msg.addr} is not on your address {pc.ip}; "
+                                      f"{wire.advice(ErrorCode.DIAL_BACK_REFUSED)}"))
+        self._tg.start_soon(self._dial_back_task, pc, msg)
+        return True
+
+    async def _dial_back_task(self, pc: PeerConnection, msg: wire.DialBack) -> None:
+        started = anyio.current_time()
+        try:
+            with anyio.fail_after(DIAL_BACK_TIMEOUT):
+                conn = await transport_for(msg.addr).connect(msg.addr, timeout=DIAL_BACK_TIMEOUT)
+                try:
+                    peer = await handshake(conn, self.identity, role="bootstrap", advertise=self.address,
+                                           timeout=DIAL_BACK_TIMEOUT)
+                finally:
+                    await conn.close()
+            result = wire.DialBackResult(msg.rid, True, None, f"{peer.role} {peer.id.hex()[:16]} answered",
+                                         round(anyio.current_time() - started, 3), peer.id)
+        except Exception as exc:  # noqa: BLE001 - every failure is the answer
+            code, text = describe_failure(exc)
+            result = wire.DialBackResult(msg.rid, False, code, text[:wire.MAX_ERROR_MESSAGE],
+                                         round(anyio.current_time() - started, 3))
+        pc.send(result)
 
     def _register(self, client: _Client, info: NodeInfo, msg: wire.Register, now: float) -> bool:
         peer = client.pc.peer
@@ -281,6 +319,7 @@ class BootstrapServer:
         nodes = [{"id": i.hex(), "role": e.info.role, "address": e.info.addr, "healthy": e.healthy,
                   "connections": e.connections, "routing_table": e.routing_table, "probe": e.probe,
                   "last_seen_s": round(now - e.last_seen, 1),
+                  "peers": [p.hex() for p in e.peers], "sent": e.sent, "received": e.received,
                   "connected": i in self.clients}
                  for i, e in self.directory.nodes.items() if e.info.role == "node"]
         procs = self.supervisor.status() if self.supervisor else {}

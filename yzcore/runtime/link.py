@@ -171,8 +171,11 @@ class BootstrapLink:
             h = health(self.node)
             probe = self.node.last_probe
             table = len(self.node.engine.table) if self.node.engine else 0
+            conns = list(self.node.conns.values())
             self.pc.send(wire.Heartbeat(h["healthy"], h["connections"], table,
-                                        probe["seconds"] if probe else None))  # type: ignore[arg-type]
+                                        probe["seconds"] if probe else None,  # type: ignore[arg-type]
+                                        tuple(pc.peer.id for pc in conns[:wire.MAX_WANT]),
+                                        sum(pc.sent for pc in conns), sum(pc.received for pc in conns)))
 
     def _on_frame(self, pc: PeerConnection, frame: bytes) -> None:
         try:

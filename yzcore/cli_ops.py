@@ -1,0 +1,63 @@
+"""The operator's commands of ``yz``: ``config show``, ``diagnose`` and ``health``.
+
+Apart from :mod:`yzcore.cli` to keep each module to one screenful of jobs; the
+parser there calls :func:`add_ops_commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import anyio
+
+__all__ = ["add_ops_commands"]
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from yzcore.cli import _settings
+    from yzcore.config import table
+
+    s = _settings(args, args.role)
+    print(json.dumps({k: {"value": v.value, "source": v.source} for k, v in sorted(s.items())})
+          if args.json else table(s))
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from yzcore.diagnose import diagnose, render
+
+    report = anyio.run(lambda: diagnose(args.bootstrap, node=args.node, advertise=args.advertise))
+    print(json.dumps(report.as_json()) if args.json else render(report))
+    return 0 if report.ok else 1
+
+
+def _health(args: argparse.Namespace) -> int:
+    from yzcore.health import run_health
+
+    return run_health(args)
+
+
+def add_ops_commands(command: Any, config_options: Any) -> None:
+    """Register config, diagnose and health on the parser (``command`` makes a subcommand)."""
+    p = command("config", _config_show, "print the effective configuration and where each value came from")
+    p.add_argument("action", choices=("show",))
+    p.add_argument("--role", default="node", choices=("node", "bridge"))
+    p.add_argument("--no-metrics", action="store_true")
+    config_options(p)
+    p.add_argument("--json", action="store_true")
+    p = command("diagnose", _diagnose, "test each step into a network and name the cause of a failure")
+    p.add_argument("--bootstrap", required=True, metavar="URL")
+    p.add_argument("--node", metavar="URL", help="also check this node: the bootstrap server dials "
+                   "its advertised address back")
+    p.add_argument("--advertise", metavar="URL", help="have the bootstrap server dial this address "
+                   "back (on this host), e.g. before starting a node with it")
+    p.add_argument("--json", action="store_true")
+    p = command("health", _health, "the network's health from a bootstrap server, against a baseline")
+    p.add_argument("--bootstrap", required=True, metavar="URL")
+    p.add_argument("--save-baseline", metavar="FILE", help="write the health now to FILE")
+    p.add_argument("--compare", metavar="FILE", help="exit 1 unless health is back to FILE's levels")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="how far the healthy share may stay below the baseline's (default 0.05)")
+    p.add_argument("--json", action="store_true")
