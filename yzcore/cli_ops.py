@@ -28,7 +28,8 @@ def _config_show(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from yzcore.diagnose import diagnose, render
 
-    report = anyio.run(lambda: diagnose(args.bootstrap, node=args.node, advertise=args.advertise))
+    report = anyio.run(lambda: diagnose(args.bootstrap, node=args.node, advertise=args.advertise,
+                                        data_dir=args.data_dir))
     print(json.dumps(report.as_json()) if args.json else render(report))
     return 0 if report.ok else 1
 
@@ -53,6 +54,8 @@ def add_ops_commands(command: Any, config_options: Any) -> None:
                    "its advertised address back")
     p.add_argument("--advertise", metavar="URL", help="have the bootstrap server dial this address "
                    "back (on this host), e.g. before starting a node with it")
+    p.add_argument("--data-dir", help="a node's data directory: when a name does not resolve, go on "
+                   "with the address its peer cache remembers for it")
     p.add_argument("--json", action="store_true")
     p = command("health", _health, "the network's health from a bootstrap server, against a baseline")
     p.add_argument("--bootstrap", required=True, metavar="URL")

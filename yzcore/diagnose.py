@@ -37,7 +37,7 @@ from yzcore import wire
 from yzcore.exceptions import ConnectionClosed
 from yzcore.identity import Identity
 from yzcore.runtime.peer import describe_failure, handshake
-from yzcore.transport import Connection, transport_for
+from yzcore.transport import KNOWN_ADDRESSES, Connection, transport_for
 
 __all__ = ["Fault", "Report", "Step", "diagnose"]
 
@@ -186,12 +186,17 @@ async def _network_steps(url: str, report: Report) -> bool:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
     except (OSError, TimeoutError) as exc:
-        report.add("dns", "fail", f"{host} does not resolve: {exc}", Fault.DNS_FAILED,
-                   time.monotonic() - start)
-        return False
-    report.add("dns", "ok" if addresses != [host] else "skip",
-               f"{host} -> {', '.join(addresses)}" if addresses != [host] else f"{host} is an address",
-               seconds=time.monotonic() - start)
+        known = KNOWN_ADDRESSES.lookup(host)
+        report.add("dns", "fail", f"{host} does not resolve: {exc}" + (
+            f"; going on with {known}, its last known address (A6.4)" if known else ""),
+            Fault.DNS_FAILED, time.monotonic() - start)
+        if known is None:
+            return False
+        addresses = [known]
+    else:
+        report.add("dns", "ok" if addresses != [host] else "skip",
+                   f"{host} -> {', '.join(addresses)}" if addresses != [host] else f"{host} is an address",
+                   seconds=time.monotonic() - start)
     ip = addresses[0]
     return await anyio.to_thread.run_sync(_socket_steps, ip, host, port, path, tls, report)
 
@@ -383,9 +388,18 @@ def _host(report: Report) -> None:
                f"hostname {socket.gethostname()} -> {', '.join(addrs) or 'unresolved'}")
 
 
-async def diagnose(bootstrap: str, *, node: str | None = None, advertise: str | None = None) -> Report:
-    """Run every step against ``bootstrap`` (and ``node``, or an ``advertise`` address)."""
+async def diagnose(bootstrap: str, *, node: str | None = None, advertise: str | None = None,
+                   data_dir: str | None = None) -> Report:
+    """Run every step against ``bootstrap`` (and ``node``, or an ``advertise`` address).
+
+    ``data_dir``: a node's data directory; the addresses its peer cache keeps
+    are the fallback when a name does not resolve (A6.4).
+    """
     report = Report()
+    if data_dir:
+        from yzcore.runtime import peercache
+
+        peercache.load_addresses(data_dir)
     identity = Identity.generate()
     reachable = await _network_steps(bootstrap, report)
     session: _Session | None = None

@@ -48,6 +48,7 @@ __all__ = [
     "KeyFilePermissionError",
     "TransportError",
     "ConnectFailed",
+    "NameNotResolved",
     "WsUpgradeRejected",
     "ListenFailed",
     "ConnectionClosed",
@@ -205,6 +206,16 @@ class ConnectFailed(TransportError):
     advice = (
         "Check the address, that the peer is running, and that its port is reachable from "
         "here (`yz diagnose --bootstrap URL` tests each step)."
+    )
+
+
+class NameNotResolved(ConnectFailed):
+    """A host name did not resolve, and no address is known for it from before."""
+
+    code = "DNS_FAILED"
+    advice = (
+        "The name does not resolve from here: check its spelling and this host's resolver "
+        "(/etc/resolv.conf), or use the IP address instead."
     )
 
 

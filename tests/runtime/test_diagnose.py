@@ -146,9 +146,17 @@ def test_packets_dropped_by_a_firewall_are_named():
         assert_names("PACKETS_DROPPED", "--bootstrap", "ws://127.0.0.1:8080/dht", netns=ns)
 
 
-@pytest.mark.req("B2.2")
-def test_a_name_that_does_not_resolve_is_named():
+@pytest.mark.req("B2.2", "A6.4")
+def test_a_name_that_does_not_resolve_is_named_and_its_last_known_address_tried(procs, tmp_path):
     assert_names("DNS_FAILED", "--bootstrap", "ws://yz-bootstrap.invalid:8080/dht")
+    boot = bootstrap(procs)
+    port = boot.rsplit(":", 1)[1].split("/")[0]
+    (tmp_path / "peers.json").write_text(json.dumps({"peers": [], "addresses": {
+        "yz-bootstrap.invalid": "127.0.0.1"}}))  # a node's cache, from when the name resolved
+    report = assert_names("DNS_FAILED", "--bootstrap", f"ws://yz-bootstrap.invalid:{port}/dht",
+                          "--data-dir", str(tmp_path))
+    verdicts = {s["name"]: s["verdict"] for s in report["steps"]}
+    assert verdicts["upgrade"] == verdicts["hello"] == "ok", report["steps"]  # went on by the address
 
 
 @contextmanager

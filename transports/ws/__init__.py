@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
+import socket
 import ssl as _ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,12 +49,14 @@ from yzcore.exceptions import (
     ConnectionClosed,
     InvalidArgument,
     ListenFailed,
+    NameNotResolved,
     TransportUnavailable,
     WsUpgradeRejected,
     YzError,
 )
 from yzcore.transport import (
     DEFAULT_MAX_FRAME,
+    KNOWN_ADDRESSES,
     AcceptQueue,
     Connection,
     ConnectionHandler,
@@ -63,6 +67,8 @@ from yzcore.transport import (
 
 from ._conn import WsConnection, hostport
 from ._http import make_process_request
+
+log = logging.getLogger("yzcore.transport.ws")
 
 __all__ = ["WebSocketTransport", "WsConnection", "WsListener", "DEFAULT_PATH"]
 
@@ -127,6 +133,9 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -
             return ListenFailed(f"cannot listen on {hostport}: {exc.strerror or exc}")
         if exc.errno == errno.ECONNREFUSED or f"[Errno {errno.ECONNREFUSED}]" in str(exc):
             return ConnectFailed(f"nothing listens on {hostport} (connection refused)")
+        if isinstance(exc, socket.gaierror):
+            return NameNotResolved(f"{url.hostname} does not resolve ({exc.strerror or exc}) and no "
+                                   "address is known for it from before")
         return ConnectFailed(f"cannot reach {hostport}: {exc.strerror or exc}")
     return None
 
@@ -223,11 +232,29 @@ class WebSocketTransport(Transport):
         with _errors("connect", address, timeout):
             uri = parse_uri(address)
             scheme = "wss" if uri.secure else "ws"
+
+            async def open_to(host: str) -> WsConnection:
+                transport, proto = await loop.create_connection(
+                    lambda: self._conn(ClientProtocol(uri, max_size=max_frame), scheme, max_frame),
+                    host, uri.port, ssl=_ssl.create_default_context() if uri.secure else None,
+                    server_hostname=uri.host if uri.secure else None)
+                peer = transport.get_extra_info("peername")
+                if peer:
+                    KNOWN_ADDRESSES.remember(uri.host, str(peer[0]))
+                return proto
+
             try:
                 async with asyncio.timeout(timeout):
-                    _, conn = await loop.create_connection(
-                        lambda: self._conn(ClientProtocol(uri, max_size=max_frame), scheme, max_frame),
-                        uri.host, uri.port, ssl=_ssl.create_default_context() if uri.secure else None)
+                    try:
+                        conn = await open_to(uri.host)
+                    except socket.gaierror as exc:  # A6.4: DNS failed; the address it had before
+                        known = KNOWN_ADDRESSES.lookup(uri.host)
+                        if known is None:
+                            raise
+                        log.warning("%s does not resolve (%s); connecting to %s, its last known address",
+                                    uri.host, exc.strerror or exc, known,
+                                    extra={"code": "DNS_FAILED", "transport": scheme})
+                        conn = await open_to(known)
                     await conn.opened
             except BaseException:
                 if conn is not None:

@@ -35,6 +35,7 @@ from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.engine import Engine
 from yzcore.protocol.lookup import LookupResult
 from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
+from yzcore.runtime import peercache
 from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
@@ -145,6 +146,8 @@ class Node(Recovery):
         await tg.start(self._run)
 
     async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self.data_dir:  # before any dial: a name that no longer resolves has an address (A6.4)
+            peercache.load_addresses(self.data_dir)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             if self._listen:

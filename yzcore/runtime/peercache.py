@@ -1,7 +1,8 @@
 """Peers remembered on disk, tried first after a restart (A7.3).
 
 ``peers.json`` in the node's data directory holds the peers it was connected
-to and a sample of its routing table, bridges included. A restarted node
+to and a sample of its routing table, bridges included, and the address each
+host name it connected by last resolved to (used when DNS fails, A6.4). A restarted node
 dials them before it asks anyone else, so a network whose bootstrap servers
 are all down still comes back together. Written atomically (a temporary file
 renamed over the old one), so a crash mid-write never leaves half a file.
@@ -16,9 +17,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from yzcore.transport import KNOWN_ADDRESSES
 from yzcore.wire import ROLES, NodeInfo
 
-__all__ = ["FILE_NAME", "load", "save"]
+__all__ = ["FILE_NAME", "load", "load_addresses", "save"]
 
 log = logging.getLogger("yzcore.node")
 
@@ -46,6 +48,19 @@ def load(data_dir: str) -> list[NodeInfo]:
         return []
 
 
+def load_addresses(data_dir: str) -> int:
+    """Learn the host names' last known addresses the cache keeps (A6.4); how many."""
+    try:
+        doc = json.loads((Path(data_dir) / FILE_NAME).read_text(encoding="utf-8"))
+        known = doc.get("addresses", {})
+        if isinstance(known, dict):
+            KNOWN_ADDRESSES.update(known)
+            return len(known)
+    except (OSError, ValueError, AttributeError):
+        pass  # no cache, or one load() reports
+    return 0
+
+
 def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
     """Replace the cache with ``peers`` (those with an address); how many were written."""
     seen: set[bytes] = set()
@@ -56,6 +71,7 @@ def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
             rows.append({"id": p.id.hex(), "addr": p.addr, "role": p.role})
     path = Path(data_dir) / FILE_NAME
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"saved_at": time.time(), "peers": rows}), encoding="utf-8")
+    tmp.write_text(json.dumps({"saved_at": time.time(), "peers": rows,
+                               "addresses": KNOWN_ADDRESSES.snapshot()}), encoding="utf-8")
     os.replace(tmp, path)
     return len(rows)
