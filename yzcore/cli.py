@@ -256,18 +256,22 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, act: Any) -> int:
-    """Join through --via as a browser-class peer, do one thing, leave."""
+    """Join through --via (a node) or --bootstrap (its introductions) as a browser-class
+    peer, do one thing, leave."""
     from yzcore.runtime import Node
 
+    via = args.via or args.bootstrap
+
     async def run() -> int:
-        node = Node(listen=None, peers=[args.via], role="browser")
+        node = Node(listen=None, peers=[args.via] if args.via else [],
+                    bootstrap=[args.bootstrap] if args.bootstrap else [], role="browser")
         async with anyio.create_task_group() as tg:
             await node.start(tg)
             try:
                 with anyio.fail_after(args.timeout):
                     await node.joined()
                     if not node.conns:
-                        print(f"error [PEER_UNREACHABLE] could not join through {args.via}; check "
+                        print(f"error [PEER_UNREACHABLE] could not join through {via}; check "
                               "the URL (ws://HOST:PORT/dht) and that the node runs (`yz status URL`).",
                               file=sys.stderr)
                         return 1
@@ -426,7 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plot", metavar="FILE.svg", help="also draw the health timeline")
     p.add_argument("--json", action="store_true")
-    add_ops_commands(command, config_options)
     p = command("up", _up, "run a local network: bootstrap server, bridges, nodes, dashboard")
     p.add_argument("--nodes", type=int, default=15, help="server nodes (default 15)")
     p.add_argument("--bridges", type=int, default=2, help="bridge processes (default 2)")
@@ -435,6 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory, removed on exit)")
     p.add_argument("--duration", type=_positive, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
+    def client_options(p: argparse.ArgumentParser) -> None:
+        through = p.add_mutually_exclusive_group(required=True)
+        through.add_argument("--via", help="a node URL, e.g. ws://127.0.0.1:8080/dht")
+        through.add_argument("--bootstrap", metavar="URL",
+                             help="a bootstrap server: join through the nodes it introduces")
+        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("--json", action="store_true")
+
     for name, func, text in (("find-node", _find_node, "the k nodes closest to an id"),
                              ("put", _put, "store a value under a name"),
                              ("get", _get, "read the value stored under a name")):
@@ -445,9 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("key", help="the value's name (its key is sha256 of it)")
         if name == "put":
             p.add_argument("value")
-        p.add_argument("--via", required=True, help="a node URL, e.g. ws://127.0.0.1:8080/dht")
-        p.add_argument("--timeout", type=float, default=30.0)
-        p.add_argument("--json", action="store_true")
+        client_options(p)
+    add_ops_commands(command, config_options, client_options)
     p = command("status", _status, "a node's health, connections and recent errors")
     p.add_argument("url", help="the node's URL (ws://HOST:PORT/dht or http://HOST:PORT)")
     p.add_argument("--timeout", type=float, default=5.0)

@@ -1,4 +1,4 @@
-"""The operator's commands of ``yz``: ``config show``, ``diagnose`` and ``health``.
+"""The operator's commands of ``yz``: ``config show``, ``diagnose``, ``health``, and ``client``.
 
 Apart from :mod:`yzcore.cli` to keep each module to one screenful of jobs; the
 parser there calls :func:`add_ops_commands`.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import anyio
@@ -40,8 +41,31 @@ def _health(args: argparse.Namespace) -> int:
     return run_health(args)
 
 
-def add_ops_commands(command: Any, config_options: Any) -> None:
-    """Register config, diagnose and health on the parser (``command`` makes a subcommand)."""
+def _light_client(args: argparse.Namespace) -> int:
+    """``yz client --bootstrap URL find-node ID | put KEY VALUE | get KEY``."""
+    from yzcore.cli import _find_node, _get, _put
+
+    wanted = {"find-node": 1, "put": 2, "get": 1}[args.action]
+    if len(args.words) != wanted:
+        print(f"error [INVALID_ARGUMENT] {args.action} takes {wanted} argument(s).", file=sys.stderr)
+        return 2
+    if args.action == "find-node":
+        args.id = args.words[0]
+        return _find_node(args)
+    args.key = args.words[0]
+    if args.action == "put":
+        args.value = args.words[1]
+        return _put(args)
+    return _get(args)
+
+
+def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
+    """Register config, diagnose, health and client on the parser (``command`` makes a subcommand)."""
+    p = command("client", _light_client, "the Python light client: join as a browser-class peer "
+                "and run find-node ID, put KEY VALUE or get KEY")
+    client_options(p)
+    p.add_argument("action", choices=("find-node", "put", "get"))
+    p.add_argument("words", nargs="+", metavar="ARG", help="ID, KEY VALUE or KEY")
     p = command("config", _config_show, "print the effective configuration and where each value came from")
     p.add_argument("action", choices=("show",))
     p.add_argument("--role", default="node", choices=("node", "bridge"))
