@@ -43,11 +43,13 @@ SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
 
 async def handshake(conn: Connection, identity: Identity, *, role: str, advertise: str | None,
                     timeout: float, expected_id: bytes | None = None,
-                    first: bytes | None = None) -> PeerInfo:
+                    first: bytes | None = None, full: bool = False) -> PeerInfo:
     """Run the signed hello on a fresh connection; the verified peer, or an exception.
 
     ``first`` is the peer's first frame when the caller already read it (a
-    bridge reads it to tell a hello from a relay request).
+    bridge reads it to tell a hello from a relay request). ``full``: our hello
+    says we keep as many connections as we may (cap ``full``), so a dialer
+    does not keep this one (B7.2).
 
     Raises:
         HandshakeError: the peer failed verification (its code says why); an
@@ -56,7 +58,8 @@ async def handshake(conn: Connection, identity: Identity, *, role: str, advertis
         TimeoutError: no complete handshake within ``timeout`` seconds.
     """
     listen = (advertise,) if advertise else ()
-    hs = Handshake(identity, role=role, listen=listen, advertise=advertise, caps=("ws",),
+    hs = Handshake(identity, role=role, listen=listen, advertise=advertise,
+                   caps=("ws", "full") if full else ("ws",),
                    nonce=os.urandom(16), expected_id=expected_id)
     try:
         with anyio.fail_after(timeout):
