@@ -42,6 +42,7 @@ from yzcore.transport import KNOWN_ADDRESSES, Connection, transport_for
 __all__ = ["Fault", "Report", "Step", "diagnose"]
 
 TIMEOUT = 3.0  # seconds for each network step
+DIAL_BACK_WAIT = 8.0  # the bootstrap server's dial-back takes up to 5 s
 
 
 class Fault(enum.StrEnum):
@@ -140,14 +141,14 @@ class _Session:
         self.conn, self.peer, self.report = conn, peer, report
         self._rid = 0
 
-    async def ask(self, make: Any, want: tuple[type, ...]) -> wire.Message:
+    async def ask(self, make: Any, want: tuple[type, ...], timeout: float = TIMEOUT) -> wire.Message:
         self._rid += 1
         try:
             await self.conn.send(wire.encode(make(self._rid)))
             self.report.frames["sent"] += 1
         except ConnectionClosed:
             pass  # the peer may have said why before it closed: read that
-        with anyio.fail_after(TIMEOUT):
+        with anyio.fail_after(timeout):
             while True:
                 msg = wire.decode(await self.conn.receive())
                 self.report.frames["received"] += 1
@@ -177,7 +178,11 @@ async def _network_steps(url: str, report: Report) -> bool:
         report.add("url", "fail", f"{url!r} is not a ws:// or wss:// URL", Fault.INVALID_URL)
         return False
     host, tls = parts.hostname, parts.scheme == "wss"
-    port = parts.port or (443 if tls else 80)
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        report.add("url", "fail", f"{url!r} has no valid port", Fault.INVALID_URL)
+        return False
     path = parts.path or "/"
     report.add("url", "ok", f"{parts.scheme}://{host}:{port}{path}")
     start = time.monotonic()
@@ -219,7 +224,7 @@ def _socket_steps(ip: str, host: str, port: int, path: str, tls: bool, report: R
                    time.monotonic() - start)
         return False
     report.add("tcp", "ok", f"connected to {ip}:{port}", seconds=time.monotonic() - start)
-    with sock:
+    try:
         if tls:
             try:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
@@ -228,6 +233,8 @@ def _socket_steps(ip: str, host: str, port: int, path: str, tls: bool, report: R
                 report.add("tls", "fail", str(exc), Fault.TLS_FAILED)
                 return False
         return _upgrade_step(sock, host, port, path, report)
+    finally:
+        sock.close()  # the TLS socket when there is one: closing it closes the plain one too
 
 
 def _upgrade_step(sock: socket.socket, host: str, port: int, path: str, report: Report) -> bool:
@@ -355,7 +362,14 @@ async def _dial_back(session: _Session, node: str | None, advertise: str | None,
             return
     if addr is None:
         return
-    reply = await session.ask(lambda rid: wire.DialBack(rid, addr), (wire.DialBackResult,))
+    try:  # the server gives its dial up to 5 s: wait for its answer longer than that
+        reply = await session.ask(lambda rid: wire.DialBack(rid, addr), (wire.DialBackResult,),
+                                  timeout=DIAL_BACK_WAIT)
+    except Exception as exc:  # noqa: BLE001 - no answer is an answer too
+        code, text = describe_failure(exc)
+        report.add("dial back", "fail", f"the bootstrap server did not report on {addr}: {code}: {text}",
+                   code)
+        return
     if isinstance(reply, wire.Error):
         report.add("dial back", "fail", reply.message, reply.code)
     elif reply.ok:  # type: ignore[union-attr]

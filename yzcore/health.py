@@ -75,9 +75,14 @@ def run_health(args: argparse.Namespace) -> int:
         with open(args.save_baseline, "w", encoding="utf-8") as f:
             json.dump(now, f, indent=1)
     if args.compare:
-        with open(args.compare, encoding="utf-8") as f:
-            base = json.load(f)
-        below = compare(now, base, args.tolerance)
+        try:
+            with open(args.compare, encoding="utf-8") as f:
+                base = json.load(f)
+            below = compare(now, base, args.tolerance)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"error [INVALID_ARGUMENT] {args.compare} is not a baseline `yz health "
+                  f"--save-baseline` wrote: {exc}")
+            return 2
         out.update(baseline=base, below=below, back_to_baseline=not below)
         code = 1 if below else 0
     if args.json:

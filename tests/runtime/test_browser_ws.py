@@ -54,6 +54,10 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
         stored = page.evaluate("async () => await window.yz.put('from-the-browser', 'ü ✓ \"quoted\"')")
         assert stored >= 1
         assert page.evaluate("async () => await window.yz.get('from-the-browser')") == 'ü ✓ "quoted"'
+        # One address answers for one id only, on a reused connection too.
+        code = page.evaluate("""async ([url, id]) => { try { await window.yz.connect(url, id); return "ok"; }
+                                catch (e) { return e.code; } }""", [infos[1]["address"], infos[2]["id"]])
+        assert code == "ID_MISMATCH"
         counters = page.evaluate("() => window.yz.counters.ws")
         my_id = page.evaluate("() => window.yz.idHex")
         assert counters["out"]["types"]["store"] == stored and counters["in"]["types"]["stored"] >= stored

@@ -11,6 +11,7 @@ loses nothing that matters; several may run side by side.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -42,15 +43,27 @@ log = logging.getLogger("yzcore.bootstrap")
 _DHT_REQUESTS = (wire.FindNode, wire.FindValue, wire.Store, wire.Reconnect)
 MAX_CLIENTS = 10_000  # connections at once; more are refused with RATE_LIMITED
 DIAL_BACK_TIMEOUT = 5.0  # seconds a dial-back (connect and hello) may take
+DIAL_BACK_MAX = 16  # dial-backs running at once, all clients together
+
+
+def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as an IP (IPv4-mapped IPv6 as the IPv4 it is), or None for a name."""
+    try:
+        ip = ipaddress.ip_address((text or "").strip("[]"))
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
 
 
 class _Client:
-    __slots__ = ("nonce", "pc", "registered")
+    __slots__ = ("dialing_back", "nonce", "pc", "registered")
 
     def __init__(self, pc: PeerConnection) -> None:
         self.pc = pc
         self.nonce: bytes | None = None  # the challenge sent to a bridge
         self.registered = False
+        self.dialing_back = False  # one dial-back at a time per client
 
 
 class BootstrapServer:
@@ -91,6 +104,7 @@ class BootstrapServer:
         self.started_at = time.time()
         self.handshake_timeout = handshake_timeout
         self.introductions = 0
+        self._dial_backs = 0  # running now
         self._pings: dict[int, bytes] = {}
         self._rid = 0
         self._listener: Listener | None = None
@@ -224,17 +238,32 @@ class BootstrapServer:
         return True
 
     def _dial_back(self, client: _Client, msg: wire.DialBack) -> bool:
-        """Dial ``msg.addr`` for the asker (its own IP only) and tell it what happened."""
+        """Dial ``msg.addr`` for the asker and tell it what happened.
+
+        Only an address on the asker's own IP; one dial-back at a time per
+        client and ``DIAL_BACK_MAX`` in all; a loopback address only when this
+        server listens on loopback itself (behind a local proxy every client
+        would look like 127.0.0.1 and could probe this host's ports).
+        """
         pc = client.pc
-        host = urlsplit(msg.addr).hostname
-        if host is None or pc.ip is None or host != pc.ip or self._tg is None:
+        host, ip = _ip(urlsplit(msg.addr).hostname), _ip(pc.ip)
+        why = None
+        if host is None or ip is None or host != ip or self._tg is None:
+            why = f"{msg.addr} is not on your address {pc.ip}"
+        elif host.is_loopback and not getattr(_ip(urlsplit(self._listen).hostname), "is_loopback", False):
+            why = "this server does not dial loopback addresses for clients"
+        elif client.dialing_back or self._dial_backs >= DIAL_BACK_MAX:
+            why = "a dial-back is already running; ask again when it is done"
+        if why is not None:
             return pc.send(wire.Error(msg.rid, ErrorCode.DIAL_BACK_REFUSED,
-                                      f"{msg.addr} is not on your address {pc.ip}; "
-                                      f"{wire.advice(ErrorCode.DIAL_BACK_REFUSED)}"))
-        self._tg.start_soon(self._dial_back_task, pc, msg)
+                                      f"{why}; {wire.advice(ErrorCode.DIAL_BACK_REFUSED)}"))
+        client.dialing_back = True
+        self._dial_backs += 1
+        self._tg.start_soon(self._dial_back_task, client, msg)
         return True
 
-    async def _dial_back_task(self, pc: PeerConnection, msg: wire.DialBack) -> None:
+    async def _dial_back_task(self, client: _Client, msg: wire.DialBack) -> None:
+        pc = client.pc
         started = anyio.current_time()
         try:
             with anyio.fail_after(DIAL_BACK_TIMEOUT):
@@ -250,6 +279,9 @@ class BootstrapServer:
             code, text = describe_failure(exc)
             result = wire.DialBackResult(msg.rid, False, code, text[:wire.MAX_ERROR_MESSAGE],
                                          round(anyio.current_time() - started, 3))
+        finally:
+            client.dialing_back = False
+            self._dial_backs -= 1
         pc.send(result)
 
     def _register(self, client: _Client, info: NodeInfo, msg: wire.Register, now: float) -> bool:

@@ -120,7 +120,10 @@ class ConnectionPolicy:
             info = NodeInfo(peer_id, contact.address, role)  # type: ignore[arg-type]
             self._dormant[peer_id] = (info, now, now + self.config.dormant_interval, 0)
             while len(self._dormant) > self.config.dormant_max:
-                del self._dormant[next(iter(self._dormant))]  # the longest dormant goes
+                # The one dialled most in vain goes (the oldest of those): a dead contact
+                # leaves before the other side of a long partition does.
+                worst = max(self._dormant.items(), key=lambda e: (e[1][3], -e[1][1]))[0]
+                del self._dormant[worst]
 
     def _probe_dormant(self, now: float) -> None:
         """Dial one dormant contact now and then: a healed partition merges back (A7.5).

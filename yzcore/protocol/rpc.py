@@ -74,6 +74,7 @@ class Pending:
     owner: int | None
     soft_fired: bool = False
     abandon_fired: bool = False
+    connecting: bool = False  #: it waited for a dial: its time is no round trip
 
 
 @dataclass(slots=True)
@@ -97,7 +98,6 @@ class RpcTable:
     _pending: dict[int, Pending] = field(init=False, default_factory=dict)
     _deadlines: list[tuple[float, int]] = field(init=False, default_factory=list)
     _rtt: dict[bytes, RttEstimator] = field(init=False, default_factory=dict)
-    _all: RttEstimator = field(init=False, default_factory=RttEstimator)  # every peer's samples
     _seen: OrderedDict[tuple[bytes, int], float] = field(init=False, default_factory=OrderedDict)
 
     def __len__(self) -> int:
@@ -106,8 +106,8 @@ class RpcTable:
     def rto(self, peer: bytes) -> float:
         """The current soft timeout for ``peer``."""
         est = self._rtt.get(peer)
-        if est is None:  # never measured: as the peers we did measure, up to initial_rto
-            return self._all.rto(self.initial_rto, self.min_rto, self.initial_rto)
+        if est is None:
+            return self.initial_rto
         return est.rto(self.initial_rto, self.min_rto, self.timeout)
 
     def srtt(self, peer: bytes) -> float | None:
@@ -127,7 +127,8 @@ class RpcTable:
         rto = self.rto(peer)
         soft = min(rto, self.timeout)
         abandon = min(max(3 * rto, 1.0) + (CONNECT_ALLOWANCE if connecting else 0.0), self.timeout)
-        p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner)
+        p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner,
+                    connecting=connecting)
         self._pending[rid] = p
         for at in (p.soft_at, p.abandon_at, p.hard_at):
             heapq.heappush(self._deadlines, (at, rid))
@@ -143,9 +144,9 @@ class RpcTable:
         if p is None or p.peer != peer:
             return None
         del self._pending[rid]
-        rtt = max(0.0, now - p.sent_at)
-        self._rtt.setdefault(peer, RttEstimator()).sample(rtt)
-        self._all.sample(rtt)
+        if not p.connecting:  # a dial's connect and hello would inflate every estimate
+            rtt = max(0.0, now - p.sent_at)
+            self._rtt.setdefault(peer, RttEstimator()).sample(rtt)
         return p
 
     def busy_peers(self) -> set[bytes]:

@@ -17,11 +17,15 @@ ASSETS = {
 }
 
 
-@cache
 def asset(path: str) -> tuple[bytes, str] | None:
     """(body, content type) of the file served at ``path``, or None."""
     entry = ASSETS.get(path)
     if entry is None:
         return None
     name, content_type = entry
-    return resources.files(__name__).joinpath(name).read_bytes(), content_type
+    return _read(name), content_type
+
+
+@cache  # keyed by file name: a few entries, whatever paths clients ask for
+def _read(name: str) -> bytes:
+    return resources.files(__name__).joinpath(name).read_bytes()

@@ -76,7 +76,8 @@ class Peer {
     this.client = client; this.ws = ws; this.info = info; this.waiting = new Map();
     ws.onmessage = (ev) => this.onFrame(ev.data);
     ws.onclose = () => { for (const [, w] of this.waiting) w.reject(new YzError("CONNECTION_CLOSED",
-      `${info.addr} closed the connection`)); this.waiting.clear(); client.peers.delete(info.id); };
+      `${info.addr} closed the connection`)); this.waiting.clear();
+      if (client.peers.get(info.id) === this) client.peers.delete(info.id); };
   }
   send(msg) {
     const frame = JSON.stringify({ v: PROTOCOL_VERSION, ...msg });
@@ -114,7 +115,7 @@ export class YzClient {
 
   constructor(keys, key, id) {
     this.keys = keys; this.key = key; this.id = id; this.idHex = hex(id);
-    this.peers = new Map(); this.nextRid = 1; this.seeds = [];
+    this.peers = new Map(); this.connecting = new Map(); this.nextRid = 1; this.seeds = [];
     this.counters = { ws: { in: { messages: 0, bytes: 0, types: {} }, out: { messages: 0, bytes: 0, types: {} } } };
   }
 
@@ -126,9 +127,26 @@ export class YzClient {
     } catch { /* counted or not, the message goes on */ }
   }
 
-  /** Open a verified connection to the node at `url` (or reuse one). */
+  /** A verified connection to the node at `url` (one per URL; its id checked every time). */
   async connect(url, expectedId = null) {
-    for (const p of this.peers.values()) if (p.info.addr === url) return p;
+    let pending = this.connecting.get(url);
+    if (!pending) {
+      const open = [...this.peers.values()].find((p) => p.info.addr === url);
+      pending = open ? Promise.resolve(open) : this.open(url);
+      if (!open) {
+        this.connecting.set(url, pending);
+        pending.finally(() => this.connecting.delete(url)).catch(() => {});
+      }
+    }
+    const peer = await pending;
+    // A node answers for its own id only: one address cannot stand in for many (no eclipse).
+    if (expectedId && peer.info.id !== expectedId) {
+      throw new YzError("ID_MISMATCH", `${url} is ${peer.info.id}, not ${expectedId}`);
+    }
+    return peer;
+  }
+
+  async open(url) {
     const ws = new WebSocket(url);
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
@@ -174,7 +192,6 @@ export class YzClient {
       await transcript(nonce, theirs));
     if (!ok) { ws.close(); throw new YzError("BAD_SIGNATURE", `${url}'s hello signature did not verify`); }
     const id = hex(await sha256(unhex(theirs.key)));
-    if (expectedId && id !== expectedId) { ws.close(); throw new YzError("ID_MISMATCH", `${url} is ${id}, not ${expectedId}`); }
     const peer = new Peer(this, ws, { id, addr: url, role: theirs.role, version: theirs.v });
     this.peers.set(id, peer);
     for (const data of frames) peer.onFrame(data);
