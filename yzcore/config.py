@@ -6,7 +6,8 @@ Values are resolved in this order, each overriding the one before:
    runtime's own);
 2. a profile (``--profile``): ``default`` changes nothing; ``minimal`` is the
    smallest known-good configuration (B8.3): no transfer metrics, no rate
-   limiter, fixed maintenance intervals. A test forms a network with it on every CI run;
+   limiter, fixed maintenance intervals, the least connections a healthy node
+   needs. A test forms a network with it on every CI run;
 3. the environment: ``YZ_METRICS=0``;
 4. the command line's own flags (``--probe-interval`` …);
 5. ``--set KEY=VALUE``, for any knob, e.g. to restore the maintenance
@@ -46,6 +47,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "metrics": False,  # no hook on any message path (B8.1)
         "rate_limit": False,  # nothing refuses discovery (the original network's limiter did)
         "maintenance_interval_settled": 1.0,  # fixed, as before the intervals adapted
+        "conn_target": 3,  # the least a healthy node needs (ARCHITECTURE 4)
     },
 }
 

@@ -294,25 +294,3 @@ def test_an_evicted_contact_sleeps_in_the_dormant_cache_and_is_dialled_again_lat
     # It rejoins through it: a lookup of its own id goes to the woken contact.
     assert any(isinstance(a, Send) and a.peer == other.id and isinstance(a.message, FindNode)
                and a.message.target == me.info.id for a in out)
-
-
-@pytest.mark.req("B7.2")
-def test_a_peer_whose_hello_says_full_is_used_but_not_kept():
-    from yzcore.protocol.engine import Engine
-
-    cfg = EngineConfig(conn_target=2, conn_max=2)
-    me = Engine(NodeInfo(b"\x01" * 32, "mem://me"), 0.0, random.Random(1), cfg)
-    busy, free = NodeInfo(b"\x02" * 32, "mem://busy"), NodeInfo(b"\x03" * 32, "mem://free")
-    me.bootstrap([busy, free], 0.0)  # a join keeps its seeds...
-    me.connection_opened(busy, 0.0, outbound=True, full=True)  # ...unless a seed says it is full
-    me.connection_opened(free, 0.0, outbound=True)
-    assert not me.peers[busy.id].kept and me.peers[free.id].kept
-    assert busy.id in me._full  # not chosen for a long-lived connection for full_backoff
-    # A lookup's own dial is not kept; an inbound connection is, while there is room.
-    lookup = NodeInfo(b"\x05" * 32, "mem://lookup")
-    me.connection_opened(lookup, 0.0, outbound=True)
-    assert not me.peers[lookup.id].kept
-    assert not me.full()
-    other = NodeInfo(b"\x04" * 32, "mem://other")
-    me.connection_opened(other, 0.0, outbound=False)
-    assert me.peers[other.id].kept and me.full()  # at conn_max: its hello now says "full"

@@ -56,7 +56,7 @@ class EngineConfig:
     rpc_timeout: float = 5.0
     initial_rto: float = 1.0
     min_rto: float = 0.1
-    conn_target: int = 3
+    conn_target: int = 4
     conn_max: int = 8
     conn_cap: int = 16
     idle_timeout: float = 5.0

@@ -113,10 +113,6 @@ class Engine(ConnectionPolicy, Neighbourhood):
         at = self._next_maintenance if deadline is None else min(deadline, self._next_maintenance)
         return min(at, self._deferred[0][0]) if self._deferred else at
 
-    def full(self) -> bool:
-        """Whether this node keeps ``conn_max`` connections already (its hello says ``full``)."""
-        return self._kept_count() >= self.config.conn_max
-
     def connected(self) -> list[bytes]:
         """Ids of the peers with an open, verified connection."""
         return [i for i, p in self.peers.items() if p.connected]
@@ -130,9 +126,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
         refreshed too (the Kademlia join), so that nodes all over the id space
         hear of us and our table fills beyond our own neighbourhood.
         """
-        for seed in seeds:  # seeds are kept, within conn_max, unless they are full (B7.2)
+        for seed in seeds:  # seeds are kept, within conn_max (B7.2)
             peer = self._peer(seed)
-            if not peer.kept and seed.id not in self._full and self._kept_count() < self.config.conn_max:
+            if not peer.kept and self._kept_count() < self.config.conn_max:
                 peer.kept = True
         op = self._start("find_node", self.info.id, now, seeds=seeds, defer=True)
         self._ops[op].join = True
@@ -180,7 +176,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
     # -- events from the driver -------------------------------------------------
 
     def connection_opened(self, info: NodeInfo, now: float, *, outbound: bool,
-                          ip: str | None = None, full: bool = False) -> None:
+                          ip: str | None = None) -> None:
         """A connection passed the handshake: the peer is verified and reachable now.
 
         Args:
@@ -188,22 +184,13 @@ class Engine(ConnectionPolicy, Neighbourhood):
             now: The caller's clock.
             outbound: True when we dialled it.
             ip: Its IP address, for the routing table's diversity limit.
-            full: Its hello said it keeps ``conn_max`` connections already
-                (cap ``full``): one we dialled is used, not kept (B7.2).
         """
         peer = self._peer(info)
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active = True, False, now
         peer.outbound = outbound
         self._dials.discard(info.id)
-        if full and outbound:  # keep one elsewhere; this one serves the requests queued for it
-            self._full[info.id] = now + self.config.full_backoff
-            peer.kept = False
-        elif (not outbound and not peer.kept and info.role in _TABLE_ROLES
-              and self._kept_count() < self.config.conn_max):
-            # An inbound one is its dialer's long-lived connection: accepted as
-            # ours too while there is room. One we dialled is kept only if we
-            # dialled it to keep (maintenance, a join's seeds); a lookup's is not.
+        if not peer.kept and info.role in _TABLE_ROLES and self._kept_count() < self.config.conn_max:
             peer.kept = True
         if info.role in _TABLE_ROLES and info.addr:
             self._table_add(info, now, ip)

@@ -370,8 +370,7 @@ class Node(Recovery):
         """Verify an inbound connection and serve it; False when it was refused."""
         try:
             peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
-                                   timeout=self.handshake_timeout, first=first,
-                                   full=self.engine is not None and self.engine.full())
+                                   timeout=self.handshake_timeout, first=first)
         except (WireError, TransportError, TimeoutError) as exc:
             code, text = describe_failure(exc)
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}",
@@ -408,8 +407,7 @@ class Node(Recovery):
             del self.conns[peer_id]
             self._tg.start_soon(old.close)  # type: ignore[union-attr]
         self.conns[peer_id] = pc
-        self._engine.connection_opened(pc.info, anyio.current_time(), outbound=pc.outbound, ip=pc.ip,
-                                       full="full" in pc.peer.caps)
+        self._engine.connection_opened(pc.info, anyio.current_time(), outbound=pc.outbound, ip=pc.ip)
         if self._relays_for(pc):
             self._engine.pin(peer_id)
         self._process()

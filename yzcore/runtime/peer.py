@@ -43,13 +43,11 @@ SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
 
 async def handshake(conn: Connection, identity: Identity, *, role: str, advertise: str | None,
                     timeout: float, expected_id: bytes | None = None,
-                    first: bytes | None = None, full: bool = False) -> PeerInfo:
+                    first: bytes | None = None) -> PeerInfo:
     """Run the signed hello on a fresh connection; the verified peer, or an exception.
 
     ``first`` is the peer's first frame when the caller already read it (a
-    bridge reads it to tell a hello from a relay request). ``full``: our hello
-    says we keep as many connections as we may (cap ``full``), so a dialer
-    does not keep this one (B7.2).
+    bridge reads it to tell a hello from a relay request).
 
     Raises:
         HandshakeError: the peer failed verification (its code says why); an
@@ -58,8 +56,7 @@ async def handshake(conn: Connection, identity: Identity, *, role: str, advertis
         TimeoutError: no complete handshake within ``timeout`` seconds.
     """
     listen = (advertise,) if advertise else ()
-    hs = Handshake(identity, role=role, listen=listen, advertise=advertise,
-                   caps=("ws", "full") if full else ("ws",),
+    hs = Handshake(identity, role=role, listen=listen, advertise=advertise, caps=("ws",),
                    nonce=os.urandom(16), expected_id=expected_id)
     try:
         with anyio.fail_after(timeout):

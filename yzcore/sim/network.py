@@ -273,8 +273,7 @@ class Network:
         fresh = j not in self.adj[i]
         self.opened(i, j)
         self._link(i, j)
-        full = fresh and self.engines[j].full()  # what j's hello would say (cap "full")
-        self.engines[i].connection_opened(self.engines[j].info, self.now, outbound=True, full=full)
+        self.engines[i].connection_opened(self.engines[j].info, self.now, outbound=True)
         if fresh:
             self.engines[j].connection_opened(self.engines[i].info, self.now, outbound=False)
             self._flush(j)
