@@ -467,33 +467,3 @@ class Engine(ConnectionPolicy, Neighbourhood):
             return False
         self._advance(op, now)
         return True
-
-    # -- routing table and connections ---------------------------------------------
-
-    def _table_add(self, info: NodeInfo, now: float, ip: str | None) -> None:
-        status, other = self.table.add(info.id, info.addr, now, ip)  # type: ignore[arg-type]
-        # The common role is the default: no dict per contact unless it differs.
-        if info.role != "node" or getattr(self.table.get(info.id), "meta", None):
-            self.table.update(info.id, meta={"role": info.role})
-        if status == routing.FULL and other is not None:
-            # Ping the oldest, evicted if it does not answer — but only when it
-            # has been quiet a while: pinging a fresh contact proves nothing,
-            # and as the ping is itself a new connection for the pinged node,
-            # pinging every time set off a chain of dials across the network.
-            oldest = self.table.get(other)
-            if oldest is not None and now - oldest.last_seen >= self.config.ping_quiet:
-                self._request(NodeInfo(oldest.id, oldest.address), "ping", Ping, None, now)
-
-    def _maintain(self, now: float) -> None:
-        cfg = self.config
-        self.store.expire(now)
-        for key, value, ttl in self.store.due(now):
-            o = self._ops[self._start("put", key, now, defer=True, notify=False)]
-            o.value, o.ttl = value, ttl
-            self._advance(o, now)
-        for index in self.table.due_for_refresh(now, cfg.refresh_interval)[:2]:
-            self._refresh(index, now)
-        self._keep_connections(now)
-        if self.limiter is not None:
-            self.limiter.set_network_size(self.network_size_estimate())
-            self.limiter.expire(now)

@@ -1,4 +1,5 @@
-"""The engine's view of its routing table: replies' contacts, refreshes, the size estimate.
+"""The engine's view of its routing table: contacts in, replies' contacts out, refreshes,
+housekeeping, the size estimate.
 
 A mixin of :class:`~yzcore.protocol.engine.Engine`, apart only to keep each
 module to one job; it uses the engine's state.
@@ -10,7 +11,7 @@ import random
 
 from yzcore import routing
 from yzcore.protocol.config import EngineConfig
-from yzcore.wire import NodeInfo
+from yzcore.wire import NodeInfo, Ping
 
 __all__ = ["Neighbourhood"]
 
@@ -23,6 +24,34 @@ class Neighbourhood:
     table: routing.RoutingTable
     info: NodeInfo
     _infos: dict[bytes, NodeInfo]
+
+    def _table_add(self, info: NodeInfo, now: float, ip: str | None) -> None:
+        status, other = self.table.add(info.id, info.addr, now, ip)  # type: ignore[arg-type]
+        # The common role is the default: no dict per contact unless it differs.
+        if info.role != "node" or getattr(self.table.get(info.id), "meta", None):
+            self.table.update(info.id, meta={"role": info.role})
+        if status == routing.FULL and other is not None:
+            # Ping the oldest, evicted if it does not answer — but only when it
+            # has been quiet a while: pinging a fresh contact proves nothing,
+            # and as the ping is itself a new connection for the pinged node,
+            # pinging every time set off a chain of dials across the network.
+            oldest = self.table.get(other)
+            if oldest is not None and now - oldest.last_seen >= self.config.ping_quiet:
+                self._request(NodeInfo(oldest.id, oldest.address), "ping", Ping, None, now)  # type: ignore[attr-defined]
+
+    def _maintain(self, now: float) -> None:
+        cfg = self.config
+        self.store.expire(now)  # type: ignore[attr-defined]
+        for key, value, ttl in self.store.due(now):  # type: ignore[attr-defined]
+            o = self._ops[self._start("put", key, now, defer=True, notify=False)]  # type: ignore[attr-defined]
+            o.value, o.ttl = value, ttl
+            self._advance(o, now)  # type: ignore[attr-defined]
+        for index in self.table.due_for_refresh(now, cfg.refresh_interval)[:2]:
+            self._refresh(index, now)
+        self._keep_connections(now)  # type: ignore[attr-defined]
+        if self.limiter is not None:  # type: ignore[attr-defined]
+            self.limiter.set_network_size(self.network_size_estimate())  # type: ignore[attr-defined]
+            self.limiter.expire(now)  # type: ignore[attr-defined]
 
     def _closest(self, target: bytes, exclude: bytes) -> tuple[NodeInfo, ...]:
         # Every reply names k contacts: reuse their NodeInfo (frozen dataclasses

@@ -27,8 +27,7 @@ from yzcore import wire
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.config import Setting
 from yzcore.identity import Identity, load_or_create
-from yzcore.metrics import TransferMetrics
-from yzcore.metrics import enabled as metrics_enabled
+from yzcore.metrics import TransferMetrics, enabled as metrics_enabled
 from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
 from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
