@@ -225,7 +225,8 @@ def test_a_bridge_that_hangs_is_named_on_its_own(procs, tmp_path):
     procs.node("n1", "--bootstrap", boot)
     bridges = [procs.start(f"bridge{i}", "bridge", "--listen", "127.0.0.1:0", "--bootstrap", boot,
                            "--bridge-secret-file", str(secret)) for i in range(2)]
-    wait_for("two bridges", lambda: len((get_json(boot, "/status") or {}).get("bridges", [])) == 2, 30)
+    wait_for("two bridges and a node", lambda: (s := get_json(boot, "/status")) and len(s["bridges"]) == 2
+             and s["network"]["nodes"] == 1, 30)
     hung, _ = bridges[0]
     hung.send_signal(signal.SIGSTOP)
     try:
@@ -247,6 +248,7 @@ def test_a_bridge_with_the_wrong_secret_is_named(procs, tmp_path):
     proc, _ = procs.start("impostor", "bridge", "--listen", "127.0.0.1:0", "--bootstrap", boot,
                           "--bridge-secret-file", str(wrong))
     assert proc.wait(timeout=20) == 1
+    wait_for("a node known", lambda: (s := get_json(boot, "/status")) and s["network"]["nodes"] == 1, 30)
     assert_names("BRIDGE_AUTH_FAILED", "--bootstrap", boot)
 
 
