@@ -325,9 +325,11 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    base = args.url.replace("ws://", "http://").replace("wss://", "https://").removesuffix("/dht")
+    from yzcore.transport import http_base
+
+    base = http_base(args.url)
     try:
-        with urllib.request.urlopen(base.rstrip("/") + "/status", timeout=args.timeout) as resp:
+        with urllib.request.urlopen(base + "/status", timeout=args.timeout) as resp:
             status = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"error [STATUS_UNAVAILABLE] {base}/status: {exc}; is a yzcore node listening there?",

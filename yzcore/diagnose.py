@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 import anyio
 
 from yzcore import wire
-from yzcore.exceptions import ConnectionClosed
+from yzcore.exceptions import ConnectionClosed, NameNotResolved
 from yzcore.identity import Identity
 from yzcore.runtime.peer import describe_failure, handshake
-from yzcore.transport import KNOWN_ADDRESSES, Connection, transport_for
+from yzcore.transport import KNOWN_ADDRESSES, Connection, http_base, transport_for
 
 __all__ = ["Fault", "Report", "Step", "diagnose"]
 
@@ -65,8 +65,7 @@ class Fault(enum.StrEnum):
 
 ADVICE: dict[str, str] = {
     Fault.INVALID_URL: "Give a URL like ws://HOST:PORT/dht (wss:// behind TLS).",
-    Fault.DNS_FAILED: "The name does not resolve from here: check its spelling and this host's "
-    "resolver (/etc/resolv.conf), or use the IP address instead.",
+    Fault.DNS_FAILED: NameNotResolved.advice,
     Fault.PORT_CLOSED: "Nothing listens on that port: start the server there, or fix the port "
     "(in a container, the published port).",
     Fault.PACKETS_DROPPED: "Nothing answered at all, not even a refusal: a firewall drops packets to "
@@ -152,7 +151,7 @@ class _Session:
             while True:
                 msg = wire.decode(await self.conn.receive())
                 self.report.frames["received"] += 1
-                if isinstance(msg, want) or isinstance(msg, wire.Error):
+                if isinstance(msg, (*want, wire.Error)):
                     return msg
 
 
@@ -277,10 +276,8 @@ def _upgrade_step(sock: socket.socket, host: str, port: int, path: str, report: 
 
 
 def _http_json(url: str, path: str) -> dict[str, Any] | None:
-    base = url.replace("wss://", "https://").replace("ws://", "http://")
-    base = base.removesuffix("/").removesuffix("/dht")
     try:
-        with urllib.request.urlopen(base + path, timeout=TIMEOUT) as resp:
+        with urllib.request.urlopen(http_base(url) + path, timeout=TIMEOUT) as resp:
             return json.loads(resp.read())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return None

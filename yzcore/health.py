@@ -15,12 +15,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from yzcore.transport import http_base
+
 __all__ = ["compare", "run_health", "snapshot"]
-
-
-def _status_url(url: str) -> str:
-    base = url.replace("wss://", "https://").replace("ws://", "http://")
-    return base.removesuffix("/").removesuffix("/dht") + "/status"
 
 
 def snapshot(bootstrap: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -29,7 +26,7 @@ def snapshot(bootstrap: str, timeout: float = 5.0) -> dict[str, Any]:
     Raises:
         OSError: the server could not be reached or answered no JSON.
     """
-    with urllib.request.urlopen(_status_url(bootstrap), timeout=timeout) as resp:
+    with urllib.request.urlopen(http_base(bootstrap) + "/status", timeout=timeout) as resp:
         status = json.loads(resp.read())
     nodes = status.get("nodes", [])
     conns = [n.get("connections") or 0 for n in nodes]

@@ -77,6 +77,7 @@ __all__ = [
     "transport_for",
     "scheme_of",
     "relay_address",
+    "http_base",
     "available_schemes",
     "register",
     "unregister",
@@ -386,6 +387,15 @@ def scheme_of(url: str) -> str:
             advice="Write addresses as URLs, e.g. ws://127.0.0.1:8470/dht or mem://node-1.",
         )
     return scheme.lower()
+
+
+def http_base(url: str) -> str:
+    """The HTTP base of a node's or bootstrap server's URL: ``ws://H:P/dht`` -> ``http://H:P``.
+
+    ``/status``, ``/healthz`` and ``/metrics`` are served on the same port.
+    """
+    base = url.replace("wss://", "https://").replace("ws://", "http://")
+    return base.removesuffix("/").removesuffix("/dht")
 
 
 def relay_address(bridge_url: str, node_id: bytes) -> str:

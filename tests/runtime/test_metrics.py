@@ -82,20 +82,6 @@ async def test_a_broken_metrics_backend_never_breaks_a_message_path(monkeypatch)
             await node.aclose()
 
 
-async def _fixed_network(tg, n: int) -> list[Node]:
-    """The same n nodes every time: same keys, same seeds, each joining through the first."""
-    nodes: list[Node] = []
-    for i in range(n):
-        identity = Identity.from_private_bytes(bytes([i + 1]) * 32)
-        node = Node(identity=identity, peers=[nodes[0].address] if nodes else [], seed=100 + i)
-        await node.start(tg)
-        nodes.append(node)
-    with anyio.fail_after(30):
-        for node in nodes:
-            await node.joined()
-    return nodes
-
-
 async def _workload(nodes: list[Node]) -> list[object]:
     """A fixed sequence of operations; what each returned."""
     rng = random.Random(5)
@@ -119,7 +105,8 @@ async def test_with_metrics_off_no_hook_exists_and_the_network_behaves_the_same(
     for on in (True, False):
         monkeypatch.setenv("YZ_METRICS", "1" if on else "0")
         async with anyio.create_task_group() as tg:
-            nodes = await _fixed_network(tg, 30)  # k = 20 of 29: lookups choose
+            keys = [Identity.from_private_bytes(bytes([i + 1]) * 32) for i in range(30)]
+            nodes = await start_network(tg, 30, seed=31, identities=keys)  # k = 20 of 29: lookups choose
             await anyio.sleep(0.5)
             results[on] = await _workload(nodes)
             if on:

@@ -29,12 +29,14 @@ def oracle(nodes: list[Node], target: bytes, k: int, asker: Node) -> list[bytes]
     return sorted(ids, key=lambda x: int.from_bytes(x, "big") ^ t)[:k]
 
 
-async def start_network(tg, n: int, seed: int = 0) -> list[Node]:
+async def start_network(tg, n: int, seed: int = 0, identities: list[Identity] | None = None) -> list[Node]:
+    """n nodes, each joining through a random earlier one; ``identities`` fixes their keys."""
     rng = random.Random(seed)
-    nodes = [Node(seed=seed)]
+    ids = identities or [None] * n
+    nodes = [Node(seed=seed, identity=ids[0])]
     await nodes[0].start(tg)
     for i in range(1, n):
-        node = Node(peers=[rng.choice(nodes).address], seed=seed + i)
+        node = Node(peers=[rng.choice(nodes).address], seed=seed + i, identity=ids[i])
         await node.start(tg)
         nodes.append(node)
     with anyio.fail_after(60):
