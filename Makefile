@@ -20,7 +20,7 @@ help:
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=70.1" wheel
-	YZCORE_BUILD_EXTENSION=yes $(BIN)/python -m pip install --quiet -e ".[dev]"
+	YZCORE_BUILD_EXTENSION=yes $(BIN)/python -m pip install --quiet -e ".[dev,webrtc]"
 	touch $@
 
 venv: $(STAMP)

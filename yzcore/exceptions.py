@@ -49,6 +49,7 @@ __all__ = [
     "TransportError",
     "ConnectFailed",
     "NameNotResolved",
+    "WebRtcFailed",
     "WsUpgradeRejected",
     "ListenFailed",
     "ConnectionClosed",
@@ -217,6 +218,28 @@ class NameNotResolved(ConnectFailed):
         "The name does not resolve from here: check its spelling and this host's resolver "
         "(/etc/resolv.conf), or use the IP address instead."
     )
+
+
+class WebRtcFailed(ConnectFailed):
+    """A WebRTC DataChannel could not be opened: no answer, ICE failed, or time ran out.
+
+    Attributes:
+        relays: The ws:// URLs of server nodes the peer said it can be
+            reached through (from its answer), for the relayed fallback.
+    """
+
+    code = "WEBRTC_FAILED"
+    advice = (
+        "The two peers found no WebRTC path (UDP dropped by a firewall, or NAT on both sides): "
+        "configure a STUN/TURN server with --ice-server; traffic goes through a relay meanwhile."
+    )
+
+    def __init__(self, message: str, *, relays: tuple[str, ...] = (), advice: str | None = None,
+                 code: str | None = None) -> None:
+        self.relays = relays
+        if code is not None:
+            self.code = code
+        super().__init__(message, advice=advice)
 
 
 class WsUpgradeRejected(ConnectFailed):

@@ -99,6 +99,8 @@ class ErrorCode(enum.StrEnum):
     BOOTSTRAP_UNREACHABLE = "BOOTSTRAP_UNREACHABLE"
     OVER_CAPACITY = "OVER_CAPACITY"
     DIAL_BACK_REFUSED = "DIAL_BACK_REFUSED"
+    WEBRTC_FAILED = "WEBRTC_FAILED"
+    WEBRTC_UNAVAILABLE = "WEBRTC_UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -149,6 +151,11 @@ _ADVICE: Final[dict[str, str]] = {
     "peer (nodes do this by themselves).",
     _C.DIAL_BACK_REFUSED: "A bootstrap server dials back only addresses on the asker's own IP "
     "address; run the check on the host the address belongs to.",
+    _C.WEBRTC_FAILED: "The two peers found no WebRTC path (UDP dropped by a firewall, or NAT on "
+    "both sides): configure a STUN/TURN server with --ice-server; traffic goes through a relay "
+    "meanwhile.",
+    _C.WEBRTC_UNAVAILABLE: "The peer cannot take WebRTC (its webrtc transport is not installed: "
+    "pip install 'yzcore[webrtc]'); it is reached through a relay instead.",
     _C.INTERNAL: "The peer hit an internal error; report it to its operator with the log lines "
     "around it.",
 }

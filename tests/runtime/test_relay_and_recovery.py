@@ -179,11 +179,16 @@ async def test_the_bootstrap_server_refuses_with_codes_introduces_and_relays_sig
         link.pc.send(wire.Signal(a.id, None, {"sdp": "offer"}))
         await until("signal delivered", lambda: got, 5)
         assert got[0].frm == b.id and got[0].data == {"sdp": "offer"}
-        # To nobody: PEER_UNREACHABLE.
-        errors = len(b.errors)
-        link.pc.send(wire.Signal(bytes(32), None, {"sdp": "offer"}))
-        await until("refusal logged", lambda: len(b.errors) > errors, 5)
-        assert b.errors[-1]["code"] == "PEER_UNREACHABLE"
+        # To nobody: PEER_UNREACHABLE, as a signal naming the session (the attempt ends at once).
+        back: list[wire.Signal] = []
+        original_b = link._on_frame
+        link._on_frame = lambda pc, f: (back.append(wire.decode(f)) if b'"signal"' in f
+                                        else original_b(pc, f))
+        link.pc.send(wire.Signal(bytes(32), None, {"kind": "offer", "session": "ab" * 8}))
+        await until("refusal signalled", lambda: back, 5)
+        assert back[0].frm is None and back[0].data["code"] == "PEER_UNREACHABLE"
+        assert back[0].data["kind"] == "error" and back[0].data["session"] == "ab" * 8
+        link._on_frame = original_b
         # A register from a node (not a bridge): WRONG_ROLE, and the server hangs up.
         pc = link.pc
         reply = await link.request(lambda rid: wire.Register(rid, bytes(32)))
@@ -224,7 +229,7 @@ async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
 
 @pytest.mark.req("A5.2")
 async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_a_failed_hello():
-    from yzcore import bridge as bridge_mod
+    from yzcore.runtime import relay as relay_mod
     from yzcore.bridge import Bridge
     from yzcore.transport import transport_for
 
@@ -246,7 +251,7 @@ async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_
             except Exception:  # noqa: BLE001 -- refused and closed, or kept waiting
                 pass
 
-        limit = bridge_mod.MAX_RELAYS_PER_PEER
+        limit = relay_mod.MAX_RELAYS_PER_PEER
         async with anyio.create_task_group() as burst:
             for _ in range(limit + 36):
                 burst.start_soon(dial_raw)

@@ -221,10 +221,11 @@ class BootstrapServer:
             return pc.send(wire.Pong(msg.rid))
         if isinstance(msg, wire.Signal):
             target = self.clients.get(msg.to)
-            if target is None:
-                return pc.send(wire.Error(None, ErrorCode.PEER_UNREACHABLE,
-                                          f"peer {msg.to.hex()[:16]} is not connected to this "
-                                          "bootstrap server; it cannot take signals here."))
+            if target is None:  # told as a signal: the sender's WebRTC attempt ends at once
+                return msg.data.get("kind") == "error" or pc.send(wire.Signal(peer.id, None, {
+                    "kind": "error", "session": msg.data.get("session"),
+                    "code": str(ErrorCode.PEER_UNREACHABLE),
+                    "message": f"peer {msg.to.hex()[:16]} is not connected to this bootstrap server"}))
             target.pc.send(wire.Signal(msg.to, peer.id, msg.data))
             return True
         if isinstance(msg, wire.DialBack):

@@ -110,6 +110,7 @@ class HttpEndpoints:
             "recent_errors": list(node.errors),
             "bootstrap": [{"url": link.url, "connected": link.pc is not None,
                            "registered": link.registered} for link in node.links],
+            "managers": node.managers.status(),
             **({"relay": node.relay_status()} if hasattr(node, "relay_status") else {}),
         }
 

@@ -192,8 +192,8 @@ class BootstrapLink:
         elif isinstance(msg, wire.Challenge):
             self._challenge.append(msg.nonce)
             self._challenged.set()
-        elif isinstance(msg, wire.Signal):
-            log.debug("signal from %s ignored: no WebRTC manager", (msg.frm or b"").hex()[:16])
+        elif isinstance(msg, wire.Signal):  # the server vouches for frm: it checked the hello
+            self.node.managers.deliver(msg.frm, msg.data)
         elif not self._replies.answer(msg, pc.peer.id) and isinstance(msg, wire.Error):
             self.node._record(str(msg.code), pc.peer.id, f"bootstrap server reports: {msg.message}")
 

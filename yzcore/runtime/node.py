@@ -37,8 +37,10 @@ from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
 from yzcore.runtime import peercache
 from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
+from yzcore.runtime.managers import Managers
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.runtime.recovery import Recovery
+from yzcore.runtime.relay import Relaying
 from yzcore.runtime.replies import Replies
 from yzcore.transport import Connection, Listener, transport_for
 from yzcore.wire import NodeInfo
@@ -48,7 +50,7 @@ __all__ = ["Node"]
 log = logging.getLogger("yzcore.node")
 
 
-class Node(Recovery):
+class Node(Relaying, Recovery):
     """A yzcore server node.
 
     Args:
@@ -137,6 +139,8 @@ class Node(Recovery):
         self._relay_answers = 0
         self.fatal: BaseException | None = None
         self.http = HttpEndpoints(self)
+        self.managers = Managers(self)  # the connection-manager factory (B6.3)
+        self._relay_init()
 
     # -- life cycle -------------------------------------------------------------
 
@@ -151,10 +155,11 @@ class Node(Recovery):
             self._tg = tg
             if self._listen:
                 self._listener = await transport_for(self._listen).listen(self._listen, http=self.http)
-                tg.start_soon(self._listener.serve, self._accepted)
+                tg.start_soon(self._listener.serve, self._inbound)
             self.address = self._advertise or (self._listener.address if self._listener else None)
             info = NodeInfo(self.id, self.address, self.role)
             self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
+            self.managers.start(tg)
             tg.start_soon(self._timer_loop)
             tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
             tg.start_soon(self._probe_loop)
@@ -179,11 +184,7 @@ class Node(Recovery):
         await self._stop()
 
     async def kill(self) -> None:
-        """Die as a crash would: connections dropped without a goodbye.
-
-        Peers see the connection drop (1006), not a close, where the
-        transport can drop one (``ws``); the rest are closed.
-        """
+        """Die as a crash would: connections dropped, no goodbye (over ws peers see 1006)."""
         self._stopping = True
         for pc in list(self.conns.values()):
             pc.abort()
@@ -204,6 +205,7 @@ class Node(Recovery):
             self._process()
         if self._listener is not None:
             await self._listener.aclose()
+        await self.managers.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         for pc in list(self.conns.values()):  # registered while we were closing the others
@@ -332,7 +334,7 @@ class Node(Recovery):
         """
         expected = None if by_url else node.id
         try:
-            conn = await transport_for(node.addr).connect(node.addr, timeout=self.dial_timeout)  # type: ignore[arg-type]
+            conn = await self.managers.connect(node, self.dial_timeout)
         except Exception as exc:  # noqa: BLE001 -- an address from a peer may be anything
             self._dial_failed(node, expected, exc)
             return None

@@ -242,9 +242,10 @@ class Recovery:
                 await self._introductions()  # fresher bridges, if the server knows any
                 delay = min(30.0, delay * 2)
 
-    async def _relay_accept(self, token: bytes) -> None:
-        """A peer dials us through our bridge: connect back to it and say hello as the listener."""
-        pc = self.conns.get(self._relay_bridge) if self._relay_bridge else None
+    async def _relay_accept(self, token: bytes, via: bytes | None) -> None:
+        """A peer dials us through a relay (our bridge, or a node we hold a connection to):
+        connect back to it and say hello as the listener."""
+        pc = self.conns.get(via) if via else None
         url = pc.peer.advertise if pc is not None else None
         if not url or self._relay_answers >= MAX_RELAY_ANSWERS:
             return  # each answer is a connection: a flood of relay requests gets no more
@@ -272,8 +273,12 @@ class Recovery:
     def _service(self, pc: PeerConnection, msg: wire.Message) -> None:
         """Non-DHT messages on a peer connection: relay requests and their replies."""
         if isinstance(msg, wire.RelayOpen):
-            if pc.peer.id == self._relay_bridge:
-                self._tg.start_soon(self._relay_accept, msg.token)  # type: ignore[union-attr]
+            # Our bridge; or, for a browser-class peer, any server node it holds a connection to.
+            if pc.peer.id == self._relay_bridge or (self.role == "browser"  # type: ignore[attr-defined]
+                                                    and pc.info.role in ("node", "bridge")):
+                self._tg.start_soon(self._relay_accept, msg.token, pc.peer.id)  # type: ignore[union-attr]
+        elif isinstance(msg, wire.Signal):
+            self.managers.on_signal(pc, msg)  # type: ignore[attr-defined]
         elif isinstance(msg, wire.Reconnect):
             pc.send(wire.Error(msg.rid, ErrorCode.WRONG_ROLE, "this is a node, not a bridge: "
                                "it offers no reconnection service. "

@@ -1,0 +1,225 @@
+"""WebRTC between Python light clients, on aiortc, inside a network namespace of the test's own.
+
+Everything runs in-process on real sockets: a bootstrap server and server
+nodes on 127.0.0.1 (WebSocket), and browser-class peers (``Node(role=
+"browser")``, what ``yz client`` runs) whose DataChannels use the veth pair
+inside the namespace (:mod:`tests.runtime.netns`): ICE never leaves it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import anyio
+import pytest
+
+from tests.runtime.netns import inside_netns
+from yzcore import transport as transport_mod
+from yzcore import wire
+from yzcore.bootstrap.server import BootstrapServer
+from yzcore.runtime import Node
+
+pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+
+async def until(what: str, check, timeout: float) -> float:
+    start = anyio.current_time()
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.05)
+    took = anyio.current_time() - start
+    print(f"{what}: {took:.2f} s")
+    return took
+
+
+@pytest.fixture
+def netns():
+    with inside_netns("wrtc") as name:
+        yield name
+
+
+async def _network(tg, servers: int = 3, bootstrap: bool = True):
+    """A bootstrap server (or none) and ``servers`` nodes, joined."""
+    boot = None
+    if bootstrap:
+        boot = BootstrapServer()
+        await boot.start(tg)
+    nodes = []
+    for i in range(servers):
+        n = Node(bootstrap=[boot.address] if boot else [], peers=[nodes[0].address] if i and not boot else [],
+                 heartbeat_interval=1, seed=i)
+        await n.start(tg)
+        await n.joined()
+        nodes.append(n)
+    return boot, nodes
+
+
+async def _browser(tg, boot, via: list[str] = (), **kw) -> Node:
+    b = Node(listen=None, role="browser", bootstrap=[boot.address] if boot else [], peers=via,
+             heartbeat_interval=1, **kw)
+    b.managers.timeout = 3.0
+    await b.start(tg)
+    await b.joined()
+    await until("the browser-class peer has a server node", lambda: b.managers.relays(), 10)
+    if boot:
+        await until("its bootstrap link", lambda: b.links[0].pc is not None, 10)
+    return b
+
+
+def _counted(node: Node, transport: str, direction: str, type_: str) -> int:
+    """Messages of ``type_`` counted by the node's transfer metrics (B4.3: counted, not changed)."""
+    return node.metrics.messages[(transport, "in" if direction == "received" else "out", type_)]
+
+
+async def _find_node_over(a: Node, b: Node, transport: str) -> None:
+    """A find_node from ``a`` to ``b`` over their connection, answered from ``b``'s table."""
+    pc = a.conns[b.id]
+    assert pc.conn.transport == transport
+    before = _counted(a, transport, "received", "nodes")
+    pc.send(wire.FindNode(999_001, b.id))
+    await until(f"a nodes reply over {transport}", lambda: _counted(a, transport, "received", "nodes") > before, 5)
+    assert _counted(b, transport, "received", "find_node") >= 1
+    assert _counted(b, transport, "sent", "nodes") >= 1
+
+
+@pytest.mark.req("B4.1", "B4.2", "B4.3", "B6.3", "B1.3")
+async def test_two_light_clients_open_a_datachannel_through_the_bootstrap_server(netns):
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg)
+        a, b = await _browser(tg, boot), await _browser(tg, boot)
+        # The factory: server nodes by WebSocket, a browser-class peer by WebRTC.
+        assert a.managers.pick(wire.NodeInfo(nodes[0].id, nodes[0].address, "node")).name == "websocket"
+        assert a.managers.pick(wire.NodeInfo(b.id, f"webrtc://{b.id.hex()}", "browser")).name == "webrtc"
+        assert nodes[0].managers.webrtc.available is False  # server nodes never use WebRTC
+        start = anyio.current_time()
+        info = await a.managers.reach(b.id)
+        print(f"DataChannel opened in {anyio.current_time() - start:.3f} s")
+        assert info.id == b.id and info.role == "browser"
+        assert a.conns[b.id].conn.transport == "webrtc"
+        await until("b registered a", lambda: a.id in b.conns, 5)
+        assert b.conns[a.id].conn.transport == "webrtc"
+        await _find_node_over(a, b, "webrtc")
+        await _find_node_over(b, a, "webrtc")
+        status = a.http.status()
+        assert status["managers"]["webrtc"]["connected"] == 1
+        assert status["connections"].get("webrtc") == 1
+        # Nothing lost, nothing reordered: 200 pings, 200 pongs, in order, over the channel.
+        pc = a.conns[b.id]
+        before = _counted(a, "webrtc", "received", "pong")
+        for i in range(200):
+            pc.send(wire.Ping(500_000 + i))
+        await until("200 pongs", lambda: _counted(a, "webrtc", "received", "pong") >= before + 200, 10)
+        # DHT operations of both still go over WebSocket to the server nodes.
+        await b.put(b"k" * 32, "over ws")
+        assert await a.get(b"k" * 32) == "over ws"
+        # Closing one side is seen by the other.
+        await a.conns[b.id].close()
+        await until("b saw the DataChannel close", lambda: a.id not in b.conns, 15)
+        for n in (a, b, *nodes):
+            await n.aclose()
+        await boot.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("B4.4")
+async def test_signals_go_along_a_dht_connection_when_there_is_no_bootstrap_server(netns):
+    async with anyio.create_task_group() as tg:
+        _, nodes = await _network(tg, servers=2, bootstrap=False)
+        # Both reach the network through the same node only: it passes their signals on.
+        a = await _browser(tg, None, via=[nodes[0].address])
+        b = await _browser(tg, None, via=[nodes[0].address])
+        assert not a.links and not b.links
+        await a.managers.reach(b.id)
+        assert a.conns[b.id].conn.transport == "webrtc"
+        await _find_node_over(a, b, "webrtc")
+        # A signal for a peer nobody holds comes back as an error naming the session, at once.
+        stranger = bytes(range(32))
+        a.managers.timeout = 20.0
+        with pytest.raises(Exception) as err:
+            await a.managers.endpoint.connect(stranger, timeout=20.0)
+        assert "PEER_UNREACHABLE" in str(err.value)
+        for n in (a, b, *nodes):
+            await n.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("B4.5", "B6.5")
+async def test_when_webrtc_fails_traffic_goes_through_a_relay_and_the_failure_is_reported(netns):
+    # The namespace drops every UDP packet: ICE can never connect. TCP (WebSocket) still flows.
+    subprocess.run(["iptables", "-A", "INPUT", "-p", "udp", "-j", "DROP"], check=True)  # noqa: ASYNC221
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg, servers=2)
+        a, b = await _browser(tg, boot), await _browser(tg, boot)
+        start = anyio.current_time()
+        await a.managers.reach(b.id)
+        print(f"reached through the fallback in {anyio.current_time() - start:.2f} s")
+        pc = a.conns[b.id]
+        assert pc.conn.transport == "bridge"  # spliced by a server node both hold connections to
+        failure = a.managers.webrtc.last_error
+        assert failure is not None and failure["code"] == "WEBRTC_FAILED" and failure["peer"] == b.id.hex()
+        assert any(e["code"] == "WEBRTC_FAILED" and e["transport"] == "webrtc" for e in a.errors)
+        status = a.http.status()["managers"]
+        assert status["webrtc"]["failed"] == 1 and status["relay"]["connected"] == 1
+        assert status["websocket"]["failed"] == 0  # one manager failing leaves the other alone
+        await _find_node_over(a, b, "bridge")
+        await _find_node_over(b, a, "bridge")
+        for n in (a, b, *nodes):
+            await n.aclose()
+        await boot.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("B6.1", "B6.2", "B6.5")
+async def test_a_broken_webrtc_plugin_leaves_websocket_working_and_says_why(netns, monkeypatch):
+    class Broken:
+        name, value = "webrtc", "yzcore_transports.webrtc:WebRtcTransport"
+
+        def load(self):
+            raise ImportError("No module named 'aiortc'")
+
+    real = transport_mod._entry_points
+    monkeypatch.setattr(transport_mod, "_entry_points",
+                        lambda: [ep for ep in real() if ep.name != "webrtc"] + [Broken()])
+    transport_mod.unregister("webrtc")  # forget a loaded instance
+    try:
+        async with anyio.create_task_group() as tg:
+            boot, nodes = await _network(tg, servers=2)
+            a, b = await _browser(tg, boot), await _browser(tg, boot)
+            for peer in (a, b):
+                assert peer.managers.webrtc.available is False
+                assert "yzcore[webrtc]" in peer.managers.webrtc.reason  # the install hint
+            # WebSocket is untouched: lookups and values work.
+            found = await a.find_node(nodes[1].id)
+            assert found.nodes[0].id == nodes[1].id
+            # The browser-class peer is still reached: through a relay, with the reason recorded.
+            await a.managers.reach(b.id)
+            assert a.conns[b.id].conn.transport == "bridge"
+            assert a.managers.webrtc.last_error["code"] == "WEBRTC_UNAVAILABLE"
+            await _find_node_over(a, b, "bridge")
+            for n in (a, b, *nodes):
+                await n.aclose()
+            await boot.aclose()
+            tg.cancel_scope.cancel()
+    finally:
+        transport_mod.unregister("webrtc")
+
+
+@pytest.mark.req("B6.3")
+async def test_a_server_node_asks_a_browser_class_peer_to_connect_to_it(netns):
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg, servers=3)
+        b = await _browser(tg, boot)
+        far = Node(bootstrap=[boot.address], heartbeat_interval=1)  # joins after b: b never met it
+        await far.start(tg)
+        await far.joined()
+        await until("far's bootstrap link", lambda: far.links[0].pc is not None, 10)
+        nodes.append(far)
+        assert far.id not in b.conns
+        info = await far.managers.reach(b.id)  # a `dial` signal through the bootstrap server
+        assert info.id == b.id and far.conns[b.id].conn.transport == "ws"
+        assert not far.conns[b.id].outbound  # the browser-class peer dialled
+        for n in (b, *nodes):
+            await n.aclose()
+        await boot.aclose()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,242 @@
+"""The connection-manager factory (B6.3): which manager reaches a peer, and the fallback (B4.5).
+
+* ``websocket`` reaches server nodes: every address but ``webrtc://`` (``ws``,
+  ``wss``, ``bridge``, ``mem`` and third-party schemes). Node↔node and
+  browser-class→node always use it.
+* ``webrtc`` reaches browser-class peers (``webrtc://<id>``) from a
+  browser-class peer, over a DataChannel set up with signals (see
+  ``docs/reference/webrtc.md``). When it fails, the failure is recorded with
+  its code and the peer is reached through a server node that relays for it
+  (``relay``). A server node never uses WebRTC: it asks the browser-class peer,
+  through a bootstrap server or a peer they share, to connect to it.
+
+Each manager keeps its own counters and last error (``/status`` → ``managers``,
+B6.5). They share nothing but the node: a ``webrtc`` plugin that cannot load
+leaves ``websocket`` untouched (B6.1, B6.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from yzcore import wire
+from yzcore.exceptions import ConnectFailed, TransportUnavailable, WebRtcFailed
+from yzcore.runtime.peer import describe_failure
+from yzcore.transport import Connection, get_transport, relay_address, scheme_of, transport_for
+from yzcore.wire import NodeInfo
+
+if TYPE_CHECKING:
+    from yzcore.runtime.node import Node
+    from yzcore.runtime.peer import PeerConnection
+
+__all__ = ["Manager", "Managers", "webrtc_address"]
+
+log = logging.getLogger("yzcore.managers")
+
+SIGNAL_PATHS = 3  #: server nodes a signal goes through when no bootstrap server is connected
+_SERVER_ROLES = ("node", "bridge")
+
+
+def webrtc_address(peer_id: bytes) -> str:
+    """``webrtc://<id>``: how a browser-class peer is dialled."""
+    return f"webrtc://{peer_id.hex()}"
+
+
+class Manager:
+    """One connection manager's record: what it tried, what worked, and its last error."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.available = True
+        self.reason: str | None = None  # why it is not available
+        self.attempts = self.connected = self.failed = 0
+        self.last_error: dict[str, Any] | None = None
+
+    def failure(self, code: str, message: str, peer: bytes | None) -> None:
+        self.failed += 1
+        self.last_error = {"code": code, "message": message, "time": time.time(),
+                           "peer": peer.hex() if peer else None}
+
+    def status(self) -> dict[str, Any]:
+        return {"available": self.available, "reason": self.reason, "attempts": self.attempts,
+                "connected": self.connected, "failed": self.failed, "last_error": self.last_error}
+
+
+class Managers:
+    """The node's connection managers and the factory that picks one for a peer."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.websocket, self.webrtc, self.relay = Manager("websocket"), Manager("webrtc"), Manager("relay")
+        self.endpoint: Any = None  # the webrtc transport's RtcEndpoint, for browser-class peers
+        self.ice_servers: tuple[str, ...] = ()  #: STUN/TURN URLs for WebRTC (none: host candidates)
+        self.timeout = 10.0  #: seconds a WebRTC dial may take before the fallback
+
+    def start(self, tg: TaskGroup) -> None:
+        """Set up WebRTC for a browser-class peer (server nodes have none, by design)."""
+        if self.node.role != "browser":
+            self.webrtc.available, self.webrtc.reason = False, "server nodes use WebSocket only"
+            return
+        try:
+            transport = get_transport("webrtc")
+        except TransportUnavailable as exc:  # logged once with its install hint; ws goes on
+            self.webrtc.available, self.webrtc.reason = False, str(exc)
+            return
+        self.endpoint = transport.endpoint(self.node.id, self.signal, relays=self.relays,  # type: ignore[attr-defined]
+                                           ice_servers=self.ice_servers)
+        tg.start_soon(self.endpoint.serve, self.node._accepted)
+
+    async def aclose(self) -> None:
+        """Stop taking offers and close the DataChannels (they have no abort)."""
+        if self.endpoint is not None:
+            await self.endpoint.aclose()
+            for pc in list(self.node.conns.values()):
+                if pc.conn.transport == "webrtc":
+                    await pc.conn.close()
+
+    def status(self) -> dict[str, Any]:
+        return {m.name: m.status() for m in (self.websocket, self.webrtc, self.relay)}
+
+    # -- the factory ---------------------------------------------------------------------
+
+    def pick(self, info: NodeInfo) -> Manager:
+        """The manager for ``info``: webrtc for browser-class peers, websocket for the rest."""
+        return self.webrtc if info.addr and scheme_of(info.addr) == "webrtc" else self.websocket
+
+    async def connect(self, info: NodeInfo, timeout: float) -> Connection:
+        """A connection to ``info`` by its manager; for webrtc, the relayed fallback when it fails."""
+        manager = self.pick(info)
+        manager.attempts += 1
+        if manager is self.websocket:
+            try:
+                conn = await transport_for(info.addr).connect(info.addr, timeout=timeout)  # type: ignore[arg-type]
+            except Exception as exc:
+                manager.failure(*describe_failure(exc), info.id)
+                raise
+            manager.connected += 1
+            return conn
+        try:
+            if self.endpoint is None:
+                raise WebRtcFailed(f"this peer has no WebRTC: {self.webrtc.reason}",
+                                   code="WEBRTC_UNAVAILABLE")
+            conn = await self.endpoint.connect(info.id, timeout=min(timeout, self.timeout))
+        except WebRtcFailed as exc:
+            text = f"WebRTC to {info.id.hex()[:16]} failed: {exc.args[0]}; trying a relay"
+            manager.failure(exc.code, text, info.id)
+            self.node._record(exc.code, info.id, text, transport="webrtc")
+            return await self._relayed(info.id, exc.relays, timeout)
+        manager.connected += 1
+        return conn
+
+    async def _relayed(self, target: bytes, theirs: tuple[str, ...], timeout: float) -> Connection:
+        """``target`` through a server node that relays for it (B4.5): theirs first, then ours."""
+        self.relay.attempts += 1
+        tried: list[str] = []
+        for url in dict.fromkeys([*theirs, *self.relays()]):
+            address = relay_address(url, target)
+            tried.append(url)
+            try:
+                conn = await transport_for(address).connect(address, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 -- the next relay may do
+                log.info("relay %s to %s failed: %s", url, target.hex()[:16], exc,
+                         extra={"peer_id": target.hex(), "transport": "bridge"})
+                continue
+            self.relay.connected += 1
+            return conn
+        text = (f"{target.hex()[:16]} is unreachable: WebRTC failed and no relay of "
+                f"{len(tried)} ({', '.join(tried) or 'none known'}) holds a connection to it")
+        self.relay.failure(str(wire.ErrorCode.PEER_UNREACHABLE), text, target)
+        raise WebRtcFailed(text, code=str(wire.ErrorCode.PEER_UNREACHABLE),
+                           advice=wire.advice(wire.ErrorCode.PEER_UNREACHABLE))
+
+    async def reach(self, peer_id: bytes, timeout: float = 15.0) -> NodeInfo:
+        """A verified connection to the browser-class peer ``peer_id``; its info.
+
+        A browser-class peer dials it (WebRTC, else a relay). A server node
+        cannot dial a browser: it asks it, by a ``dial`` signal through a
+        bootstrap server or a peer they share, to connect here over WebSocket.
+
+        Raises:
+            ConnectFailed: it could not be reached (the code says how it failed).
+        """
+        node = self.node
+        if peer_id in node.conns:
+            return node.conns[peer_id].info
+        if node.role == "browser":
+            with anyio.move_on_after(timeout):
+                info = await node._dial(NodeInfo(peer_id, webrtc_address(peer_id), "browser"))
+                if info is not None:
+                    return info
+            last = self.relay.last_error or self.webrtc.last_error or {}
+            raise ConnectFailed(f"could not reach {peer_id.hex()[:16]}: "
+                                f"[{last.get('code', 'TIMEOUT')}] {last.get('message', '')}")
+        if not node.address or not self.signal(peer_id, {"kind": "dial", "addr": node.address}):
+            raise ConnectFailed(f"no way to ask {peer_id.hex()[:16]} to connect: this node has no "
+                                "address, or no bootstrap server or shared peer to signal through")
+        with anyio.move_on_after(timeout):
+            while peer_id not in node.conns:
+                await anyio.sleep(0.02)
+            return node.conns[peer_id].info
+        raise ConnectFailed(f"asked {peer_id.hex()[:16]} to connect; it did not within {timeout:g} s")
+
+    # -- signals -------------------------------------------------------------------------
+
+    def relays(self) -> list[str]:
+        """ws:// URLs of the server nodes this peer holds connections to (they can relay to it)."""
+        return [pc.info.addr for pc in self.node.conns.values()
+                if pc.info.role in _SERVER_ROLES and pc.info.addr
+                and pc.info.addr.startswith(("ws://", "wss://"))][:8]
+
+    def signal(self, to: bytes, data: dict[str, Any]) -> int:
+        """Send a signal toward ``to``: by a bootstrap server, else by up to 3 server nodes.
+
+        Returns how many paths it went on (0: none).
+        """
+        message = wire.Signal(to, None, data)
+        for link in self.node.links:
+            if link.pc is not None and link.pc.send(message):
+                return 1
+        paths = 0
+        for pc in list(self.node.conns.values()):
+            if pc.info.role in _SERVER_ROLES and paths < SIGNAL_PATHS and pc.send(message):
+                paths += 1
+        return paths
+
+    def on_signal(self, pc: PeerConnection, msg: wire.Signal) -> None:
+        """A signal on a DHT connection: ours, or one to pass on (B4.4)."""
+        if msg.to == self.node.id:
+            # Passed on by a server node, which filled in the sender from its hello (None: the
+            # node itself says it could not pass ours on); else from the peer the hello proved.
+            self.deliver(msg.frm if pc.info.role in _SERVER_ROLES else pc.peer.id, msg.data)
+            return
+        if self.node.role not in _SERVER_ROLES:
+            return  # browser-class peers pass nothing on
+        target = self.node.conns.get(msg.to)
+        if target is not None:
+            target.send(wire.Signal(msg.to, pc.peer.id, msg.data))
+        elif msg.data.get("kind") != "error":
+            pc.send(wire.Signal(pc.peer.id, None, {
+                "kind": "error", "session": msg.data.get("session"),
+                "code": str(wire.ErrorCode.PEER_UNREACHABLE),
+                "message": f"peer {msg.to.hex()[:16]} holds no connection to this node"}))
+
+    def deliver(self, frm: bytes | None, data: dict[str, Any]) -> None:
+        """A signal for this peer, from ``frm`` (None: from the relay itself)."""
+        node = self.node
+        if data.get("kind") == "dial":
+            addr = data.get("addr")
+            if (node.role == "browser" and isinstance(addr, str) and addr.startswith(("ws://", "wss://"))
+                    and frm is not None and frm not in node.conns and node._tg is not None):
+                node._tg.start_soon(node._dial, NodeInfo(frm, addr, "node"))
+            return
+        if self.endpoint is not None:
+            self.endpoint.deliver(frm, data)
+        elif data.get("kind") == "offer" and frm is not None:
+            self.signal(frm, {"kind": "error", "session": data.get("session"),
+                              "code": "WEBRTC_UNAVAILABLE",
+                              "message": f"this peer cannot take WebRTC: {self.webrtc.reason}"})

@@ -1,0 +1,143 @@
+"""Relaying: splice a dialer's WebSocket to a peer that cannot be dialled (A1.5, B4.5).
+
+A connection whose first frame is ``relay`` names a peer; the node asks that
+peer, over the peer's own verified connection, to connect back (``relay_open``
+with a token), and splices the two connections once it does (``relay_accept``
+with the token), answering the dialer ``relay_ready``. Relayed bytes are
+forwarded unchanged and the signed hello on top is end to end, so the relay
+cannot pose as either side. Bridges relay for anyone connected to them;
+server nodes relay for browser-class peers only, which is how traffic reaches
+a browser-class peer when WebRTC to it fails (see ``docs/reference/webrtc.md``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+
+from yzcore import wire
+from yzcore.exceptions import TransportError, WireError
+from yzcore.runtime.peer import PeerConnection
+from yzcore.transport import Connection
+from yzcore.wire import ErrorCode
+
+__all__ = ["MAX_RELAYS", "MAX_RELAYS_PER_PEER", "RELAY_ANSWER_TIMEOUT", "Relaying"]
+
+RELAY_ANSWER_TIMEOUT = 5.0  # seconds the relayed peer has to connect back
+MAX_RELAYS = 1024  # spliced connections at once
+MAX_RELAYS_PER_PEER = 64
+
+
+class Relaying:
+    """The relay half of a server node (a mixin of :class:`~yzcore.runtime.node.Node`)."""
+
+    def _relay_init(self) -> None:
+        # token -> (answered, [(the peer's connection, set when the splice ends)])
+        self._waiting: dict[bytes, tuple[anyio.Event, list[tuple[Connection, anyio.Event]]]] = {}
+        self.relays: dict[bytes, int] = {}  # spliced connections per relayed peer
+        self.relayed_frames = 0
+
+    def _may_relay(self, pc: PeerConnection) -> bool:
+        """Whether this node relays to ``pc``'s peer: browser-class peers only (bridges: all)."""
+        return pc.info.role == "browser"
+
+    async def _inbound(self, conn: Connection, first: bytes | None = None) -> None:
+        """Every inbound connection: a relay request, a relayed peer connecting back, or a hello."""
+        if first is None:
+            with anyio.move_on_after(self.handshake_timeout):
+                try:
+                    first = await conn.receive()
+                except TransportError:
+                    return
+            if first is None:
+                return
+        try:
+            msg = wire.decode(first)
+        except WireError:
+            msg = None  # the handshake answers it with its code
+        if isinstance(msg, wire.RelayConnect):
+            await self._relay_dialer(conn, msg.to)
+        elif isinstance(msg, wire.RelayAccept):
+            await self._relay_target(conn, msg.token)
+        else:
+            await self._accepted(conn, first)
+
+    async def _refuse(self, conn: Connection, text: str) -> None:
+        self._record(str(ErrorCode.RELAY_UNAVAILABLE), None, text)
+        try:
+            await conn.send(wire.encode(wire.Error(None, ErrorCode.RELAY_UNAVAILABLE,
+                                                   f"{text}. {wire.advice(ErrorCode.RELAY_UNAVAILABLE)}")))
+        except TransportError:
+            pass
+        await conn.close()
+
+    async def _relay_dialer(self, conn: Connection, target: bytes) -> None:
+        pc = self.conns.get(target)
+        if pc is None or not self._may_relay(pc):
+            await self._refuse(conn, f"relay to {target.hex()[:16]} from {conn.remote_address}: "
+                               "that peer holds no connection to this node, or is not one it "
+                               "relays for")
+            return
+        if sum(self.relays.values()) >= MAX_RELAYS or self.relays.get(target, 0) >= MAX_RELAYS_PER_PEER:
+            await self._refuse(conn, f"relay to {target.hex()[:16]}: too many relayed connections")
+            return
+        # The slot is taken now, not once spliced: a burst of requests cannot
+        # pass the check together, and a waiting request counts too.
+        self.relays[target] = self.relays.get(target, 0) + 1
+        try:
+            await self._relay(conn, target, pc)
+        finally:
+            self.relays[target] -= 1
+            if not self.relays[target]:
+                del self.relays[target]
+
+    async def _relay(self, conn: Connection, target: bytes, pc: PeerConnection) -> None:
+        token = os.urandom(16)
+        event = anyio.Event()
+        slot: list[tuple[Connection, anyio.Event]] = []
+        self._waiting[token] = (event, slot)
+        pc.send(wire.RelayOpen(token))
+        with anyio.move_on_after(RELAY_ANSWER_TIMEOUT):
+            await event.wait()
+        self._waiting.pop(token, None)
+        if not slot:
+            await self._refuse(conn, f"relay to {target.hex()[:16]}: the peer did not connect back "
+                               f"within {RELAY_ANSWER_TIMEOUT:g} s")
+            return
+        other, done = slot[0]
+        try:
+            await conn.send(wire.encode(wire.RelayReady()))
+            await self._splice(conn, other)
+        except TransportError:
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+                await other.close()
+            done.set()
+
+    async def _relay_target(self, conn: Connection, token: bytes) -> None:
+        waiting = self._waiting.pop(token, None)
+        if waiting is None:
+            await conn.close()  # unknown or late: the dialer gave up
+            return
+        event, slot = waiting
+        done = anyio.Event()
+        slot.append((conn, done))
+        event.set()
+        await done.wait()  # the dialer's handler splices; this one keeps the connection open
+
+    async def _splice(self, a: Connection, b: Connection) -> None:
+        async def pump(src: Connection, dst: Connection) -> None:
+            try:
+                async for frame in src:
+                    await dst.send(frame)
+                    self.relayed_frames += 1
+            except TransportError:
+                pass
+            tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump, a, b)
+            tg.start_soon(pump, b, a)
