@@ -265,6 +265,7 @@ def _client(args: argparse.Namespace, act: Any) -> int:
     async def run() -> int:
         node = Node(listen=None, peers=[args.via] if args.via else [],
                     bootstrap=[args.bootstrap] if args.bootstrap else [], role="browser")
+        node.managers.ice_servers = tuple(getattr(args, "ice_server", None) or ())
         async with anyio.create_task_group() as tg:
             await node.start(tg)
             try:

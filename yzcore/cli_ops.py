@@ -30,7 +30,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     from yzcore.diagnose import diagnose, render
 
     report = anyio.run(lambda: diagnose(args.bootstrap, node=args.node, advertise=args.advertise,
-                                        data_dir=args.data_dir))
+                                        data_dir=args.data_dir, webrtc=not args.no_webrtc))
     print(json.dumps(report.as_json()) if args.json else render(report))
     return 0 if report.ok else 1
 
@@ -42,16 +42,18 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _light_client(args: argparse.Namespace) -> int:
-    """``yz client --bootstrap URL find-node ID | put KEY VALUE | get KEY``."""
+    """``yz client --bootstrap URL find-node ID | put KEY VALUE | get KEY | connect ID | serve``."""
     from yzcore.cli import _find_node, _get, _put
 
-    wanted = {"find-node": 1, "put": 2, "get": 1}[args.action]
+    wanted = {"find-node": 1, "put": 2, "get": 1, "connect": 1, "serve": 0}[args.action]
     if len(args.words) != wanted:
         print(f"error [INVALID_ARGUMENT] {args.action} takes {wanted} argument(s).", file=sys.stderr)
         return 2
     if args.action == "find-node":
         args.id = args.words[0]
         return _find_node(args)
+    if args.action in ("connect", "serve"):
+        return _peer_to_peer(args)
     args.key = args.words[0]
     if args.action == "put":
         args.value = args.words[1]
@@ -59,13 +61,64 @@ def _light_client(args: argparse.Namespace) -> int:
     return _get(args)
 
 
+def _peer_to_peer(args: argparse.Namespace) -> int:
+    """``connect ID``: reach a browser-class peer (WebRTC, else a relay) and say how.
+    ``serve``: stay online, taking WebRTC and relayed connections; one JSON line per event."""
+    from yzcore.cli import _client
+    from yzcore.exceptions import YzError
+    from yzcore.ids import id_from_hex
+
+    async def connect(node: Any) -> int:
+        started = anyio.current_time()
+        try:
+            info = await node.managers.reach(id_from_hex(args.words[0]), timeout=args.timeout)
+        except YzError as exc:
+            print(f"error [{exc.code}] {exc.args[0]} {exc.advice}", file=sys.stderr)
+            return 1
+        path = node.conns[info.id].conn.transport
+        failed = node.managers.webrtc.last_error if path != "webrtc" else None
+        print(json.dumps({"peer": info.id.hex(), "transport": path,
+                          "seconds": round(anyio.current_time() - started, 4),
+                          "webrtc_failure": failed}) if args.json
+              else f"connected to {info.id.hex()[:16]} over {path} in "
+                   f"{(anyio.current_time() - started) * 1000:.0f} ms"
+                   + (f" (WebRTC failed: [{failed['code']}] {failed['message']})" if failed else ""))
+        return 0
+
+    async def serve(node: Any) -> int:
+        with anyio.move_on_after(5):  # offers come through the bootstrap server: be there first
+            while node.links and not any(link.pc for link in node.links):
+                await anyio.sleep(0.05)
+        print(json.dumps({"event": "ready", "id": node.id.hex(), "relays": node.managers.relays(),
+                          "webrtc": node.managers.status()["webrtc"]}), flush=True)
+        seen: set[bytes] = set()
+        with anyio.move_on_after(args.duration or float("inf")):
+            while True:
+                for peer_id, pc in list(node.conns.items()):
+                    if peer_id not in seen and pc.info.role == "browser":
+                        print(json.dumps({"event": "peer", "id": peer_id.hex(),
+                                          "transport": pc.conn.transport}), flush=True)
+                seen = set(node.conns)
+                await anyio.sleep(0.1)
+        return 0
+
+    if args.action == "serve":
+        args.timeout = float("inf") if args.duration is None else args.duration + args.timeout
+    return _client(args, connect if args.action == "connect" else serve)
+
+
 def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
     """Register config, diagnose, health and client on the parser (``command`` makes a subcommand)."""
     p = command("client", _light_client, "the Python light client: join as a browser-class peer "
-                "and run find-node ID, put KEY VALUE or get KEY")
+                "and run find-node ID, put KEY VALUE, get KEY, connect ID (a browser-class "
+                "peer, over WebRTC) or serve (stay online, taking WebRTC connections)")
     client_options(p)
-    p.add_argument("action", choices=("find-node", "put", "get"))
-    p.add_argument("words", nargs="+", metavar="ARG", help="ID, KEY VALUE or KEY")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                   help="a STUN/TURN server for WebRTC (repeatable; default: none, host "
+                   "candidates only)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="serve: stop after this long")
+    p.add_argument("action", choices=("find-node", "put", "get", "connect", "serve"))
+    p.add_argument("words", nargs="*", metavar="ARG", help="ID, KEY VALUE, KEY or nothing")
     p = command("config", _config_show, "print the effective configuration and where each value came from")
     p.add_argument("action", choices=("show",))
     p.add_argument("--role", default="node", choices=("node", "bridge"))
@@ -80,6 +133,8 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
                    "back (on this host), e.g. before starting a node with it")
     p.add_argument("--data-dir", help="a node's data directory: when a name does not resolve, go on "
                    "with the address its peer cache remembers for it")
+    p.add_argument("--no-webrtc", action="store_true", help="skip the WebRTC round trip (it opens "
+                   "a DataChannel between two throwaway peers on this host)")
     p.add_argument("--json", action="store_true")
     p = command("health", _health, "the network's health from a bootstrap server, against a baseline")
     p.add_argument("--bootstrap", required=True, metavar="URL")

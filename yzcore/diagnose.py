@@ -400,7 +400,7 @@ def _host(report: Report) -> None:
 
 
 async def diagnose(bootstrap: str, *, node: str | None = None, advertise: str | None = None,
-                   data_dir: str | None = None) -> Report:
+                   data_dir: str | None = None, webrtc: bool = True) -> Report:
     """Run every step against ``bootstrap`` (and ``node``, or an ``advertise`` address).
 
     ``data_dir``: a node's data directory; the addresses its peer cache keeps
@@ -452,12 +452,19 @@ async def diagnose(bootstrap: str, *, node: str | None = None, advertise: str | 
         await session.conn.close()
     report.add("frames", "info", f"this run sent {report.frames['sent']} frames and received "
                f"{report.frames['received']}")
-    report.add("webrtc", "skip", "no WebRTC manager in this build (browser-class peers are not built yet)")
+    rtc = "untested"
+    if webrtc and session is not None and not report.failed("role"):
+        from yzcore.diagnose_rtc import webrtc_step
+
+        rtc = await webrtc_step(bootstrap, report)
+    else:
+        report.add("webrtc", "skip", "not asked for (--no-webrtc)" if not webrtc
+                   else "needs a bootstrap server that answered")
     _host(report)
     websocket = ("ok" if reachable and session is not None and not report.failed("round trip")
                  and not report.failed("introductions") else "fail")
     report.managers = {"websocket": websocket, "bridge relay": report.managers.get("bridge relay", "untested"),
-                       "webrtc": "not built"}
+                       "webrtc": rtc}
     return report
 
 

@@ -31,9 +31,11 @@ from .procs import free_port, get_json, wait_for
 YZ = [sys.executable, "-m", "yzcore.cli"]
 
 
-def diagnose(*args: str, netns: str | None = None) -> tuple[int, dict]:
+def diagnose(*args: str, netns: str | None = None, webrtc: bool = False) -> tuple[int, dict]:
+    """``yz diagnose``; its WebRTC step only where asked (inside a namespace: ICE skips loopback)."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    out = subprocess.run([*prefix, *YZ, "diagnose", *args, "--json"], capture_output=True, text=True,
+    more = [] if webrtc else ["--no-webrtc"]
+    out = subprocess.run([*prefix, *YZ, "diagnose", *args, *more, "--json"], capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.stdout, out.stderr
     return out.returncode, json.loads(out.stdout)

@@ -8,7 +8,9 @@ inside the namespace (:mod:`tests.runtime.netns`): ICE never leaves it.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 
 import anyio
 import pytest
@@ -220,6 +222,33 @@ async def test_a_server_node_asks_a_browser_class_peer_to_connect_to_it(netns):
         assert info.id == b.id and far.conns[b.id].conn.transport == "ws"
         assert not far.conns[b.id].outbound  # the browser-class peer dialled
         for n in (b, *nodes):
+            await n.aclose()
+        await boot.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("B1.3", "B1.5")
+async def test_diagnose_makes_a_webrtc_round_trip_and_names_the_manager_that_fails(netns):
+    async def diagnose(boot) -> tuple[int, dict]:
+        out = await anyio.run_process([sys.executable, "-m", "yzcore.cli", "diagnose", "--bootstrap",
+                                       boot.address, "--json"], check=False)
+        return out.returncode, json.loads(out.stdout)
+
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg, servers=2)
+        code, report = await diagnose(boot)
+        step = next(s for s in report["steps"] if s["name"] == "webrtc")
+        print(step["detail"])
+        assert step["verdict"] == "ok" and "round trip" in step["detail"], step
+        assert report["managers"]["webrtc"] == "ok" and code == 0, report
+        await anyio.run_process(["iptables", "-A", "INPUT", "-p", "udp", "-j", "DROP"])
+        code, report = await diagnose(boot)
+        step = next(s for s in report["steps"] if s["name"] == "webrtc")
+        print(step["detail"])
+        assert step["verdict"] == "fail" and step["code"] == "WEBRTC_FAILED", step
+        assert report["managers"] == {**report["managers"], "webrtc": "fail", "websocket": "ok"}
+        assert code == 1
+        for n in nodes:
             await n.aclose()
         await boot.aclose()
         tg.cancel_scope.cancel()
