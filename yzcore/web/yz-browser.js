@@ -5,21 +5,36 @@
 // WebSocket, proves its Ed25519 key with the signed hello (WebCrypto; the key
 // is kept in IndexedDB, so the browser keeps its id), and runs iterative
 // lookups itself: findNode, put and get. It counts messages and bytes per
-// path and direction; counting never changes what is sent (B3.3).
+// path (ws, webrtc, relay) and direction; counting never changes what is sent (B3.3).
+//
+// Other browser-class peers it reaches over a WebRTC DataChannel, set up with
+// `signal` messages through the bootstrap server (listen) or a server node,
+// and when WebRTC fails, through a server node that relays (docs/reference/webrtc.md).
 //
 //   import { YzClient } from "http://NODE:PORT/yz-browser.js";
 //   const yz = await YzClient.create();
 //   await yz.join("ws://NODE:PORT/dht");
 //   await yz.put("greeting", "hello");
 //   console.log(await yz.get("greeting"), yz.counters);
+//   await yz.listen("ws://BOOTSTRAP:PORT/dht");      // take WebRTC offers
+//   const peer = await yz.connectPeer(otherIdHex);   // peer.path: "webrtc" or "relay"
+//   await peer.request({ t: "ping" });
 
 export const PROTOCOL_VERSION = "1.0";
-const AGENT = "yz-browser/0.1";
+const AGENT = "yz-browser/0.2";
 const PREFIX = new TextEncoder().encode("yz-hello-v1\0");
 const K = 20, ALPHA = 3, TIMEOUT_MS = 5000;
+const GATHER_MS = 2000;       // longest wait for ICE gathering before the SDP goes anyway
+const RELAY_READY_MS = 8000;  // a relaying node waits 5 s for the peer to connect back
+const MAX_RELAYS = 8;
+const PATHS = ["ws", "webrtc", "relay"];
+const ROLES = ["node", "bridge", "browser", "bootstrap"];
+const SERVERS = ["node", "bridge"];
 
+const utf8 = new TextEncoder(), text = new TextDecoder();
 const hex = (b) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, "0")).join("");
 const unhex = (h) => new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16)));
+const isHex = (h, bytes) => typeof h === "string" && h.length === 2 * bytes && /^[0-9a-f]*$/.test(h);
 const sha256 = async (b) => new Uint8Array(await crypto.subtle.digest("SHA-256", b));
 const concat = (...parts) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -30,10 +45,16 @@ const concat = (...parts) => {
 const major = (v) => String(v).split(".")[0];
 const distance = (a, b) => a.map((x, i) => x ^ b[i]);
 const less = (a, b) => { for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i]; return false; };
+const byDistance = (t) => (a, b) => {
+  const da = distance(unhex(a.id), t), db = distance(unhex(b.id), t);
+  return less(da, db) ? -1 : less(db, da) ? 1 : 0;
+};
+const isWsUrl = (u) => typeof u === "string" && /^wss?:\/\//.test(u);
+const short = (id) => String(id).slice(0, 16);
 
 /** A failure with a stable code, as the Python side names them. */
 export class YzError extends Error {
-  constructor(code, message) { super(`[${code}] ${message}`); this.code = code; }
+  constructor(code, message) { super(`[${code}] ${message}`); this.code = code; this.detail = message; }
 }
 
 /** What the sender of `hello` signs for a peer that sent `peerNonce` (handshake.transcript). */
@@ -41,7 +62,7 @@ async function transcript(peerNonce, hello) {
   const claims = { advertise: hello.advertise, agent: hello.agent, caps: hello.caps,
     listen: hello.listen, role: hello.role, version: hello.v };  // keys sorted, as the node's
   return concat(PREFIX, new Uint8Array([peerNonce.length]), peerNonce,
-    await sha256(unhex(hello.key)), new TextEncoder().encode(JSON.stringify(claims)));
+    await sha256(unhex(hello.key)), utf8.encode(JSON.stringify(claims)));
 }
 
 async function loadKeys() {
@@ -70,40 +91,212 @@ async function loadKeys() {
   return keys;
 }
 
-/** One verified WebSocket connection to a node. */
-class Peer {
-  constructor(client, ws, info) {
-    this.client = client; this.ws = ws; this.info = info; this.waiting = new Map();
-    ws.onmessage = (ev) => this.onFrame(ev.data);
-    ws.onclose = () => { for (const [, w] of this.waiting) w.reject(new YzError("CONNECTION_CLOSED",
-      `${info.addr} closed the connection`)); this.waiting.clear();
-      if (client.peers.get(info.id) === this) client.peers.delete(info.id); };
+/** A WebSocket once open. */
+function openSocket(url) {
+  return new Promise((resolve, reject) => {
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { reject(new YzError("CONNECT_FAILED", `cannot open ${url}: ${e.message}`)); return; }
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new YzError("CONNECT_FAILED", `cannot open ${url}`));
+  });
+}
+
+/** Resolves when ICE gathering is complete (non-trickle), or after GATHER_MS anyway. */
+function gathered(pc) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") { resolve(); return; }
+    const timer = setTimeout(resolve, GATHER_MS);
+    const check = () => { if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", check);
+    pc.addEventListener("icecandidate", (ev) => { if (!ev.candidate) { clearTimeout(timer); resolve(); } });
+  });
+}
+
+/**
+ * One message channel: a WebSocket or an RTCDataChannel, one yzcore frame a
+ * message. Text or binary in (decoded as UTF-8), text out; counted per path.
+ */
+class Link {
+  constructor(client, raw, path, label, pc = null) {
+    this.client = client; this.raw = raw; this.path = path; this.label = label; this.pc = pc;
+    this.queue = []; this.waiter = null; this.handler = null; this.onclosed = null; this.closed = false;
+    try { raw.binaryType = "arraybuffer"; } catch { /* a WebSocket before open takes it too */ }
+    raw.onmessage = (ev) => this.receive(ev.data);
+    raw.onclose = () => this.gone();
+    if (pc) {
+      pc.addEventListener("connectionstatechange", () => {
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") this.close();
+      });
+    }
   }
+
+  isOpen() { return !this.closed && (this.raw.readyState === 1 || this.raw.readyState === "open"); }
+
+  receive(data) {
+    const frame = typeof data === "string" ? data : text.decode(data);
+    let msg = null;
+    try { msg = JSON.parse(frame); } catch { /* not a frame: counted, then dropped */ }
+    if (msg === null || typeof msg !== "object" || Array.isArray(msg)) msg = null;
+    this.client.count(this.path, "in", msg && typeof msg.t === "string" ? msg.t : null,
+      typeof data === "string" ? data : data.byteLength);
+    if (!msg) return;
+    if (this.waiter) { const w = this.waiter; this.waiter = null; w.resolve(msg); }
+    else if (this.handler) this.handler(msg);
+    else this.queue.push(msg);
+  }
+
   send(msg) {
     const frame = JSON.stringify({ v: PROTOCOL_VERSION, ...msg });
-    this.client.count("ws", "out", msg.t, frame.length);
-    this.ws.send(frame);
+    this.client.count(this.path, "out", msg.t, frame);
+    this.raw.send(frame);
   }
-  onFrame(data) {
-    this.client.count("ws", "in", null, data.length);
-    let msg;
-    try { msg = JSON.parse(data); } catch { return; }
-    this.client.counters.ws.in.types[msg.t] = (this.client.counters.ws.in.types[msg.t] || 0) + 1;
-    if (msg.t === "ping") { this.send({ t: "pong", rid: msg.rid }); return; }
+
+  /** The next message (before a handler takes them), or `code` after `ms`. */
+  next(ms, code = "HANDSHAKE_TIMEOUT") {
+    if (this.queue.length) return Promise.resolve(this.queue.shift());
+    if (this.closed) return Promise.reject(new YzError("CONNECTION_CLOSED", `${this.label} is closed`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.waiter = null;
+        reject(new YzError(code, `${this.label} sent nothing in ${ms} ms`)); }, ms);
+      this.waiter = { resolve: (m) => { clearTimeout(timer); resolve(m); },
+        reject: (e) => { clearTimeout(timer); reject(e); } };
+    });
+  }
+
+  /** From now on every message goes to `handler` (queued ones first). */
+  take(handler) {
+    this.handler = handler;
+    while (this.queue.length) handler(this.queue.shift());
+  }
+
+  gone() {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.waiter) { const w = this.waiter; this.waiter = null;
+      w.reject(new YzError("CONNECTION_CLOSED", `${this.label} closed the connection`)); }
+    if (this.onclosed) this.onclosed();
+  }
+
+  close() {
+    try { this.raw.close(); } catch { /* already closed */ }
+    try { if (this.pc) this.pc.close(); } catch { /* already closed */ }
+    this.gone();
+  }
+}
+
+/**
+ * The signed hello on any link (it is symmetric: the same for the side that
+ * dialled and the side that accepted). Refuses a peer whose id is not
+ * `expectedId` when one is given. Returns the verified peer's info.
+ */
+async function hello(client, link, expectedId = null) {
+  const nonce = crypto.getRandomValues(new Uint8Array(32));
+  const mine = { v: PROTOCOL_VERSION, t: "hello", key: hex(client.key), nonce: hex(nonce), role: "browser",
+    listen: [], advertise: null, caps: [], agent: AGENT };
+  const refuse = (code, message) => {
+    try { link.send({ t: "error", rid: null, code, message }); } catch { /* closing anyway */ }
+    link.close();
+    return new YzError(code, message);
+  };
+  const theirError = (msg) => { link.close(); return new YzError(String(msg.code), String(msg.message)); };
+  link.send(mine);
+  const theirs = await link.next(TIMEOUT_MS);
+  if (theirs.t === "error") throw theirError(theirs);
+  if (theirs.t !== "hello") throw refuse("HANDSHAKE_REQUIRED", `${link.label} sent ${theirs.t} before its hello`);
+  if (major(theirs.v) !== major(PROTOCOL_VERSION)) {
+    throw refuse("VERSION_MISMATCH", `${link.label} speaks protocol ${theirs.v}, this client ${PROTOCOL_VERSION}`);
+  }
+  if (!isHex(theirs.key, 32) || typeof theirs.nonce !== "string" || !/^[0-9a-f]*$/.test(theirs.nonce)
+      || theirs.nonce.length < 32 || theirs.nonce.length > 128 || theirs.nonce.length % 2
+      || !ROLES.includes(theirs.role)) {
+    throw refuse("INVALID_MESSAGE", `${link.label} sent a malformed hello`);
+  }
+  const id = hex(await sha256(unhex(theirs.key)));
+  if (id === client.idHex) throw refuse("SELF_CONNECTION", `${link.label} has this client's own id`);
+  if (expectedId && id !== expectedId) {
+    throw refuse("ID_MISMATCH", `${link.label} is ${id}, not ${expectedId}`);
+  }
+  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, client.keys.privateKey,
+    await transcript(unhex(theirs.nonce), mine)));
+  link.send({ t: "auth", sig: hex(sig) });
+  const auth = await link.next(TIMEOUT_MS);
+  if (auth.t === "error") throw theirError(auth);
+  if (auth.t !== "auth") throw refuse("HANDSHAKE_REQUIRED", `${link.label} sent ${auth.t} instead of its auth`);
+  const theirKey = await crypto.subtle.importKey("raw", unhex(theirs.key), { name: "Ed25519" }, false, ["verify"]);
+  const ok = isHex(auth.sig, 64) && await crypto.subtle.verify({ name: "Ed25519" }, theirKey, unhex(auth.sig),
+    await transcript(nonce, theirs));
+  if (!ok) throw refuse("BAD_SIGNATURE", `${link.label}'s hello signature did not verify`);
+  return { id, role: theirs.role, version: theirs.v, advertise: theirs.advertise ?? null,
+    listen: theirs.listen || [], caps: theirs.caps || [], agent: theirs.agent };
+}
+
+/** One verified connection, whatever its path ("ws", "webrtc" or "relay"). */
+class Peer {
+  constructor(client, link, info, outbound) {
+    this.client = client; this.link = link; this.info = info; this.path = link.path;
+    this.outbound = outbound; this.waiting = new Map();
+    this.ws = link.raw instanceof WebSocket ? link.raw : null;
+    link.onclosed = () => {
+      for (const [, w] of this.waiting) { clearTimeout(w.timer);
+        w.reject(new YzError("CONNECTION_CLOSED", `${this.label()} closed the connection`)); }
+      this.waiting.clear();
+      client.forget(this);
+    };
+    link.take((msg) => this.onMessage(msg));
+  }
+
+  label() { return this.info.addr || `${this.path}://${short(this.info.id)}`; }
+  isOpen() { return this.link.isOpen(); }
+  send(msg) { this.link.send(msg); }
+  close() { this.link.close(); }
+
+  onMessage(msg) {
+    const c = this.client;
+    try {
+      switch (msg.t) {
+        case "ping": this.send({ t: "pong", rid: msg.rid }); return;
+        case "find_node":
+          this.send({ t: "nodes", rid: msg.rid, nodes: isHex(msg.target, 32) ? c.nodesNear(msg.target) : [] });
+          return;
+        case "find_value":  // a browser keeps no values: closer nodes only
+          this.send({ t: "value", rid: msg.rid, value: null, nodes: isHex(msg.key, 32) ? c.nodesNear(msg.key) : [] });
+          return;
+        case "store":
+          this.send({ t: "error", rid: msg.rid, code: "WRONG_ROLE",
+            message: "this is a browser-class peer: it keeps no values; store at the nodes closest to the key" });
+          return;
+        case "signal":  // only a relay fills in frm; a peer-to-peer link could claim any sender
+          if (this.path === "ws" && this.info.role !== "browser") c.onSignal(this, msg);
+          return;
+        case "relay_open":
+          if (this.path === "ws" && SERVERS.includes(this.info.role)) c.acceptRelay(this, msg.token);
+          return;
+        default: break;
+      }
+    } catch (e) { console.warn("yz: could not answer", msg.t, e); return; }
     const w = this.waiting.get(msg.rid);
     if (w) { this.waiting.delete(msg.rid); clearTimeout(w.timer); w.resolve(msg); }
+    else if (msg.t === "error" && msg.rid == null) c.onUnsolicitedError(this, msg);
   }
+
   request(msg) {
     const rid = this.client.nextRid++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { this.waiting.delete(rid);
-        reject(new YzError("TIMEOUT", `${this.info.addr} did not answer ${msg.t} in ${TIMEOUT_MS} ms`)); },
+        reject(new YzError("TIMEOUT", `${this.label()} did not answer ${msg.t} in ${TIMEOUT_MS} ms`)); },
       TIMEOUT_MS);
       this.waiting.set(rid, { resolve, reject, timer });
-      this.send({ ...msg, rid });
+      try { this.send({ ...msg, rid }); } catch (e) {
+        this.waiting.delete(rid); clearTimeout(timer);
+        reject(new YzError("CONNECTION_CLOSED", `${this.label()}: ${e.message}`));
+      }
     });
   }
 }
+
+const emptyCounters = () => Object.fromEntries(PATHS.map((p) => [p,
+  { in: { messages: 0, bytes: 0, types: {} }, out: { messages: 0, bytes: 0, types: {} } }]));
 
 export class YzClient {
   /** A client with the identity kept in this browser (IndexedDB). */
@@ -115,24 +308,41 @@ export class YzClient {
 
   constructor(keys, key, id) {
     this.keys = keys; this.key = key; this.id = id; this.idHex = hex(id);
-    this.peers = new Map(); this.connecting = new Map(); this.nextRid = 1; this.seeds = [];
-    this.counters = { ws: { in: { messages: 0, bytes: 0, types: {} }, out: { messages: 0, bytes: 0, types: {} } } };
+    this.peers = new Map();       // id -> Peer: one verified connection per peer id
+    this.connecting = new Map();  // ws URL -> pending Peer
+    this.dialing = new Map();     // peer id -> pending Peer (connectPeer)
+    this.sessions = new Map();    // WebRTC session -> what the dial waits for
+    this.known = new Map();       // id -> {id, addr, role}: server nodes this client has heard of
+    this.nextRid = 1; this.seeds = [];
+    this.counters = emptyCounters();
+    this.failures = [];           // {code, peer, manager, message}
+    this.rtcConfig = { iceServers: [] };
+    this.onpeer = null;           // called with each Peer another peer opened to this one
+    this.bootstrap = null; this.listening = null; this.closed = false;
   }
 
-  count(path, dir, type, bytes) {
+  count(path, dir, type, frame) {
     try {  // a counter never breaks a message (B3.3)
       const c = this.counters[path][dir];
-      c.messages += 1; c.bytes += bytes;
+      c.messages += 1; c.bytes += typeof frame === "number" ? frame : utf8.encode(frame).length;
       if (type) c.types[type] = (c.types[type] || 0) + 1;
     } catch { /* counted or not, the message goes on */ }
   }
+
+  fail(failure) {
+    this.failures.push(failure);
+    if (this.failures.length > 100) this.failures.shift();  // the latest ones
+    console.warn(`yz: ${failure.code} (${failure.manager}) peer ${short(failure.peer)}: ${failure.message}`);
+  }
+
+  // -- server nodes over WebSocket ------------------------------------------------
 
   /** A verified connection to the node at `url` (one per URL; its id checked every time). */
   async connect(url, expectedId = null) {
     let pending = this.connecting.get(url);
     if (!pending) {
-      const open = [...this.peers.values()].find((p) => p.info.addr === url);
-      pending = open ? Promise.resolve(open) : this.open(url);
+      const open = [...this.peers.values()].find((p) => p.path === "ws" && p.info.addr === url && p.isOpen());
+      pending = open ? Promise.resolve(open) : this.open(url, expectedId);
       if (!open) {
         this.connecting.set(url, pending);
         pending.finally(() => this.connecting.delete(url)).catch(() => {});
@@ -146,56 +356,24 @@ export class YzClient {
     return peer;
   }
 
-  async open(url) {
-    const ws = new WebSocket(url);
-    await new Promise((resolve, reject) => {
-      ws.onopen = resolve;
-      ws.onerror = () => reject(new YzError("CONNECT_FAILED", `cannot open ${url}`));
-    });
-    const nonce = crypto.getRandomValues(new Uint8Array(16));
-    const hello = { v: PROTOCOL_VERSION, t: "hello", key: hex(this.key), nonce: hex(nonce), role: "browser",
-      listen: [], advertise: null, caps: [], agent: AGENT };
-    const frames = [];
-    let wake = null;
-    ws.onmessage = (ev) => { frames.push(ev.data); if (wake) wake(); };
-    ws.onclose = () => { if (wake) wake(); };
-    const next = async () => {
-      const deadline = Date.now() + TIMEOUT_MS;
-      while (!frames.length) {
-        if (ws.readyState > 1) throw new YzError("CONNECTION_CLOSED", `${url} closed during the hello`);
-        if (Date.now() > deadline) throw new YzError("HANDSHAKE_TIMEOUT", `${url} did not finish the hello`);
-        await new Promise((r) => { wake = r; setTimeout(r, 100); });
-      }
-      const data = frames.shift();
-      this.count("ws", "in", null, data.length);
-      return JSON.parse(data);
-    };
-    const helloFrame = JSON.stringify(hello);
-    this.count("ws", "out", "hello", helloFrame.length);
-    ws.send(helloFrame);
-    const theirs = await next();
-    if (theirs.t === "error") { ws.close(); throw new YzError(theirs.code, theirs.message); }
-    if (theirs.t !== "hello") { ws.close(); throw new YzError("HANDSHAKE_REQUIRED", `${url} sent ${theirs.t} first`); }
-    if (major(theirs.v) !== major(PROTOCOL_VERSION)) {
-      ws.close();
-      throw new YzError("VERSION_MISMATCH", `${url} speaks protocol ${theirs.v}, this client ${PROTOCOL_VERSION}`);
-    }
-    const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, this.keys.privateKey,
-      await transcript(unhex(theirs.nonce), hello)));
-    const authFrame = JSON.stringify({ v: PROTOCOL_VERSION, t: "auth", sig: hex(sig) });
-    this.count("ws", "out", "auth", authFrame.length);
-    ws.send(authFrame);
-    const auth = await next();
-    if (auth.t === "error") { ws.close(); throw new YzError(auth.code, auth.message); }
-    const theirKey = await crypto.subtle.importKey("raw", unhex(theirs.key), { name: "Ed25519" }, false, ["verify"]);
-    const ok = auth.t === "auth" && await crypto.subtle.verify({ name: "Ed25519" }, theirKey, unhex(auth.sig),
-      await transcript(nonce, theirs));
-    if (!ok) { ws.close(); throw new YzError("BAD_SIGNATURE", `${url}'s hello signature did not verify`); }
-    const id = hex(await sha256(unhex(theirs.key)));
-    const peer = new Peer(this, ws, { id, addr: url, role: theirs.role, version: theirs.v });
-    this.peers.set(id, peer);
-    for (const data of frames) peer.onFrame(data);
+  async open(url, expectedId = null) {
+    const link = new Link(this, await openSocket(url), "ws", url);
+    const info = await hello(this, link, expectedId);
+    const peer = this.register(new Peer(this, link, { ...info, addr: url, path: "ws" }, true));
+    if (peer.link === link && SERVERS.includes(info.role)) this.learn({ id: info.id, addr: url, role: info.role });
     return peer;
+  }
+
+  learn(n) {
+    if (n && isHex(n.id, 32) && isWsUrl(n.addr) && SERVERS.includes(n.role || "node") && n.id !== this.idHex) {
+      this.known.set(n.id, { id: n.id, addr: n.addr, role: n.role || "node" });
+    }
+  }
+
+  /** The server nodes this client knows, closest to `targetHex` first (at most k). */
+  nodesNear(targetHex, k = K) {
+    return [...this.known.values()].sort(byDistance(unhex(targetHex))).slice(0, k)
+      .map((n) => ({ id: n.id, addr: n.addr, role: n.role }));
   }
 
   /** Join through the node at `url`: its answer seeds every lookup. */
@@ -204,6 +382,7 @@ export class YzClient {
     this.seeds = [{ id: peer.info.id, addr: url, role: peer.info.role }];
     const answer = await peer.request({ t: "find_node", target: this.idHex });
     for (const n of answer.nodes || []) if (n.addr && !this.seeds.some((s) => s.id === n.id)) this.seeds.push(n);
+    this.seeds.forEach((n) => this.learn(n));
     return peer.info;
   }
 
@@ -227,6 +406,7 @@ export class YzClient {
           const reply = await peer.request(wantValue ? { t: "find_value", key: target } : { t: "find_node", target });
           if (reply.t === "error") throw new YzError(reply.code, reply.message);
           c.state = "answered";
+          this.learn(c);
           if (wantValue && reply.value != null && found == null) found = reply.value;
           (reply.nodes || []).forEach(add);
         } catch { c.state = "failed"; }
@@ -237,7 +417,7 @@ export class YzClient {
 
   async findNode(targetHex) { return (await this.lookup(targetHex)).nodes; }
 
-  static async keyFor(name) { return hex(await sha256(new TextEncoder().encode(name))); }
+  static async keyFor(name) { return hex(await sha256(utf8.encode(name))); }
 
   /** Store `value` under sha256(`name`) at the k closest nodes; how many stored it. */
   async put(name, value, ttl = 3600) {
@@ -255,5 +435,263 @@ export class YzClient {
   /** The value stored under sha256(`name`), or null. */
   async get(name) { return (await this.lookup(await YzClient.keyFor(name), true)).value; }
 
-  close() { for (const p of this.peers.values()) p.ws.close(); this.peers.clear(); }
+  // -- peers: one connection per id -------------------------------------------------
+
+  /** Keep one connection per peer id; answers the one kept (the other is closed). */
+  register(peer) {
+    const id = peer.info.id, old = this.peers.get(id);
+    if (old && old !== peer && old.isOpen()) {
+      // Both sides dialled at once: both keep the connection the lower id dialled.
+      const dialer = (p) => (p.outbound ? this.idHex : id);
+      if (!(old.path !== "ws" && peer.path !== "ws" && dialer(peer) < dialer(old))) {
+        peer.close();
+        return old;
+      }
+      this.peers.set(id, peer);
+      old.close();
+      return peer;
+    }
+    this.peers.set(id, peer);
+    return peer;
+  }
+
+  forget(peer) {
+    if (this.peers.get(peer.info.id) === peer) this.peers.delete(peer.info.id);
+  }
+
+  /** Up to 8 URLs of server nodes this client holds connections to (bridges first). */
+  relays() {
+    return [...this.peers.values()]
+      .filter((p) => p.path === "ws" && SERVERS.includes(p.info.role) && isWsUrl(p.info.addr) && p.isOpen())
+      .sort((a, b) => (a.info.role === "bridge" ? 0 : 1) - (b.info.role === "bridge" ? 0 : 1))
+      .slice(0, MAX_RELAYS).map((p) => p.info.addr);
+  }
+
+  // -- signalling ---------------------------------------------------------------------
+
+  /** Keep a verified connection to the bootstrap server at `url`: signals come and go on it. */
+  async listen(url) {
+    this.listening = url; this.closed = false;
+    const peer = await this.connect(url);
+    if (this.bootstrap !== peer) { this.bootstrap = peer; this.keepListening(peer, url); }
+    return peer.info;
+  }
+
+  keepListening(peer, url, delay = 1000) {
+    const prev = peer.link.onclosed;
+    peer.link.onclosed = () => {
+      prev();
+      if (this.closed || this.listening !== url || this.bootstrap !== peer) return;
+      this.bootstrap = null;
+      const again = () => {
+        if (this.closed || this.listening !== url) return;
+        this.connect(url).then((p) => { this.bootstrap = p; this.keepListening(p, url); })
+          .catch(() => setTimeout(again, (delay = Math.min(delay * 2, 30000))));
+      };
+      setTimeout(again, delay);
+    };
+  }
+
+  /** Where this client's signals go: the bootstrap connection, else any server node. */
+  signalPath() {
+    if (this.bootstrap && this.bootstrap.isOpen()) return this.bootstrap;
+    return [...this.peers.values()].find((p) => p.path === "ws" && SERVERS.includes(p.info.role) && p.isOpen()) || null;
+  }
+
+  sendSignal(via, to, data) { via.send({ t: "signal", to, frm: null, data }); }
+
+  onSignal(via, msg) {
+    const data = msg.data;
+    if (!data || typeof data !== "object") return;
+    const frm = isHex(msg.frm, 32) ? msg.frm : null;
+    if (data.kind === "offer") { if (frm) this.acceptOffer(via, frm, data); return; }
+    if (data.kind === "dial") {
+      if (isWsUrl(data.addr)) this.connect(data.addr, frm).catch((e) => console.warn(`yz: dial ${data.addr}: ${e.message}`));
+      return;
+    }
+    const session = this.sessions.get(data.session);
+    // An answer comes from the peer dialled; an error from it or from the relay (frm null).
+    if (session && (frm === session.peer || (frm === null && data.kind === "error"))) session.handle(data);
+  }
+
+  /** An error frame with no rid on a signalling path: the relay could not pass a signal on. */
+  onUnsolicitedError(via, msg) {
+    if (msg.code !== "PEER_UNREACHABLE") return;
+    const waiting = [...this.sessions.values()].filter((s) => s.via === via && !s.answered);
+    const named = waiting.filter((s) => String(msg.message || "").includes(short(s.peer)));
+    const session = named[0] || waiting[0];
+    if (session) session.handle({ kind: "error", session: session.id, code: msg.code, message: msg.message });
+  }
+
+  // -- dialling another browser-class peer --------------------------------------------
+
+  /** A connection to the browser-class peer `idHex`: WebRTC, else relayed by a server node. */
+  async connectPeer(idHex, { timeoutMs = 10000 } = {}) {
+    const id = String(idHex).toLowerCase();
+    if (!isHex(id, 32)) throw new YzError("INVALID_ARGUMENT", `a peer id is 64 hex digits, got ${idHex}`);
+    if (id === this.idHex) throw new YzError("SELF_CONNECTION", "that is this client's own id");
+    const have = this.peers.get(id);
+    if (have && have.isOpen()) return have;
+    let pending = this.dialing.get(id);
+    if (!pending) {
+      pending = this.dialPeer(id, timeoutMs);
+      this.dialing.set(id, pending);
+      pending.finally(() => this.dialing.delete(id)).catch(() => {});
+    }
+    return pending;
+  }
+
+  async dialPeer(id, timeoutMs) {
+    const offered = { relays: [] };
+    let why;
+    try {
+      return await this.dialWebRTC(id, timeoutMs, offered);
+    } catch (e) {
+      why = e.detail ?? e.message;
+      this.fail({ code: "WEBRTC_FAILED", peer: id, manager: "webrtc", message: why });
+    }
+    const have = this.peers.get(id);  // the peer may have reached us meanwhile
+    if (have && have.isOpen()) return have;
+    const urls = [...new Set([...offered.relays.filter(isWsUrl), ...this.relays()])];
+    const errors = [];
+    for (const url of urls) {
+      try { return await this.dialRelay(url, id); } catch (e) { errors.push(`${url}: ${e.message}`); }
+    }
+    throw new YzError("PEER_UNREACHABLE", `peer ${short(id)}: WebRTC failed (${why}); `
+      + (errors.length ? `no relay reached it (${errors.join("; ")})` : "no relay to try"));
+  }
+
+  dialWebRTC(id, timeoutMs, offered) {
+    const via = this.signalPath();
+    if (!via) {
+      return Promise.reject(new YzError("WEBRTC_FAILED",
+        "no signalling path: call listen(bootstrapUrl) or connect to a server node first"));
+    }
+    if (typeof RTCPeerConnection === "undefined") {
+      return Promise.reject(new YzError("WEBRTC_FAILED", "this browser has no RTCPeerConnection"));
+    }
+    const session = hex(crypto.getRandomValues(new Uint8Array(8)));
+    const pc = new RTCPeerConnection(this.rtcConfig);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const entry = { id: session, peer: id, via, answered: false, handle: null };
+      const finish = () => { settled = true; clearTimeout(timer); this.sessions.delete(session); };
+      const fail = (why) => {
+        if (settled) return;
+        finish();
+        try { pc.close(); } catch { /* closed */ }
+        reject(new YzError("WEBRTC_FAILED", why));
+      };
+      const timer = setTimeout(() => fail(`no DataChannel and hello within ${timeoutMs} ms`), timeoutMs);
+      entry.handle = (data) => {
+        if (data.kind === "error") {
+          fail(`${data.code || "ERROR"}: ${data.message || "the session was refused"}`);
+        } else if (data.kind === "answer" && !entry.answered && typeof data.sdp === "string") {
+          entry.answered = true;
+          if (Array.isArray(data.relays)) offered.relays = data.relays.slice(0, MAX_RELAYS);
+          pc.setRemoteDescription({ type: "answer", sdp: data.sdp }).catch((e) => fail(`bad answer: ${e.message}`));
+        }
+      };
+      this.sessions.set(session, entry);
+      pc.addEventListener("connectionstatechange", () => {
+        if (pc.connectionState === "failed") fail("the connection failed");
+      });
+      pc.addEventListener("iceconnectionstatechange", () => {
+        if (pc.iceConnectionState === "failed") fail("ICE failed");
+      });
+      const channel = pc.createDataChannel("yz", { ordered: true });
+      channel.binaryType = "arraybuffer";
+      const link = new Link(this, channel, "webrtc", `webrtc://${short(id)}`, pc);
+      channel.onopen = async () => {
+        try {
+          const info = await hello(this, link, id);
+          if (settled) { link.close(); return; }
+          finish();
+          resolve(this.register(new Peer(this, link, { ...info, addr: null, path: "webrtc" }, true)));
+        } catch (e) { fail(`hello: ${e.message}`); }
+      };
+      (async () => {
+        await pc.setLocalDescription(await pc.createOffer());
+        await gathered(pc);
+        if (settled) return;
+        this.sendSignal(via, id, { kind: "offer", session, sdp: pc.localDescription.sdp, relays: this.relays() });
+      })().catch((e) => fail(`offer: ${e.message}`));
+    });
+  }
+
+  async dialRelay(url, id) {
+    const link = new Link(this, await openSocket(url), "relay", `${url} (relay to ${short(id)})`);
+    try {
+      link.send({ t: "relay", to: id });
+      const ready = await link.next(RELAY_READY_MS, "RELAY_UNAVAILABLE");
+      if (ready.t === "error") throw new YzError(String(ready.code || "RELAY_UNAVAILABLE"), String(ready.message));
+      if (ready.t !== "relay_ready") throw new YzError("RELAY_UNAVAILABLE", `${url} answered ${ready.t}`);
+      const info = await hello(this, link, id);
+      return this.register(new Peer(this, link, { ...info, addr: null, path: "relay", via: url }, true));
+    } catch (e) { link.close(); throw e; }
+  }
+
+  // -- being dialled ---------------------------------------------------------------------
+
+  async acceptOffer(via, from, data) {
+    const session = data.session;
+    if (typeof session !== "string" || typeof data.sdp !== "string") return;
+    const refuse = (code, message) => {
+      try { this.sendSignal(via, from, { kind: "error", session, code, message }); } catch { /* gone */ }
+    };
+    if (typeof RTCPeerConnection === "undefined") {
+      refuse("WEBRTC_UNAVAILABLE", "this browser has no RTCPeerConnection");
+      return;
+    }
+    let pc = null;
+    try {
+      pc = new RTCPeerConnection(this.rtcConfig);
+      const giveUp = setTimeout(() => { try { pc.close(); } catch { /* closed */ } }, 10000 + GATHER_MS);
+      pc.ondatachannel = (ev) => {
+        const channel = ev.channel;
+        if (channel.label !== "yz") { channel.close(); return; }
+        const link = new Link(this, channel, "webrtc", `webrtc://${short(from)}`, pc);
+        const run = async () => {
+          try {
+            const info = await hello(this, link, from);
+            clearTimeout(giveUp);
+            const peer = this.register(new Peer(this, link, { ...info, addr: null, path: "webrtc" }, false));
+            if (peer.link === link && this.onpeer) this.onpeer(peer);
+          } catch (e) { link.close(); console.warn(`yz: WebRTC hello from ${short(from)}: ${e.message}`); }
+        };
+        if (channel.readyState === "open") run(); else channel.onopen = run;
+      };
+      await pc.setRemoteDescription({ type: "offer", sdp: data.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await gathered(pc);
+      this.sendSignal(via, from, { kind: "answer", session, sdp: pc.localDescription.sdp, relays: this.relays() });
+    } catch (e) {
+      try { if (pc) pc.close(); } catch { /* closed */ }
+      refuse("WEBRTC_FAILED", `could not answer: ${e.message}`);
+      console.warn(`yz: WEBRTC_FAILED answering ${short(from)}: ${e.message}`);
+    }
+  }
+
+  /** A server node relays a dialer to this client: connect back to it with the token. */
+  async acceptRelay(via, token) {
+    if (!isHex(token, 16) || !isWsUrl(via.info.addr)) return;
+    let link = null;
+    try {
+      link = new Link(this, await openSocket(via.info.addr), "relay", `${via.info.addr} (relayed)`);
+      link.send({ t: "relay_accept", token });
+      const info = await hello(this, link, null);
+      const peer = this.register(new Peer(this, link, { ...info, addr: null, path: "relay", via: via.info.addr }, false));
+      if (peer.link === link && this.onpeer) this.onpeer(peer);
+    } catch (e) {
+      if (link) link.close();
+      console.warn(`yz: relayed connection through ${via.info.addr}: ${e.message}`);
+    }
+  }
+
+  close() {
+    this.closed = true; this.listening = null; this.bootstrap = null;
+    for (const s of this.sessions.values()) s.handle({ kind: "error", code: "CONNECTION_CLOSED", message: "the client closed" });
+    for (const p of [...this.peers.values()]) p.close();
+    this.peers.clear();
+  }
 }
