@@ -1,4 +1,4 @@
-"""Two real Chromium pages reach each other: a WebRTC DataChannel, else a relaying bridge.
+"""Two real Chromium pages reach each other: a WebRTC DataChannel, else a relaying node.
 
 Everything runs inside a network namespace of the test's own
 (:func:`tests.runtime.netns.inside_netns`): ICE ignores loopback, so the
@@ -10,17 +10,18 @@ IndexedDB, so its own identity); signals go through a real ``yz bootstrap``
 
 from __future__ import annotations
 
+import json
 import os
+import select
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from yzcore.bootstrap.auth import write_secret
-
 from .netns import ADDRESSES, inside_netns
-from .procs import get_json, http_url, wait_for
+from .procs import YZ, get_json, http_url, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -161,23 +162,18 @@ def test_two_browsers_open_a_webrtc_datachannel_with_signals_through_the_bootstr
 
 
 @pytest.mark.req("B4.5")
-def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_bridge(procs, tmp_path):
+def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_node(procs):
     sync_api = pytest.importorskip("playwright.sync_api")
-    secret = tmp_path / "secret"
-    write_secret(str(secret))
     errors: list[str] = []
     with _inside(procs), sync_api.sync_playwright() as p:
-        boot, nodes = _network(procs, "--bridge-secret-file", str(secret))
-        _, bridge = procs.start("bridge", "bridge", "--listen", "127.0.0.1:0", "--bootstrap", boot,
-                                "--peer", nodes[0]["address"], "--bridge-secret-file", str(secret))
+        boot, nodes = _network(procs)
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         a = _page(browser, nodes[1], boot, errors)
         b = _page(browser, nodes[0], boot, errors)
         a_id, b_id = a.evaluate("() => window.yz.idHex"), b.evaluate("() => window.yz.idHex")
-        for page in (a, b):  # both hold a connection to the bridge: it can relay between them
-            peer = page.evaluate("async (u) => (await window.yz.connect(u)).info", bridge["address"])
-            assert peer["role"] == "bridge" and peer["id"] == bridge["id"]
-        assert a.evaluate("() => window.yz.relays()[0]") == bridge["address"]  # bridges first
+        # B holds a connection to nodes[0] (it joined there): B names it in its answer, and
+        # that plain server node relays for B, a browser-class peer.
+        assert b.evaluate("() => window.yz.relays()") == [nodes[0]["address"]]
         # B gathers no candidate at all: ICE cannot succeed, A's dial times out.
         b.evaluate(ON_PEER)
         b.evaluate("() => { window.yz.rtcConfig = { iceServers: [], iceTransportPolicy: 'relay' }; }")
@@ -186,7 +182,7 @@ def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_bri
             const p = await window.yz.connectPeer(id, { timeoutMs: 2000 });
             return { path: p.path, id: p.info.id, via: p.info.via }; }""", b_id)
         took = time.monotonic() - started
-        assert got == {"path": "relay", "id": b_id, "via": bridge["address"]}, got
+        assert got == {"path": "relay", "id": b_id, "via": nodes[0]["address"]}, got
         assert 2 <= took < 6, took
         failures = a.evaluate("() => window.yz.failures")
         assert [(f["code"], f["peer"], f["manager"]) for f in failures] == [
@@ -218,5 +214,53 @@ def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_bri
             assert "PEER_UNREACHABLE" in last["message"], last
         assert "shimmed" in last["message"], last
         assert len(a.evaluate("() => window.yz.failures")) == 3
+        browser.close()
+    assert not errors, errors
+
+
+def _line(proc, timeout: float) -> dict:
+    """The next JSON line a process prints, within ``timeout`` seconds."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no line within {timeout} s"
+    return json.loads(proc.stdout.readline())
+
+
+@pytest.mark.req("B4.1", "B4.2", "B6.3")
+def test_a_browser_and_the_python_light_client_talk_over_webrtc_both_ways(procs):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with _inside(procs), sync_api.sync_playwright() as p:
+        boot, nodes = _network(procs)
+        light = subprocess.Popen([*YZ, "client", "--bootstrap", boot, "--duration", "60", "serve"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.procs.append(light)  # stopped with the others
+        ready = _line(light, 15)
+        assert ready["event"] == "ready" and ready["webrtc"]["available"], ready
+        py_id = ready["id"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = _page(browser, nodes[1], boot, errors)
+        page_id = page.evaluate("() => window.yz.idHex")
+        # Browser -> Python: an aiortc DataChannel; the Python engine answers on it.
+        got = page.evaluate("""async (id) => { const p = await window.yz.connectPeer(id);
+            return { path: p.path, id: p.info.id, role: p.info.role }; }""", py_id)
+        assert got == {"path": "webrtc", "id": py_id, "role": "browser"}, got
+        assert _line(light, 5) == {"event": "peer", "id": page_id, "transport": "webrtc"}
+        assert page.evaluate(REQUEST, [py_id, {"t": "ping"}])["t"] == "pong"
+        answer = page.evaluate(REQUEST, [py_id, {"t": "find_node", "target": nodes[2]["id"]}])
+        assert answer["t"] == "nodes", answer
+        assert [n["id"] for n in answer["nodes"]] == _oracle([n["id"] for n in nodes], nodes[2]["id"])
+        c = page.evaluate("() => window.yz.counters.webrtc")
+        assert c["in"]["types"]["pong"] == 1 and c["in"]["types"]["nodes"] == 1, c
+        page.evaluate("(id) => window.yz.peers.get(id).close()", py_id)
+        # Python -> browser: `yz client connect` offers through the bootstrap server.
+        page.evaluate(ON_PEER)
+        out = subprocess.run([*YZ, "client", "--bootstrap", boot, "--json", "connect", page_id],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert result["transport"] == "webrtc" and result["webrtc_failure"] is None, result
+        print(f"yz client connect: {result['seconds'] * 1000:.0f} ms")
+        wait_for("the page accepted the light client", lambda: page.evaluate(
+            "() => window.accepted.length === 1 && window.accepted[0].path"), 5, every=0.1)
         browser.close()
     assert not errors, errors
