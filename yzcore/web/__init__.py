@@ -1,4 +1,5 @@
-"""Files a node serves to browsers: ``/yz-browser.js`` (the browser-class client) and ``/demo``.
+"""Files a node serves to browsers: ``/yz-browser.js`` (the browser-class client, with
+``/yz-peer.js``, which it imports) and ``/demo``.
 
 Plain files in this package, read once and served as they are (no build step).
 """
@@ -13,6 +14,7 @@ __all__ = ["ASSETS", "asset"]
 #: URL path -> (file in this package, content type)
 ASSETS = {
     "/yz-browser.js": ("yz-browser.js", "text/javascript; charset=utf-8"),
+    "/yz-peer.js": ("yz-peer.js", "text/javascript; charset=utf-8"),  # imported by yz-browser.js
     "/demo": ("demo.html", "text/html; charset=utf-8"),
 }
 
