@@ -75,7 +75,12 @@ def _peer_to_peer(args: argparse.Namespace) -> int:
         except YzError as exc:
             print(f"error [{exc.code}] {exc.args[0]} {exc.advice}", file=sys.stderr)
             return 1
-        path = node.conns[info.id].conn.transport
+        pc = node.conns.get(info.id)
+        if pc is None:
+            print(f"error [PEER_UNREACHABLE] {info.id.hex()[:16]} closed the connection at once",
+                  file=sys.stderr)
+            return 1
+        path = pc.conn.transport
         failed = node.managers.webrtc.last_error if path != "webrtc" else None
         print(json.dumps({"peer": info.id.hex(), "transport": path,
                           "seconds": round(anyio.current_time() - started, 4),

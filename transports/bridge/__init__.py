@@ -62,6 +62,15 @@ class BridgeTransport(Transport):
         self, address: str, *, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME
     ) -> Connection:
         bridge_url, target = parse(address)
+        return await self.connect_via(bridge_url, target, timeout=timeout, max_frame=max_frame)
+
+    async def connect_via(self, bridge_url: str, target: bytes, *, timeout: float = 10.0,
+                          max_frame: int = DEFAULT_MAX_FRAME) -> Connection:
+        """A connection to ``target`` relayed by the node at ``bridge_url`` (any ws:// or wss:// URL).
+
+        Raises:
+            ConnectFailed: the relay could not be reached, or would not relay.
+        """
         with anyio.move_on_after(timeout) as scope:
             conn = await transport_for(bridge_url).connect(bridge_url, timeout=timeout,
                                                            max_frame=max_frame)

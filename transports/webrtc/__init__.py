@@ -57,12 +57,15 @@ SCHEME = "webrtc://"
 LABEL = "yz"
 MAX_RELAYS = 8  #: relay URLs an offer or answer may name
 MAX_ANSWERING = 16  #: offers answered at once; more are refused (a flood costs nothing)
+MAX_ANSWERING_PER_PEER = 2  #: of which from one peer
 RECV_BUFFER = 4096  #: frames received and not yet read before the peer counts as flooding
 HIGH_WATER = 1 << 20  #: bytes queued on a channel before ``send`` waits
 _SESSION = re.compile(r"[0-9a-f]{16}")
 
 #: ``signal(to, data)`` sends a signal toward the peer ``to``; how many paths it went on (0: none).
 Signaller = Callable[[bytes, dict[str, Any]], int]
+#: ``reply(data)`` answers a signal on the path it came by.
+Reply = Callable[[dict[str, Any]], object]
 
 
 def parse(address: str) -> bytes:
@@ -207,8 +210,8 @@ class RtcEndpoint(Listener):
         self.queue = AcceptQueue()
         self._dials: dict[str, _Dial] = {}
         self._offers, self._offers_out = anyio.create_memory_object_stream[
-            tuple[bytes, dict[str, Any]]](MAX_ANSWERING)
-        self._answering = 0
+            tuple[bytes, dict[str, Any], Reply]](MAX_ANSWERING)
+        self._answering: dict[bytes, int] = {}  # peer -> offers of it being answered
         self._seen: dict[str, None] = {}  # recent offer sessions: one offer may come by several paths
 
     @property
@@ -223,8 +226,11 @@ class RtcEndpoint(Listener):
 
     # -- signals in ----------------------------------------------------------------------
 
-    def deliver(self, frm: bytes | None, data: dict[str, Any]) -> None:
-        """A signal addressed to this peer, from ``frm`` (None: from the relay itself)."""
+    def deliver(self, frm: bytes | None, data: dict[str, Any], reply: Reply | None = None) -> None:
+        """A signal addressed to this peer, from ``frm`` (None: from the relay itself).
+
+        ``reply`` answers on the path the signal came by (default: :attr:`signal`'s).
+        """
         kind, session = data.get("kind"), data.get("session")
         if not isinstance(session, str) or not _SESSION.fullmatch(session):
             log.debug("signal without a valid session from %s ignored", (frm or b"").hex()[:16])
@@ -235,14 +241,16 @@ class RtcEndpoint(Listener):
             self._seen[session] = None
             if len(self._seen) > 256:
                 del self._seen[next(iter(self._seen))]
-            if self._answering >= MAX_ANSWERING:
-                self._refuse(frm, session, "WEBRTC_FAILED", "too many offers at once; retry later")
+            reply = reply or (lambda d: self._signal(frm, d))
+            if (sum(self._answering.values()) >= MAX_ANSWERING
+                    or self._answering.get(frm, 0) >= MAX_ANSWERING_PER_PEER):
+                self._refuse(reply, session, "WEBRTC_FAILED", "too many offers at once; retry later")
                 return
             try:
-                self._offers.send_nowait((frm, data))
-                self._answering += 1
+                self._offers.send_nowait((frm, data, reply))
+                self._answering[frm] = self._answering.get(frm, 0) + 1
             except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._refuse(frm, session, "WEBRTC_FAILED", "this peer is not taking offers")
+                self._refuse(reply, session, "WEBRTC_FAILED", "this peer is not taking offers")
         elif kind in ("answer", "error"):
             dial = self._dials.get(session)
             if dial is None or dial.reply is not None:
@@ -256,8 +264,9 @@ class RtcEndpoint(Listener):
             dial.reply = data
             dial.event.set()
 
-    def _refuse(self, to: bytes, session: str, code: str, message: str) -> None:
-        self._signal(to, {"kind": "error", "session": session, "code": code, "message": message})
+    @staticmethod
+    def _refuse(reply: Reply, session: str, code: str, message: str) -> None:
+        reply({"kind": "error", "session": session, "code": code, "message": message})
 
     # -- dialling ------------------------------------------------------------------------
 
@@ -289,10 +298,11 @@ class RtcEndpoint(Listener):
                 await dial.event.wait()
                 reply = dial.reply or {}
                 relays = _relays(reply.get("relays"))
-                if reply.get("kind") == "error":
-                    code = str(reply.get("code") or "WEBRTC_FAILED")[:64]
+                if reply.get("kind") == "error":  # the peer's or the relay's code, as they said it
+                    code = re.sub(r"[^A-Z_]", "", str(reply.get("code") or ""))[:64] or "WEBRTC_FAILED"
                     raise WebRtcFailed(f"{target.hex()[:16]} could not take the offer: [{code}] "
-                                       f"{str(reply.get('message', ''))[:300]}", relays=relays)
+                                       f"{str(reply.get('message', ''))[:300]}", relays=relays,
+                                       code=code)
                 sdp = reply.get("sdp")
                 if not isinstance(sdp, str):
                     raise WebRtcFailed(f"{target.hex()[:16]} answered without an SDP", relays=relays)
@@ -322,7 +332,8 @@ class RtcEndpoint(Listener):
 
     # -- answering -----------------------------------------------------------------------
 
-    async def _answer(self, frm: bytes, data: dict[str, Any], timeout: float = 10.0) -> None:
+    async def _answer(self, frm: bytes, data: dict[str, Any], reply: Reply,
+                      timeout: float = 10.0) -> None:
         session, sdp = data["session"], data.get("sdp")
         pc = RTCPeerConnection(self._config())
         holder: list[RtcConnection] = []
@@ -343,20 +354,28 @@ class RtcEndpoint(Listener):
             with anyio.fail_after(timeout):
                 await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
-                self._signal(frm, {"kind": "answer", "session": session,
-                                   "sdp": pc.localDescription.sdp, "relays": self._offer_relays()})
+                reply({"kind": "answer", "session": session, "sdp": pc.localDescription.sdp,
+                       "relays": self._offer_relays()})
                 await ready.wait()
             if not holder:
                 raise ConnectionError(f"ICE or DTLS failed ({pc.connectionState})")
         except Exception as exc:  # noqa: BLE001 -- a bad offer costs the offerer only
             log.warning("WebRTC offer from %s failed: %r", frm.hex()[:16], exc,
                         extra={"code": "WEBRTC_FAILED", "peer_id": frm.hex(), "transport": "webrtc"})
-            self._refuse(frm, session, "WEBRTC_FAILED", f"could not answer: {exc!r}"[:300])
+            self._refuse(reply, session, "WEBRTC_FAILED", f"could not answer: {exc!r}"[:300])
             with anyio.CancelScope(shield=True):
                 await pc.close()
             return
+        except BaseException:  # cancelled (the endpoint closes): leave no ICE task behind
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await pc.close()
+            raise
         finally:
-            self._answering -= 1
+            left = self._answering.get(frm, 1) - 1
+            if left:
+                self._answering[frm] = left
+            else:
+                self._answering.pop(frm, None)
         if self.queue.put(holder[0]) is None:
             await holder[0].close()
 
@@ -364,15 +383,16 @@ class RtcEndpoint(Listener):
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.queue.serve, handler)
             async with self._offers_out:
-                async for frm, data in self._offers_out:
-                    tg.start_soon(self._answer, frm, data)
+                async for frm, data, reply in self._offers_out:
+                    tg.start_soon(self._answer, frm, data, reply)
             tg.cancel_scope.cancel()
 
     async def aclose(self) -> None:
         self._offers.close()
         for dial in self._dials.values():
             dial.event.set()
-        self._transport._endpoints.pop(self.local, None)
+        if self._transport._endpoints.get(self.local) is self:
+            del self._transport._endpoints[self.local]
         await self.queue.aclose()
 
 
@@ -408,4 +428,7 @@ class WebRtcTransport(Transport):
 
     async def listen(self, address: str, *, http: HttpHandler | None = None,
                      max_frame: int = DEFAULT_MAX_FRAME) -> Listener:
-        return self._endpoint_for(parse(address))
+        raise InvalidArgument(
+            f"cannot listen on {address}: WebRTC has no port; offers arrive as signals",
+            advice="Run a browser-class peer (yz client --bootstrap URL serve, or "
+            "Node(role='browser')): it takes WebRTC offers through its endpoint by itself.")

@@ -32,6 +32,7 @@ from yzcore.bootstrap.supervisor import BridgeSupervisor
 from yzcore.exceptions import TransportError, WireError
 from yzcore.identity import Identity, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
+from yzcore.runtime.managers import signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
 from yzcore.wire import ErrorCode, NodeInfo
@@ -99,6 +100,7 @@ class BootstrapServer:
         seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
         self.directory = Directory(random.Random(seed), node_ttl=node_ttl, bridge_check=bridge_check)
         self.clients: dict[bytes, _Client] = {}
+        self._signals = signal_limiter()  # signals relayed per client (a flood costs its sender)
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
         self.address: str | None = None
         self.started_at = time.time()
@@ -220,6 +222,11 @@ class BootstrapServer:
         if isinstance(msg, wire.Ping):
             return pc.send(wire.Pong(msg.rid))
         if isinstance(msg, wire.Signal):
+            decision = self._signals.check(peer.id, "signal", time.monotonic())
+            if not decision.allowed:  # dropped, and said once in the log: signals are cheap to send
+                self._record(str(ErrorCode.RATE_LIMITED), peer.id, f"signal not relayed: over "
+                             f"{decision.limit:g}/s; wait {decision.retry_after:.2f} s")
+                return True
             target = self.clients.get(msg.to)
             if target is None:  # told as a signal: the sender's WebRTC attempt ends at once
                 return msg.data.get("kind") == "error" or pc.send(wire.Signal(peer.id, None, {

@@ -193,7 +193,9 @@ class BootstrapLink:
             self._challenge.append(msg.nonce)
             self._challenged.set()
         elif isinstance(msg, wire.Signal):  # the server vouches for frm: it checked the hello
-            self.node.managers.deliver(msg.frm, msg.data)
+            frm = msg.frm
+            self.node.managers.deliver(frm, msg.data, None if frm is None else  # answer this way
+                                       lambda data: pc.send(wire.Signal(frm, None, data)))
         elif not self._replies.answer(msg, pc.peer.id) and isinstance(msg, wire.Error):
             self.node._record(str(msg.code), pc.peer.id, f"bootstrap server reports: {msg.message}")
 

@@ -26,8 +26,9 @@ from anyio.abc import TaskGroup
 
 from yzcore import wire
 from yzcore.exceptions import ConnectFailed, TransportUnavailable, WebRtcFailed
+from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import describe_failure
-from yzcore.transport import Connection, get_transport, relay_address, scheme_of, transport_for
+from yzcore.transport import Connection, get_transport, scheme_of, transport_for
 from yzcore.wire import NodeInfo
 
 if TYPE_CHECKING:
@@ -39,7 +40,14 @@ __all__ = ["Manager", "Managers", "webrtc_address"]
 log = logging.getLogger("yzcore.managers")
 
 SIGNAL_PATHS = 3  #: server nodes a signal goes through when no bootstrap server is connected
+MAX_DIALS = 4  #: `dial` signals followed at once
 _SERVER_ROLES = ("node", "bridge")
+
+
+def signal_limiter() -> RateLimiter:
+    """Signals a peer may have passed on: 20/s, bursts of 40 (an offer and an answer per dial)."""
+    return RateLimiter(rate=20.0, burst=40.0, global_rate=400.0, global_burst=800.0,
+                       bypass_rate=0.0, bypass_burst=0.0, max_keys=4096)
 
 
 def webrtc_address(peer_id: bytes) -> str:
@@ -76,6 +84,9 @@ class Managers:
         self.endpoint: Any = None  # the webrtc transport's RtcEndpoint, for browser-class peers
         self.ice_servers: tuple[str, ...] = ()  #: STUN/TURN URLs for WebRTC (none: host candidates)
         self.timeout = 10.0  #: seconds a WebRTC dial may take before the fallback
+        self._reaching: set[bytes] = set()  # peers reach() dials: the only webrtc:// dials made
+        self._asked: set[bytes] = set()  # server nodes whose `dial` signal is being followed
+        self._limiter = signal_limiter()
 
     def start(self, tg: TaskGroup) -> None:
         """Set up WebRTC for a browser-class peer (server nodes have none, by design)."""
@@ -120,11 +131,15 @@ class Managers:
                 raise
             manager.connected += 1
             return conn
+        if info.id not in self._reaching:  # a webrtc:// contact from some peer's answer
+            text = f"{info.addr} is dialled only on request (reach), not from a contact list"
+            manager.failure(str(wire.ErrorCode.WEBRTC_UNAVAILABLE), text, info.id)
+            raise ConnectFailed(text)
         try:
             if self.endpoint is None:
                 raise WebRtcFailed(f"this peer has no WebRTC: {self.webrtc.reason}",
                                    code="WEBRTC_UNAVAILABLE")
-            conn = await self.endpoint.connect(info.id, timeout=min(timeout, self.timeout))
+            conn = await self.endpoint.connect(info.id, timeout=self.timeout)
         except WebRtcFailed as exc:
             text = f"WebRTC to {info.id.hex()[:16]} failed: {exc.args[0]}; trying a relay"
             manager.failure(exc.code, text, info.id)
@@ -137,11 +152,11 @@ class Managers:
         """``target`` through a server node that relays for it (B4.5): theirs first, then ours."""
         self.relay.attempts += 1
         tried: list[str] = []
+        bridge = get_transport("bridge")
         for url in dict.fromkeys([*theirs, *self.relays()]):
-            address = relay_address(url, target)
             tried.append(url)
             try:
-                conn = await transport_for(address).connect(address, timeout=timeout)
+                conn = await bridge.connect_via(url, target, timeout=timeout)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001 -- the next relay may do
                 log.info("relay %s to %s failed: %s", url, target.hex()[:16], exc,
                          extra={"peer_id": target.hex(), "transport": "bridge"})
@@ -168,10 +183,14 @@ class Managers:
         if peer_id in node.conns:
             return node.conns[peer_id].info
         if node.role == "browser":
-            with anyio.move_on_after(timeout):
-                info = await node._dial(NodeInfo(peer_id, webrtc_address(peer_id), "browser"))
-                if info is not None:
-                    return info
+            self._reaching.add(peer_id)
+            try:
+                with anyio.move_on_after(timeout):
+                    info = await node._dial(NodeInfo(peer_id, webrtc_address(peer_id), "browser"))
+                    if info is not None:
+                        return info
+            finally:
+                self._reaching.discard(peer_id)
             last = self.relay.last_error or self.webrtc.last_error or {}
             raise ConnectFailed(f"could not reach {peer_id.hex()[:16]}: "
                                 f"[{last.get('code', 'TIMEOUT')}] {last.get('message', '')}")
@@ -210,12 +229,22 @@ class Managers:
     def on_signal(self, pc: PeerConnection, msg: wire.Signal) -> None:
         """A signal on a DHT connection: ours, or one to pass on (B4.4)."""
         if msg.to == self.node.id:
-            # Passed on by a server node, which filled in the sender from its hello (None: the
-            # node itself says it could not pass ours on); else from the peer the hello proved.
-            self.deliver(msg.frm if pc.info.role in _SERVER_ROLES else pc.peer.id, msg.data)
+            # A server node we dialled fills in the sender from its hello (None: it says it could
+            # not pass ours on); on any other connection the sender is who its hello proved.
+            trusted = (pc.outbound and pc.info.role in _SERVER_ROLES
+                       and pc.conn.transport in ("ws", "wss"))
+            frm = msg.frm if trusted else pc.peer.id
+            self.deliver(frm, msg.data, None if frm is None else  # replies go back the same way
+                         lambda data: pc.send(wire.Signal(frm, None, data)))  # type: ignore[arg-type]
             return
         if self.node.role not in _SERVER_ROLES:
             return  # browser-class peers pass nothing on
+        decision = self._limiter.check(pc.peer.id, "signal", anyio.current_time())
+        if not decision.allowed:
+            self.node._record(str(wire.ErrorCode.RATE_LIMITED), pc.peer.id,
+                              f"signal not passed on: over {decision.limit:g}/s; wait "
+                              f"{decision.retry_after:.2f} s")
+            return
         target = self.node.conns.get(msg.to)
         if target is not None:
             target.send(wire.Signal(msg.to, pc.peer.id, msg.data))
@@ -225,18 +254,34 @@ class Managers:
                 "code": str(wire.ErrorCode.PEER_UNREACHABLE),
                 "message": f"peer {msg.to.hex()[:16]} holds no connection to this node"}))
 
-    def deliver(self, frm: bytes | None, data: dict[str, Any]) -> None:
-        """A signal for this peer, from ``frm`` (None: from the relay itself)."""
-        node = self.node
+    def deliver(self, frm: bytes | None, data: dict[str, Any], reply: Any = None) -> None:
+        """A signal for this peer, from ``frm`` (None: from the relay itself).
+
+        ``reply(data)`` answers on the path it came by (default: :meth:`signal` to ``frm``).
+        """
         if data.get("kind") == "dial":
-            addr = data.get("addr")
-            if (node.role == "browser" and isinstance(addr, str) and addr.startswith(("ws://", "wss://"))
-                    and frm is not None and frm not in node.conns and node._tg is not None):
-                node._tg.start_soon(node._dial, NodeInfo(frm, addr, "node"))
-            return
-        if self.endpoint is not None:
-            self.endpoint.deliver(frm, data)
+            self._follow_dial(frm, data.get("addr"))
+        elif self.endpoint is not None:
+            self.endpoint.deliver(frm, data, reply)
         elif data.get("kind") == "offer" and frm is not None:
-            self.signal(frm, {"kind": "error", "session": data.get("session"),
-                              "code": "WEBRTC_UNAVAILABLE",
-                              "message": f"this peer cannot take WebRTC: {self.webrtc.reason}"})
+            (reply or (lambda d: self.signal(frm, d)))({
+                "kind": "error", "session": data.get("session"), "code": "WEBRTC_UNAVAILABLE",
+                "message": f"this peer cannot take WebRTC: {self.webrtc.reason}"})
+
+    def _follow_dial(self, frm: bytes | None, addr: object) -> None:
+        """A server node asks us (browser-class) to connect to it: only to the id the relay
+        vouched for, one at a time per asker and a few in all."""
+        node = self.node
+        if (node.role != "browser" or frm is None or not isinstance(addr, str)
+                or not addr.startswith(("ws://", "wss://")) or frm in node.conns
+                or frm in self._asked or len(self._asked) >= MAX_DIALS or node._tg is None):
+            return
+
+        async def dial() -> None:
+            try:
+                await node._dial(NodeInfo(frm, addr, "node"))
+            finally:
+                self._asked.discard(frm)
+
+        self._asked.add(frm)
+        node._tg.start_soon(dial)

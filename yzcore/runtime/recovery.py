@@ -273,9 +273,11 @@ class Recovery:
     def _service(self, pc: PeerConnection, msg: wire.Message) -> None:
         """Non-DHT messages on a peer connection: relay requests and their replies."""
         if isinstance(msg, wire.RelayOpen):
-            # Our bridge; or, for a browser-class peer, any server node it holds a connection to.
-            if pc.peer.id == self._relay_bridge or (self.role == "browser"  # type: ignore[attr-defined]
-                                                    and pc.info.role in ("node", "bridge")):
+            # Our bridge; or, for a browser-class peer, a server node it dialled over WebSocket
+            # (a role claimed on any other connection is only a claim).
+            if pc.peer.id == self._relay_bridge or (
+                    self.role == "browser" and pc.outbound  # type: ignore[attr-defined]
+                    and pc.info.role in ("node", "bridge") and pc.conn.transport in ("ws", "wss")):
                 self._tg.start_soon(self._relay_accept, msg.token, pc.peer.id)  # type: ignore[union-attr]
         elif isinstance(msg, wire.Signal):
             self.managers.on_signal(pc, msg)  # type: ignore[attr-defined]

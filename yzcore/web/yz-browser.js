@@ -26,6 +26,10 @@ import {
   openSocket, sha256, short, unhex, utf8,
 } from "./yz-peer.js";
 
+const MAX_ANSWERING = 16, MAX_ANSWERING_PER_PEER = 2;  // offers answered at once (as the Python side)
+const MAX_RELAY_ANSWERS = 16;  // relayed connections set up at once for dialers
+const MAX_DIALS = 4;           // `dial` signals followed at once
+
 export { PROTOCOL_VERSION, YzError };
 
 export class YzClient {
@@ -42,6 +46,10 @@ export class YzClient {
     this.connecting = new Map();  // ws URL -> pending Peer
     this.dialing = new Map();     // peer id -> pending Peer (connectPeer)
     this.sessions = new Map();    // WebRTC session -> what the dial waits for
+    this.seen = new Set();        // offer sessions answered (an offer may come by several paths)
+    this.answering = new Map();   // peer id -> offers being answered
+    this.relaying = 0;            // relayed connections being set up for dialers
+    this.asked = new Set();       // server nodes that asked us to connect (dial), being dialled
     this.known = new Map();       // id -> {id, addr, role}: server nodes this client has heard of
     this.nextRid = 1; this.seeds = [];
     this.counters = emptyCounters();
@@ -236,7 +244,13 @@ export class YzClient {
     const frm = isHex(msg.frm, 32) ? msg.frm : null;
     if (data.kind === "offer") { if (frm) this.acceptOffer(via, frm, data); return; }
     if (data.kind === "dial") {
-      if (isWsUrl(data.addr)) this.connect(data.addr, frm).catch((e) => console.warn(`yz: dial ${data.addr}: ${e.message}`));
+      // A server node asks us to connect to it: one at a time per asker, a few in all, and
+      // only to the id the relay vouched for (a dial signal cannot aim us at anyone else).
+      if (!frm || !isWsUrl(data.addr) || this.peers.has(frm) || this.asked.has(frm)
+          || this.asked.size >= MAX_DIALS) return;
+      this.asked.add(frm);
+      this.connect(data.addr, frm).catch((e) => console.warn(`yz: dial ${data.addr}: ${e.message}`))
+        .finally(() => this.asked.delete(frm));
       return;
     }
     const session = this.sessions.get(data.session);
@@ -365,10 +379,27 @@ export class YzClient {
 
   async acceptOffer(via, from, data) {
     const session = data.session;
-    if (typeof session !== "string" || typeof data.sdp !== "string") return;
+    if (!isHex(session, 8) || typeof data.sdp !== "string") return;
+    // One offer may come by several paths: answer it once. Few answers at once, and per peer.
+    if (this.seen.has(session)) return;
+    this.seen.add(session);
+    if (this.seen.size > 256) this.seen.delete(this.seen.values().next().value);
     const refuse = (code, message) => {
       try { this.sendSignal(via, from, { kind: "error", session, code, message }); } catch { /* gone */ }
     };
+    const mine = this.answering.get(from) || 0, all = [...this.answering.values()].reduce((a, b) => a + b, 0);
+    if (all >= MAX_ANSWERING || mine >= MAX_ANSWERING_PER_PEER) {
+      refuse("WEBRTC_FAILED", "too many offers at once; retry later");
+      return;
+    }
+    this.answering.set(from, mine + 1);
+    try { await this.answer(via, from, data, session, refuse); } finally {
+      const left = (this.answering.get(from) || 1) - 1;
+      if (left) this.answering.set(from, left); else this.answering.delete(from);
+    }
+  }
+
+  async answer(via, from, data, session, refuse) {
     if (typeof RTCPeerConnection === "undefined") {
       refuse("WEBRTC_UNAVAILABLE", "this browser has no RTCPeerConnection");
       return;
@@ -404,7 +435,8 @@ export class YzClient {
 
   /** A server node relays a dialer to this client: connect back to it with the token. */
   async acceptRelay(via, token) {
-    if (!isHex(token, 16) || !isWsUrl(via.info.addr)) return;
+    if (!isHex(token, 16) || !isWsUrl(via.info.addr) || this.relaying >= MAX_RELAY_ANSWERS) return;
+    this.relaying += 1;
     let link = null;
     try {
       link = new Link(this, await openSocket(via.info.addr), "relay", `${via.info.addr} (relayed)`);
@@ -415,7 +447,7 @@ export class YzClient {
     } catch (e) {
       if (link) link.close();
       console.warn(`yz: relayed connection through ${via.info.addr}: ${e.message}`);
-    }
+    } finally { this.relaying -= 1; }
   }
 
   close() {

@@ -12,6 +12,7 @@ const K = 20, ALPHA = 3, TIMEOUT_MS = 5000;
 const GATHER_MS = 2000;       // longest wait for ICE gathering before the SDP goes anyway
 const RELAY_READY_MS = 8000;  // a relaying node waits 5 s for the peer to connect back
 const MAX_RELAYS = 8;
+const MAX_FRAME = 65536;
 const PATHS = ["ws", "webrtc", "relay"];
 const ROLES = ["node", "bridge", "browser", "bootstrap"];
 const SERVERS = ["node", "bridge"];
@@ -119,6 +120,12 @@ class Link {
   isOpen() { return !this.closed && (this.raw.readyState === 1 || this.raw.readyState === "open"); }
 
   receive(data) {
+    const size = typeof data === "string" ? data.length : data.byteLength;
+    if (size > MAX_FRAME) {  // 64 KiB, as every yzcore peer: a peer sending more is dropped
+      console.warn(`yz: FRAME_TOO_LARGE: ${size} bytes from ${this.label}; closing`);
+      this.close();
+      return;
+    }
     const frame = typeof data === "string" ? data : text.decode(data);
     let msg = null;
     try { msg = JSON.parse(frame); } catch { /* not a frame: counted, then dropped */ }
