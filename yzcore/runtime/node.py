@@ -24,10 +24,11 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from yzcore import wire
-from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.config import Setting
+from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.identity import Identity, load_or_create
-from yzcore.metrics import TransferMetrics, enabled as metrics_enabled
+from yzcore.metrics import TransferMetrics
+from yzcore.metrics import enabled as metrics_enabled
 from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
 from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
@@ -39,6 +40,7 @@ from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.managers import Managers
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.runtime.probe import Probing
 from yzcore.runtime.recovery import Recovery
 from yzcore.runtime.relay import Relaying
 from yzcore.runtime.replies import Replies
@@ -50,7 +52,7 @@ __all__ = ["Node"]
 log = logging.getLogger("yzcore.node")
 
 
-class Node(Relaying, Recovery):
+class Node(Relaying, Probing, Recovery):
     """A yzcore server node.
 
     Args:
@@ -240,33 +242,6 @@ class Node(Relaying, Recovery):
         self._process()
         await event.wait()
         return slot[0]  # type: ignore[return-value]
-
-    async def _probe_loop(self) -> None:
-        """Health (ARCHITECTURE §4): a find_node for a random id must finish within 2 s.
-
-        A lookup the node finished anyway within the last interval is the
-        evidence when there is one; only an idle node probes, and with a
-        small lookup (``refresh_k`` closest), which proves the same routing
-        at a third of the cost — it matters when many nodes share a machine.
-        """
-        await self._joined.wait()
-        rng = random.Random(self._seed ^ 0x5EED)
-        while True:
-            now = anyio.current_time()
-            recent = self._last_lookup
-            if recent is not None and now - recent[0] < self.probe_interval and recent[1] <= 2.0:
-                self.last_probe = {"ok": True, "seconds": round(recent[1], 3), "at": time.time(),
-                                   "source": "lookup"}
-            else:
-                with anyio.move_on_after(2.0) as scope:
-                    self._probe_op = self._engine.find_node(rng.randbytes(32), now,
-                                                            self._config.refresh_k)
-                    await self._wait(self._probe_op)
-                took = anyio.current_time() - now
-                self.last_probe = {"ok": not scope.cancelled_caught, "seconds": round(took, 3),
-                                   "at": time.time(), "source": "probe"}
-            # Jittered: nodes that started together must not probe together.
-            await anyio.sleep(self.probe_interval * rng.uniform(0.8, 1.2))
 
     # -- engine actions --------------------------------------------------------------
 
