@@ -283,3 +283,20 @@ async def test_signals_and_webrtc_dials_are_bounded(netns):
         for n in (a, b, *nodes):
             await n.aclose()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("B4.2")
+async def test_a_datachannel_outlives_the_handshake_timeout(netns):
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg, servers=2)
+        a, b = await _browser(tg, boot), await _browser(tg, boot)
+        a.handshake_timeout = b.handshake_timeout = 1.0
+        await a.managers.reach(b.id)
+        await anyio.sleep(2.5)  # longer than either side's handshake timeout
+        assert b.id in a.conns and a.id in b.conns
+        await _find_node_over(a, b, "webrtc")
+        await _find_node_over(b, a, "webrtc")
+        for n in (a, b, *nodes):
+            await n.aclose()
+        await boot.aclose()
+        tg.cancel_scope.cancel()

@@ -100,7 +100,16 @@ class Managers:
             return
         self.endpoint = transport.endpoint(self.node.id, self.signal, relays=self.relays,  # type: ignore[attr-defined]
                                            ice_servers=self.ice_servers)
-        tg.start_soon(self.endpoint.serve, self.node._accepted)
+        tg.start_soon(self.endpoint.serve, self._accept_rtc)
+
+    async def _accept_rtc(self, conn: Connection) -> None:
+        """An accepted DataChannel: say hello only once the dialer's came, since a message
+        sent the moment our channel opens can beat the dialer's channel opening, and be lost."""
+        first = None
+        with anyio.move_on_after(self.node.handshake_timeout):
+            first = await conn.receive()
+        if first is not None:  # else nothing came: the connection is closed on return
+            await self.node._accepted(conn, first)
 
     async def aclose(self) -> None:
         """Stop taking offers and close the DataChannels (they have no abort)."""

@@ -414,7 +414,7 @@ export class YzClient {
         const link = new Link(this, channel, "webrtc", `webrtc://${short(from)}`, pc);
         const run = async () => {
           try {
-            const info = await hello(this, link, from);
+            const info = await hello(this, link, from, true);  // the dialer speaks first
             clearTimeout(giveUp);
             const peer = this.register(new Peer(this, link, { ...info, addr: null, path: "webrtc" }, false));
             if (peer.link === link && this.onpeer) this.onpeer(peer);

@@ -181,8 +181,12 @@ class Link {
  * The signed hello on any link (it is symmetric: the same for the side that
  * dialled and the side that accepted). Refuses a peer whose id is not
  * `expectedId` when one is given. Returns the verified peer's info.
+ *
+ * `waitFirst`: send our hello only once theirs came. The side that accepts a
+ * DataChannel uses it: a message it sends the moment its channel opens can
+ * reach the dialer before the dialer's channel is open there, and be lost.
  */
-async function hello(client, link, expectedId = null) {
+async function hello(client, link, expectedId = null, waitFirst = false) {
   const nonce = crypto.getRandomValues(new Uint8Array(32));
   const mine = { v: PROTOCOL_VERSION, t: "hello", key: hex(client.key), nonce: hex(nonce), role: "browser",
     listen: [], advertise: null, caps: [], agent: AGENT };
@@ -192,8 +196,9 @@ async function hello(client, link, expectedId = null) {
     return new YzError(code, message);
   };
   const theirError = (msg) => { link.close(); return new YzError(String(msg.code), String(msg.message)); };
-  link.send(mine);
+  if (!waitFirst) link.send(mine);
   const theirs = await link.next(TIMEOUT_MS);
+  if (waitFirst) link.send(mine);
   if (theirs.t === "error") throw theirError(theirs);
   if (theirs.t !== "hello") throw refuse("HANDSHAKE_REQUIRED", `${link.label} sent ${theirs.t} before its hello`);
   if (major(theirs.v) !== major(PROTOCOL_VERSION)) {
