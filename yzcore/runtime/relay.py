@@ -52,10 +52,12 @@ class Relaying:
                     return
             if first is None:
                 return
-        try:
-            msg = wire.decode(first)
-        except WireError:
-            msg = None  # the handshake answers it with its code
+        msg = None  # a hello, most of the time: the handshake decodes it (once)
+        if b'"relay' in first:
+            try:
+                msg = wire.decode(first)
+            except WireError:
+                pass  # the handshake answers it with its code
         if isinstance(msg, wire.RelayConnect):
             await self._relay_dialer(conn, msg.to)
         elif isinstance(msg, wire.RelayAccept):
