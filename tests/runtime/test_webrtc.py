@@ -18,7 +18,7 @@ import pytest
 from tests.runtime.netns import inside_netns
 from yzcore import transport as transport_mod
 from yzcore import wire
-from yzcore.exceptions import WebRtcFailed
+from yzcore.exceptions import ConnectionClosed, WebRtcFailed
 from yzcore.bootstrap.server import BootstrapServer
 from yzcore.runtime import Node
 
@@ -296,6 +296,32 @@ async def test_a_datachannel_outlives_the_handshake_timeout(netns):
         assert b.id in a.conns and a.id in b.conns
         await _find_node_over(a, b, "webrtc")
         await _find_node_over(b, a, "webrtc")
+        for n in (a, b, *nodes):
+            await n.aclose()
+        await boot.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("B4.1")
+async def test_the_accepting_side_refuses_a_dialer_that_is_not_who_the_offer_named(netns):
+    from yzcore.identity import Identity
+    from yzcore.runtime.peer import handshake
+
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg, servers=2)
+        a, b = await _browser(tg, boot), await _browser(tg, boot)
+        claimed = Identity.generate().node_id  # what a lying relay says the offer came from
+        ep = a.managers.endpoint
+        ep._signal = lambda to, data: b.managers.deliver(  # noqa: SLF001 -- the lying relay
+            claimed, data, lambda d: ep.deliver(b.id, d)) or 1
+        conn = await ep.connect(b.id, timeout=10)  # the DataChannel itself opens
+        # B refuses (its error frame may or may not beat the close to A).
+        with pytest.raises((wire.WireError, ConnectionClosed)):
+            await handshake(conn, a.identity, role="browser", advertise=None, timeout=5,
+                            expected_id=b.id)
+        assert any(e["code"] == "ID_MISMATCH" for e in b.errors), list(b.errors)
+        assert a.id not in b.conns and claimed not in b.conns
+        await conn.close()
         for n in (a, b, *nodes):
             await n.aclose()
         await boot.aclose()

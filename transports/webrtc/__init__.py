@@ -102,6 +102,7 @@ class RtcConnection(Connection):
         self._max_frame = max_frame
         self._in, self._out = anyio.create_memory_object_stream[bytes](RECV_BUFFER)
         self._closed = False
+        self.peer_id: bytes | None = None  #: on an accepted channel, the id the offer came from
         self.settled = anyio.Event()  #: set when the channel opened, or the connection failed
         # Handlers go on before the channel can deliver anything: nothing is lost.
         channel.on("message", self._on_message)
@@ -343,7 +344,9 @@ class RtcEndpoint(Listener):
             if holder or channel.label != LABEL:
                 channel.close()
                 return
-            holder.append(RtcConnection(pc, channel, f"webrtc:{frm.hex()[:16]}", self.max_frame))
+            conn = RtcConnection(pc, channel, f"webrtc:{frm.hex()[:16]}", self.max_frame)
+            conn.peer_id = frm  # who the offer came from: the handshake must prove it is them
+            holder.append(conn)
             ready.set()
 
         pc.on("datachannel", on_channel)

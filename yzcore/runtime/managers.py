@@ -109,7 +109,8 @@ class Managers:
         with anyio.move_on_after(self.node.handshake_timeout):
             first = await conn.receive()
         if first is not None:  # else nothing came: the connection is closed on return
-            await self.node._accepted(conn, first)
+            # The offer's sender, as its relay vouched: nobody else may answer on its channel.
+            await self.node._accepted(conn, first, getattr(conn, "peer_id", None))
 
     async def aclose(self) -> None:
         """Stop taking offers and close the DataChannels (they have no abort)."""

@@ -342,11 +342,13 @@ class Node(Relaying, Probing, Recovery):
             self.engine.dial_failed(expected, anyio.current_time())
             self._process()
 
-    async def _accepted(self, conn: Connection, first: bytes | None = None) -> bool:
-        """Verify an inbound connection and serve it; False when it was refused."""
+    async def _accepted(self, conn: Connection, first: bytes | None = None,
+                        expected: bytes | None = None) -> bool:
+        """Verify an inbound connection (from ``expected``, when known) and serve it; False
+        when it was refused."""
         try:
             peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
-                                   timeout=self.handshake_timeout, first=first)
+                                   timeout=self.handshake_timeout, first=first, expected_id=expected)
         except (WireError, TransportError, TimeoutError) as exc:
             code, text = describe_failure(exc)
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}",
