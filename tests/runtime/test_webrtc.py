@@ -18,8 +18,8 @@ import pytest
 from tests.runtime.netns import inside_netns
 from yzcore import transport as transport_mod
 from yzcore import wire
-from yzcore.exceptions import ConnectionClosed, WebRtcFailed
 from yzcore.bootstrap.server import BootstrapServer
+from yzcore.exceptions import ConnectionClosed, WebRtcFailed
 from yzcore.runtime import Node
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -260,7 +260,7 @@ async def test_diagnose_makes_a_webrtc_round_trip_and_names_the_manager_that_fai
 @pytest.mark.req("B6.5", "A3.1")
 async def test_signals_and_webrtc_dials_are_bounded(netns):
     async with anyio.create_task_group() as tg:
-        boot, nodes = await _network(tg, servers=2, bootstrap=False)
+        _, nodes = await _network(tg, servers=2, bootstrap=False)
         a = await _browser(tg, None, via=[nodes[0].address])
         b = await _browser(tg, None, via=[nodes[0].address])
         # A webrtc:// address from somebody's contact list is not dialled: only reach() dials,
@@ -312,7 +312,7 @@ async def test_the_accepting_side_refuses_a_dialer_that_is_not_who_the_offer_nam
         a, b = await _browser(tg, boot), await _browser(tg, boot)
         claimed = Identity.generate().node_id  # what a lying relay says the offer came from
         ep = a.managers.endpoint
-        ep._signal = lambda to, data: b.managers.deliver(  # noqa: SLF001 -- the lying relay
+        ep._signal = lambda to, data: b.managers.deliver(
             claimed, data, lambda d: ep.deliver(b.id, d)) or 1
         conn = await ep.connect(b.id, timeout=10)  # the DataChannel itself opens
         # B refuses (its error frame may or may not beat the close to A).
