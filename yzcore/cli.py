@@ -277,6 +277,10 @@ def _client(args: argparse.Namespace, act: Any) -> int:
                               file=sys.stderr)
                         return 1
                     return int(await act(node))
+            except TimeoutError:
+                print(f"error [TIMEOUT] not done within --timeout {args.timeout:g} s; check the "
+                      "network with `yz diagnose --bootstrap URL`.", file=sys.stderr)
+                return 1
             finally:
                 await node.aclose()
 
