@@ -65,6 +65,5 @@ class Bridge(Node):
         return out[:want]
 
     def relay_status(self) -> dict[str, Any]:
-        return {"relays": sum(self.relays.values()), "relayed_peers": len(self.relays),
-                "relayed_frames": self.relayed_frames,
+        return {**super().relay_status(),
                 "registered": [link.url for link in self.links if link.registered]}

@@ -167,6 +167,9 @@ async def test_when_webrtc_fails_traffic_goes_through_a_relay_and_the_failure_is
         assert status["webrtc"]["failed"] == 1 and status["relay"]["connected"] == 1
         assert status["websocket"]["failed"] == 0  # one manager failing leaves the other alone
         await _find_node_over(a, b, "bridge")
+        # The plain server node that spliced it says so in its /status.
+        relayed = [n.http.status()["relay"] for n in nodes]
+        assert sum(r["relays"] for r in relayed) == 1 and sum(r["relayed_frames"] for r in relayed) > 4
         await _find_node_over(b, a, "bridge")
         for n in (a, b, *nodes):
             await n.aclose()

@@ -111,7 +111,7 @@ class HttpEndpoints:
             "bootstrap": [{"url": link.url, "connected": link.pc is not None,
                            "registered": link.registered} for link in node.links],
             "managers": node.managers.status(),
-            **({"relay": node.relay_status()} if hasattr(node, "relay_status") else {}),
+            "relay": node.relay_status(),
         }
 
     def metrics(self) -> bytes:

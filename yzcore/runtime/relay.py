@@ -38,6 +38,11 @@ class Relaying:
         self.relays: dict[bytes, int] = {}  # spliced connections per relayed peer
         self.relayed_frames = 0
 
+    def relay_status(self) -> dict[str, int]:
+        """For ``/status``: connections spliced now, the peers they reach, frames relayed."""
+        return {"relays": sum(self.relays.values()), "relayed_peers": len(self.relays),
+                "relayed_frames": self.relayed_frames}
+
     def _may_relay(self, pc: PeerConnection) -> bool:
         """Whether this node relays to ``pc``'s peer: browser-class peers only (bridges: all)."""
         return pc.info.role == "browser"
