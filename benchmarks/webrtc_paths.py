@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import select
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.runtime.chromium import CHROMIUM, WEBRTC_ARGS  # noqa: E402
 from tests.runtime.netns import inside_netns  # noqa: E402
-from tests.runtime.procs import YZ, Procs, get_json, http_url, wait_for  # noqa: E402
+from tests.runtime.procs import YZ, Procs, get_json, http_url, json_line, wait_for  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 TARGETS = {"connect_ms": 500.0, "p50_ms": 1.0}  # issue 6's must-show, for the table
 
 #: Connect to a peer (by id: WebRTC; by URL: WebSocket), then n sequential pings.
@@ -62,13 +60,6 @@ MEASURE = """async ([to, n, byUrl]) => {
     return { path: peer.path, connect_ms: connect, p50_ms: at(0.5), p99_ms: at(0.99),
              messages: n };
 }"""
-
-
-def _line(proc: subprocess.Popen[str], timeout: float) -> dict:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        raise RuntimeError(f"no line from {proc.args} within {timeout} s")
-    return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
 
 
 def _page(browser, node_url: str, boot: str):  # noqa: ANN001, ANN202
@@ -95,9 +86,9 @@ def measure(messages: int) -> list[dict]:
             light = subprocess.Popen([*YZ, "client", "--bootstrap", boot["address"], "serve"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             procs.procs.append(light)
-            py_id = _line(light, 15)["id"]
+            py_id = json_line(light, 15)["id"]
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=list(WEBRTC_ARGS))
                 a = _page(browser, nodes[0]["address"], boot["address"])
                 b = _page(browser, nodes[1]["address"], boot["address"])
                 b_id = b.evaluate("() => window.yz.idHex")

@@ -77,6 +77,7 @@ __all__ = [
     "transport_for",
     "scheme_of",
     "relay_address",
+    "webrtc_address",
     "http_base",
     "available_schemes",
     "register",
@@ -396,6 +397,11 @@ def http_base(url: str) -> str:
     """
     base = url.replace("wss://", "https://").replace("ws://", "http://")
     return base.removesuffix("/").removesuffix("/dht")
+
+
+def webrtc_address(peer_id: bytes) -> str:
+    """``webrtc://<id in hex>``: how a browser-class peer is dialled (the ``webrtc`` transport)."""
+    return f"webrtc://{peer_id.hex()}"
 
 
 def relay_address(bridge_url: str, node_id: bytes) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+
 YZ = [sys.executable, "-m", "yzcore.cli"]
 T = TypeVar("T")
 
@@ -49,6 +51,27 @@ def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 0
         if took > timeout:
             raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {got!r})")
         time.sleep(every)
+
+
+async def until(what: str, check: Callable[[], object], timeout: float, every: float = 0.1) -> float:
+    """The in-process twin of :func:`wait_for`: await until ``check()`` is truthy; seconds it took."""
+    start = anyio.current_time()
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(every)
+    took = anyio.current_time() - start
+    print(f"{what}: {took:.2f} s")
+    return took
+
+
+def json_line(proc: subprocess.Popen[str], timeout: float) -> dict:
+    """The next line ``proc`` prints, parsed as JSON, within ``timeout`` seconds."""
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no line from {proc.args} within {timeout} s")
+    return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
 
 
 class Procs:

@@ -11,8 +11,6 @@ IndexedDB, so its own identity); signals go through a real ``yz bootstrap``
 from __future__ import annotations
 
 import json
-import os
-import select
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,19 +18,15 @@ from contextlib import contextmanager
 
 import pytest
 
+from .chromium import WEBRTC_ARGS, launch, require
 from .netns import ADDRESSES, inside_netns
-from .procs import YZ, get_json, http_url, wait_for
-
-CHROMIUM = "/usr/bin/chromium"
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-features=WebRtcHideLocalIpsWithMdns"]
+from .procs import YZ, get_json, http_url, json_line, wait_for
 
 
 @contextmanager
 def _inside(procs) -> Iterator[None]:
     """The test's own namespace; every process started inside is gone when it ends."""
-    if not os.path.exists(CHROMIUM):  # as test_browser_ws: in CI a missing Chromium fails
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{CHROMIUM} is not installed")
+    require()
     with inside_netns("brtc"):
         try:
             yield
@@ -67,6 +61,15 @@ def _page(browser, node: dict, boot: str, errors: list[str]):
     info = page.evaluate("async (b) => await window.yz.listen(b)", boot)
     assert info["role"] == "bootstrap"
     return page
+
+
+def _two_pages(p, procs, errors: list[str]):
+    """The network, a Chromium, and two pages joined at nodes 1 and 0, each listening on the
+    bootstrap server: (nodes, browser, (page A, its id), (page B, its id))."""
+    boot, nodes = _network(procs)
+    browser = launch(p, WEBRTC_ARGS)
+    pages = [_page(browser, nodes[i], boot, errors) for i in (1, 0)]
+    return nodes, browser, *((pg, pg.evaluate("() => window.yz.idHex")) for pg in pages)
 
 
 ON_PEER = "() => { window.accepted = []; window.yz.onpeer = (p) => window.accepted.push(p); }"
@@ -108,11 +111,7 @@ def test_two_browsers_open_a_webrtc_datachannel_with_signals_through_the_bootstr
     sync_api = pytest.importorskip("playwright.sync_api")
     errors: list[str] = []
     with _inside(procs), sync_api.sync_playwright() as p:
-        boot, nodes = _network(procs)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        a = _page(browser, nodes[1], boot, errors)
-        b = _page(browser, nodes[0], boot, errors)
-        a_id, b_id = a.evaluate("() => window.yz.idHex"), b.evaluate("() => window.yz.idHex")
+        nodes, browser, (a, a_id), (b, b_id) = _two_pages(p, procs, errors)
         assert a_id != b_id  # two contexts, two IndexedDBs, two identities
         b.evaluate(ON_PEER)
         started = time.monotonic()
@@ -167,11 +166,7 @@ def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_nod
     sync_api = pytest.importorskip("playwright.sync_api")
     errors: list[str] = []
     with _inside(procs), sync_api.sync_playwright() as p:
-        boot, nodes = _network(procs)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        a = _page(browser, nodes[1], boot, errors)
-        b = _page(browser, nodes[0], boot, errors)
-        a_id, b_id = a.evaluate("() => window.yz.idHex"), b.evaluate("() => window.yz.idHex")
+        nodes, browser, (a, a_id), (b, b_id) = _two_pages(p, procs, errors)
         # B holds a connection to nodes[0] (it joined there): B names it in its answer, and
         # that plain server node relays for B, a browser-class peer.
         assert b.evaluate("() => window.yz.relays()") == [nodes[0]["address"]]
@@ -219,13 +214,6 @@ def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_nod
     assert not errors, errors
 
 
-def _line(proc, timeout: float) -> dict:
-    """The next JSON line a process prints, within ``timeout`` seconds."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, f"no line within {timeout} s"
-    return json.loads(proc.stdout.readline())
-
-
 @pytest.mark.req("B4.1", "B4.2", "B6.3")
 def test_a_browser_and_the_python_light_client_talk_over_webrtc_both_ways(procs):
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -235,17 +223,17 @@ def test_a_browser_and_the_python_light_client_talk_over_webrtc_both_ways(procs)
         light = subprocess.Popen([*YZ, "client", "--bootstrap", boot, "--duration", "60", "serve"],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.procs.append(light)  # stopped with the others
-        ready = _line(light, 15)
+        ready = json_line(light, 15)
         assert ready["event"] == "ready" and ready["webrtc"]["available"], ready
         py_id = ready["id"]
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(p, WEBRTC_ARGS)
         page = _page(browser, nodes[1], boot, errors)
         page_id = page.evaluate("() => window.yz.idHex")
         # Browser -> Python: an aiortc DataChannel; the Python engine answers on it.
         got = page.evaluate("""async (id) => { const p = await window.yz.connectPeer(id);
             return { path: p.path, id: p.info.id, role: p.info.role }; }""", py_id)
         assert got == {"path": "webrtc", "id": py_id, "role": "browser"}, got
-        assert _line(light, 5) == {"event": "peer", "id": page_id, "transport": "webrtc"}
+        assert json_line(light, 5) == {"event": "peer", "id": page_id, "transport": "webrtc"}
         assert page.evaluate(REQUEST, [py_id, {"t": "ping"}])["t"] == "pong"
         answer = page.evaluate(REQUEST, [py_id, {"t": "find_node", "target": nodes[2]["id"]}])
         assert answer["t"] == "nodes", answer

@@ -7,23 +7,16 @@ Debian's Chromium through Playwright's Python API (``executable_path``; never
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import urllib.request
 
 import pytest
 
+from .chromium import launch
 from .procs import http_url
 
-CHROMIUM = "/usr/bin/chromium"
 YZ = [sys.executable, "-m", "yzcore.cli"]
-
-
-def _browser(p):
-    if not os.path.exists(CHROMIUM):
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{CHROMIUM} is not installed")
-    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
 
 
 def _oracle(ids: list[str], target: str, k: int = 20) -> list[str]:
@@ -41,7 +34,7 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
         assert resp.headers["content-type"].startswith("text/javascript")
         assert resp.headers["access-control-allow-origin"] == "*"  # B3.4: importable from any page
     with sync_api.sync_playwright() as p:
-        browser = _browser(p)
+        browser = launch(p)
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

@@ -11,15 +11,8 @@ import shutil
 
 import pytest
 
+from .chromium import launch
 from .procs import get_json, http_url, wait_for
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-def _browser(p):
-    if not os.path.exists(CHROMIUM):
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{CHROMIUM} is not installed")
-    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
 
 
 @pytest.mark.req("B1.1")
@@ -33,7 +26,7 @@ def test_the_dashboard_shows_the_running_network_and_its_graph(procs, tmp_path):
              and s["network"]["nodes"] == 6 and s["network"]["share"] == 1.0
              and any(b["healthy"] for b in s["bridges"]), 60)
     with sync_api.sync_playwright() as p:
-        browser = _browser(p)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
         page.goto(http_url(url) + "/")
         page.wait_for_function("document.querySelectorAll('#nodes tbody tr').length === 6", timeout=15000)

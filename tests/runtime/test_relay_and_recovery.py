@@ -14,23 +14,13 @@ import time
 import anyio
 import pytest
 
-from tests.runtime.procs import free_port, get_json
+from tests.runtime.procs import free_port, get_json, until
 from yzcore import wire
 from yzcore.bootstrap.server import BootstrapServer
 from yzcore.ids import key_for
 from yzcore.runtime import Node
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(what: str, check, timeout: float) -> float:
-    start = anyio.current_time()
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.1)
-    took = anyio.current_time() - start
-    print(f"{what}: {took:.1f} s")
-    return took
 
 
 @pytest.mark.req("A1.5", "A5.2", "A5.5")
@@ -229,8 +219,8 @@ async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
 
 @pytest.mark.req("A5.2")
 async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_a_failed_hello():
-    from yzcore.runtime import relay as relay_mod
     from yzcore.bridge import Bridge
+    from yzcore.runtime import relay as relay_mod
     from yzcore.transport import transport_for
 
     async with anyio.create_task_group() as tg:

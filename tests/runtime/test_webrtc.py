@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from tests.runtime.netns import inside_netns
+from tests.runtime.procs import until
 from yzcore import transport as transport_mod
 from yzcore import wire
 from yzcore.bootstrap.server import BootstrapServer
@@ -24,16 +25,6 @@ from yzcore.runtime import Node
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-
-
-async def until(what: str, check, timeout: float) -> float:
-    start = anyio.current_time()
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.05)
-    took = anyio.current_time() - start
-    print(f"{what}: {took:.2f} s")
-    return took
 
 
 @pytest.fixture
@@ -68,6 +59,13 @@ async def _browser(tg, boot, via: list[str] = (), **kw) -> Node:
     if boot:
         await until("its bootstrap link", lambda: b.links[0].pc is not None, 10)
     return b
+
+
+async def _stop(tg, *servers) -> None:
+    """Close every node and bootstrap server given, then the test's task group."""
+    for server in servers:
+        await server.aclose()
+    tg.cancel_scope.cancel()
 
 
 def _counted(node: Node, transport: str, direction: str, type_: str) -> int:
@@ -119,10 +117,7 @@ async def test_two_light_clients_open_a_datachannel_through_the_bootstrap_server
         # Closing one side is seen by the other.
         await a.conns[b.id].close()
         await until("b saw the DataChannel close", lambda: a.id not in b.conns, 15)
-        for n in (a, b, *nodes):
-            await n.aclose()
-        await boot.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, a, b, *nodes, boot)
 
 
 @pytest.mark.req("B4.4")
@@ -143,9 +138,7 @@ async def test_signals_go_along_a_dht_connection_when_there_is_no_bootstrap_serv
             await a.managers.endpoint.connect(stranger, timeout=20.0)
         assert err.value.code == "PEER_UNREACHABLE", err.value
         assert anyio.current_time() - started < 5  # every relay said so: not the 20 s timeout
-        for n in (a, b, *nodes):
-            await n.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, a, b, *nodes)
 
 
 @pytest.mark.req("B4.5", "B6.5")
@@ -171,10 +164,7 @@ async def test_when_webrtc_fails_traffic_goes_through_a_relay_and_the_failure_is
         relayed = [n.http.status()["relay"] for n in nodes]
         assert sum(r["relays"] for r in relayed) == 1 and sum(r["relayed_frames"] for r in relayed) > 4
         await _find_node_over(b, a, "bridge")
-        for n in (a, b, *nodes):
-            await n.aclose()
-        await boot.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, a, b, *nodes, boot)
 
 
 @pytest.mark.req("B6.1", "B6.2", "B6.5")
@@ -204,10 +194,7 @@ async def test_a_broken_webrtc_plugin_leaves_websocket_working_and_says_why(netn
             assert a.conns[b.id].conn.transport == "bridge"
             assert a.managers.webrtc.last_error["code"] == "WEBRTC_UNAVAILABLE"
             await _find_node_over(a, b, "bridge")
-            for n in (a, b, *nodes):
-                await n.aclose()
-            await boot.aclose()
-            tg.cancel_scope.cancel()
+            await _stop(tg, a, b, *nodes, boot)
     finally:
         transport_mod.unregister("webrtc")
 
@@ -227,10 +214,7 @@ async def test_a_server_node_asks_a_browser_class_peer_to_connect_to_it(netns):
         assert info.id == b.id and far.conns[b.id].conn.transport == "ws"
         assert not far.conns[b.id].outbound  # the browser-class peer dialled
         assert b.metrics.messages[("ws", "in", "signal")] == 1  # because it was asked to
-        for n in (b, *nodes):
-            await n.aclose()
-        await boot.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, b, *nodes, boot)
 
 
 @pytest.mark.req("B1.3", "B1.5")
@@ -254,10 +238,7 @@ async def test_diagnose_makes_a_webrtc_round_trip_and_names_the_manager_that_fai
         assert step["verdict"] == "fail" and step["code"] == "WEBRTC_FAILED", step
         assert report["managers"] == {**report["managers"], "webrtc": "fail", "websocket": "ok"}
         assert code == 1
-        for n in nodes:
-            await n.aclose()
-        await boot.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, *nodes, boot)
 
 
 @pytest.mark.req("B6.5", "A3.1")
@@ -283,9 +264,7 @@ async def test_signals_and_webrtc_dials_are_bounded(netns):
         await anyio.sleep(0.5)
         refused = a.metrics.messages[("ws", "in", "signal")]
         assert 30 <= refused <= 60, refused  # the burst (40) and a little refill, not 300
-        for n in (a, b, *nodes):
-            await n.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, a, b, *nodes)
 
 
 @pytest.mark.req("B4.2")
@@ -299,10 +278,7 @@ async def test_a_datachannel_outlives_the_handshake_timeout(netns):
         assert b.id in a.conns and a.id in b.conns
         await _find_node_over(a, b, "webrtc")
         await _find_node_over(b, a, "webrtc")
-        for n in (a, b, *nodes):
-            await n.aclose()
-        await boot.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, a, b, *nodes, boot)
 
 
 @pytest.mark.req("B4.1")
@@ -325,7 +301,4 @@ async def test_the_accepting_side_refuses_a_dialer_that_is_not_who_the_offer_nam
         assert any(e["code"] == "ID_MISMATCH" for e in b.errors), list(b.errors)
         assert a.id not in b.conns and claimed not in b.conns
         await conn.close()
-        for n in (a, b, *nodes):
-            await n.aclose()
-        await boot.aclose()
-        tg.cancel_scope.cancel()
+        await _stop(tg, a, b, *nodes, boot)

@@ -47,9 +47,10 @@ from yzcore.transport import (
     HttpHandler,
     Listener,
     Transport,
+    webrtc_address,
 )
 
-__all__ = ["RtcConnection", "RtcEndpoint", "Signaller", "WebRtcTransport", "address_of", "parse"]
+__all__ = ["RtcConnection", "RtcEndpoint", "Signaller", "WebRtcTransport", "parse"]
 
 log = logging.getLogger("yzcore.transport.webrtc")
 
@@ -78,11 +79,6 @@ def parse(address: str) -> bytes:
         raise InvalidArgument(f"{address!r} is not a webrtc:// address",
                               advice="Use webrtc://<64 hex digits of the peer's id>.")
     return id_from_hex(address[len(SCHEME):].strip("/"))
-
-
-def address_of(peer_id: bytes) -> str:
-    """The ``webrtc://`` address of ``peer_id``."""
-    return SCHEME + peer_id.hex()
 
 
 def _relays(value: object) -> tuple[str, ...]:
@@ -217,7 +213,7 @@ class RtcEndpoint(Listener):
 
     @property
     def address(self) -> str:
-        return address_of(self.local)
+        return webrtc_address(self.local)
 
     def _config(self) -> RTCConfiguration:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])

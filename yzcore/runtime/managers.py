@@ -28,14 +28,14 @@ from yzcore import wire
 from yzcore.exceptions import ConnectFailed, TransportUnavailable, WebRtcFailed
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import describe_failure
-from yzcore.transport import Connection, get_transport, scheme_of, transport_for
+from yzcore.transport import Connection, get_transport, scheme_of, transport_for, webrtc_address
 from yzcore.wire import NodeInfo
 
 if TYPE_CHECKING:
     from yzcore.runtime.node import Node
     from yzcore.runtime.peer import PeerConnection
 
-__all__ = ["Manager", "Managers", "webrtc_address"]
+__all__ = ["Manager", "Managers"]
 
 log = logging.getLogger("yzcore.managers")
 
@@ -48,11 +48,6 @@ def signal_limiter() -> RateLimiter:
     """Signals a peer may have passed on: 20/s, bursts of 40 (an offer and an answer per dial)."""
     return RateLimiter(rate=20.0, burst=40.0, global_rate=400.0, global_burst=800.0,
                        bypass_rate=0.0, bypass_burst=0.0, max_keys=4096)
-
-
-def webrtc_address(peer_id: bytes) -> str:
-    """``webrtc://<id>``: how a browser-class peer is dialled."""
-    return f"webrtc://{peer_id.hex()}"
 
 
 class Manager:
