@@ -294,3 +294,31 @@ def test_an_evicted_contact_sleeps_in_the_dormant_cache_and_is_dialled_again_lat
     # It rejoins through it: a lookup of its own id goes to the woken contact.
     assert any(isinstance(a, Send) and a.peer == other.id and isinstance(a.message, FindNode)
                and a.message.target == me.info.id for a in out)
+
+
+def _late_joiner_found(seed: int, self_lookup_interval: float) -> int:
+    """Node 1 joins when node 0 is all there is; 57 others form a network apart, which
+    node 0 then joins. How many of 10 lookups of node 1's id, from the others, find it?"""
+    s = Swarm(60, seed=seed, config=EngineConfig(self_lookup_interval=self_lookup_interval))
+    s.bootstrap(1, 0)  # its self-lookup finds node 0 only: fewer than k
+    s.run(2.0)
+    rng = random.Random(seed)
+    vias = {i: rng.randrange(2, i) for i in range(3, 60)}
+    for i, via in vias.items():
+        s._at(s.now + 0.05 * i, lambda i=i, via=via: s.bootstrap(i, via))
+    s.run(10.0)
+    s.bootstrap(0, 2)
+    s.run(60.0)
+    target = s.engines[1].info.id
+    found = 0
+    for asker in range(10, 60, 5):
+        done = s.op(asker, "find_node", target)
+        found += bool(done.result.nodes) and done.result.nodes[0].id == target
+    return found
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_join_that_found_fewer_than_k_looks_itself_up_again_and_its_neighbours_learn_of_it(seed):
+    assert _late_joiner_found(seed, EngineConfig().self_lookup_interval) == 10
+    # Without the second look its neighbours never hear of it: the case is real.
+    assert _late_joiner_found(seed, float("inf")) == 0

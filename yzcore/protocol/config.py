@@ -41,6 +41,11 @@ class EngineConfig:
             settled: kept connections within target, no other connection
             and no dial in flight.
         refresh_interval: A bucket untouched this long is refreshed by a lookup.
+        self_lookup_interval: A join whose lookup of its own id found fewer
+            than k nodes (a young network, or seeds that knew few) looks
+            itself up again this long after, then twice as long each time up
+            to ``refresh_interval``, until one finds k: nodes that joined
+            since may be its neighbours, and none of them would know of it.
         refresh_k: How many closest nodes a refresh lookup waits for (it
             meets live nodes in a bucket's range; it need not find all k).
         value_ttl: Default lifetime of a stored value.
@@ -68,6 +73,7 @@ class EngineConfig:
     maintenance_interval: float = 1.0
     maintenance_interval_settled: float = 5.0
     refresh_interval: float = 600.0
+    self_lookup_interval: float = 5.0
     refresh_k: int = 5
     value_ttl: float = 3600.0
     max_ttl: float = 86400.0

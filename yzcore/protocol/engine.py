@@ -98,6 +98,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self._next_op = 1
         self._out: list[Action] = []
         self._next_maintenance = now + cfg.maintenance_interval
+        self._next_self_lookup = float("inf")  # a join that found fewer than k looks again
+        self._self_lookup_wait = cfg.self_lookup_interval
         self._deferred: list[tuple[float, int, bytes]] = []  # rate-limited queries: (when, op, peer)
 
     # -- what the driver reads ------------------------------------------------
@@ -110,7 +112,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def get_timer(self) -> float:
         """When :meth:`handle_timer` must next be called."""
         deadline = self.rpc.next_deadline()
-        at = self._next_maintenance if deadline is None else min(deadline, self._next_maintenance)
+        at = min(self._next_maintenance, self._next_self_lookup)
+        at = at if deadline is None else min(deadline, at)
         return min(at, self._deferred[0][0]) if self._deferred else at
 
     def connected(self) -> list[bytes]:
@@ -130,7 +133,10 @@ class Engine(ConnectionPolicy, Neighbourhood):
             peer = self._peer(seed)
             if not peer.kept and self._kept_count() < self.config.conn_max:
                 peer.kept = True
-        op = self._start("find_node", self.info.id, now, seeds=seeds, defer=True)
+        return self._join(now, seeds=seeds)
+
+    def _join(self, now: float, *, seeds: list[NodeInfo] | None = None, notify: bool = True) -> int:
+        op = self._start("find_node", self.info.id, now, seeds=seeds, defer=True, notify=notify)
         self._ops[op].join = True
         self._advance(self._ops[op], now)
         return op
@@ -280,6 +286,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
             if op is not None:
                 op.lookup.revive(peer_id)
                 self._advance(op, now)
+        if now >= self._next_self_lookup:
+            self._next_self_lookup = float("inf")
+            self._join(now, notify=False)
         if now >= self._next_maintenance:
             self._maintain(now)
             # Adaptive: a settled node (its kept connections within target,
@@ -371,16 +380,27 @@ class Engine(ConnectionPolicy, Neighbourhood):
 
     def _finish(self, op: _Op, now: float) -> None:
         self._ops.pop(op.id, None)
+        found = op.lookup.result() if op.kind != "put" else None
         if op.join:
             self._refresh_far_buckets(now)
+            self._joined(len(found.nodes) if found is not None else 0, now)
         if not op.notify:
             return
         result: LookupResult | PutResult
         if op.kind == "put":
             result = PutResult(op.lookup.target, op.put_stored, op.put_nodes)
         else:
-            result = op.lookup.result()
+            result = found  # type: ignore[assignment]
         self._out.append(Done(op.id, op.kind, result, op.started_at, now))
+
+    def _joined(self, found: int, now: float) -> None:
+        """A join's self-lookup ended with ``found`` nodes: fewer than k, look again later."""
+        cfg = self.config
+        if found >= cfg.k:
+            self._next_self_lookup, self._self_lookup_wait = float("inf"), cfg.self_lookup_interval
+        else:
+            self._next_self_lookup = now + self._self_lookup_wait
+            self._self_lookup_wait = min(2 * self._self_lookup_wait, cfg.refresh_interval)
 
     def _request(self, info: NodeInfo, kind: str, make: Callable[[int], Message],
                  owner: int | None, now: float) -> None:
