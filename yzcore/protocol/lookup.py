@@ -105,8 +105,9 @@ class Lookup:
 
     def add(self, nodes: list[NodeInfo] | tuple[NodeInfo, ...]) -> None:
         """Offer candidates (seeds from the routing table, or nodes a peer returned)."""
-        by_id, at, order, t, own = self._by_id, self._at, self._order, self._t, self.self_id
+        by_id, at, t, own = self._by_id, self._at, self._t, self.self_id
         from_bytes = int.from_bytes
+        fresh = []
         for info in nodes:
             node_id = info.id
             if node_id in by_id or node_id == own:
@@ -114,7 +115,12 @@ class Lookup:
             c = by_id[node_id] = _Candidate(info)
             distance = from_bytes(node_id, "big") ^ t
             at[distance] = c
-            insort(order, distance)
+            fresh.append(distance)
+        if len(fresh) == 1:
+            insort(self._order, fresh[0])
+        elif fresh:  # one sort of a mostly sorted list beats an insort each
+            self._order.extend(fresh)
+            self._order.sort()
 
     def answered(self, peer: bytes, nodes: tuple[NodeInfo, ...] = (), value: str | None = None) -> None:
         """A peer answered: it is live; its nodes become candidates."""

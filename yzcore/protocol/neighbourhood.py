@@ -30,6 +30,7 @@ class Neighbourhood:
         # The common role is the default: no dict per contact unless it differs.
         if info.role != "node" or getattr(self.table.get(info.id), "meta", None):
             self.table.update(info.id, meta={"role": info.role})
+            self._infos.pop(info.id, None)  # _closest trusts a cached NodeInfo's role
         if status == routing.FULL and other is not None:
             # Ping the oldest, evicted if it does not answer — but only when it
             # has been quiet a while: pinging a fresh contact proves nothing,
@@ -55,19 +56,21 @@ class Neighbourhood:
 
     def _closest(self, target: bytes, exclude: bytes) -> tuple[NodeInfo, ...]:
         # Every reply names k contacts: reuse their NodeInfo (frozen dataclasses
-        # are slow to build) while the address and role still match.
-        cache, out = self._infos, []
-        for c in self.table.nearest(target, self.config.k + 1):
-            if c.id == exclude:
+        # are slow to build) while the address still matches; a role change
+        # drops the cached one (_table_add).
+        cache, out, k = self._infos, [], self.config.k
+        for c in self.table.nearest(target, k + 1):
+            cid = c.id
+            if cid == exclude:
                 continue
-            role = c.meta.get("role", "node") if c.meta else "node"
-            info = cache.get(c.id)
-            if info is None or info.addr != c.address or info.role != role:
+            info = cache.get(cid)
+            if info is None or info.addr != c.address:
                 if len(cache) >= 4096:
                     cache.clear()
-                info = cache[c.id] = NodeInfo(c.id, c.address, role)
+                meta = c.meta
+                info = cache[cid] = NodeInfo(cid, c.address, meta.get("role", "node") if meta else "node")
             out.append(info)
-        return tuple(out[: self.config.k])
+        return tuple(out[:k])
 
     def _refresh_far_buckets(self, now: float) -> None:
         nearest = self.table.nearest(self.info.id, 1)

@@ -364,7 +364,7 @@ class World(Network):
 
     def _carry_out(self, i: int, batch: list) -> None:
         for action in batch:  # as the runtime says it with OVER_CAPACITY: the dialer looks elsewhere
-            if isinstance(action, Close) and action.reason == "over_target":
+            if type(action) is Close and action.reason == "over_target":
                 j = self.index[action.peer]
                 me = self.engines[i].info.id
                 self._at(self.now, lambda j=j, me=me: self.alive[j]  # before the close, as the
@@ -373,7 +373,7 @@ class World(Network):
         agent = self.agents[i]
         own = self.engines[i].info.id
         for action in batch:
-            if not isinstance(action, Done):
+            if type(action) is not Done:
                 continue
             if action.op == agent.probe_op:
                 self.done.pop((i, action.op), None)
