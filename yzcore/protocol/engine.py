@@ -127,7 +127,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
 
         When it is done, every bucket farther than our closest neighbour is
         refreshed too (the Kademlia join), so that nodes all over the id space
-        hear of us and our table fills beyond our own neighbourhood.
+        hear of us and our table fills beyond our own neighbourhood; a bucket
+        that already holds ``refresh_k`` contacts is not: we met live nodes
+        there, as its refresh would have.
         """
         for seed in seeds:  # seeds are kept, within conn_max (B7.2)
             peer = self._peer(seed)

@@ -76,8 +76,10 @@ class Neighbourhood:
         nearest = self.table.nearest(self.info.id, 1)
         if not nearest:
             return
+        sizes = self.table.bucket_sizes()
         for index in range(self.table.bucket_of(nearest[0].id)):
-            self._refresh(index, now)
+            if sizes.get(index, 0) < self.config.refresh_k:  # else it already met live nodes there
+                self._refresh(index, now)
 
     def _refresh(self, index: int, now: float) -> None:
         """Refresh bucket ``index``: a lookup of a random id in its range.
