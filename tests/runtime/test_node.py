@@ -215,6 +215,29 @@ async def test_a_failed_dial_is_logged_with_peer_id_address_transport_and_code(c
     assert node.errors[-1]["code"] == "CONNECT_FAILED"  # and /status shows it
 
 
+@pytest.mark.req("A2.1")
+async def test_a_flood_of_failed_dials_logs_one_line_a_second_and_counts_the_rest(caplog, monkeypatch):
+    from yzcore.wire import NodeInfo
+
+    caplog.set_level(logging.WARNING, logger="yzcore.node")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{s.getsockname()[1]}/dht"
+    async with anyio.create_task_group() as tg:
+        node = Node(seed=52)
+        await node.start(tg)
+        monkeypatch.setattr("yzcore.runtime.node.DIAL_LOG_EVERY", 3600.0)  # no clock in the test
+        for _ in range(20):  # within the interval: the first is logged, the others counted
+            assert await node._dial(NodeInfo(os.urandom(32), dead)) is None
+        monkeypatch.setattr("yzcore.runtime.node.DIAL_LOG_EVERY", 0.0)
+        assert await node._dial(NodeInfo(os.urandom(32), dead)) is None
+        await node.aclose()
+    lines = [r for r in caplog.records if getattr(r, "code", None) == "CONNECT_FAILED"]
+    assert [r.unlogged for r in lines] == [0, 19]  # type: ignore[attr-defined]
+    assert "19 more CONNECT_FAILED not logged" in lines[1].getMessage()
+    assert sum(e["code"] == "CONNECT_FAILED" for e in node.errors) == 21  # /status keeps each
+
+
 async def raw_peer(url: str, identity: Identity | None = None):
     """A hand-driven peer: a websockets client that completes a real handshake."""
     ws = await connect(url, max_size=None)
