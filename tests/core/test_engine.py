@@ -341,3 +341,16 @@ def test_a_join_refreshes_only_the_far_buckets_where_it_has_not_met_refresh_k_no
     engine._refresh_far_buckets(1.0)
     refreshed = sorted(engine.table.bucket_of(op.lookup.target) for op in engine._ops.values())
     assert refreshed == [1, 2]  # bucket 0 holds 5 live contacts already; 3 is the nearest's own
+
+
+def test_replies_name_a_contact_with_the_role_of_its_latest_hello():
+    from yzcore.protocol.engine import Engine
+
+    engine = Engine(NodeInfo(bytes(32), "mem://me"), 0.0, random.Random(4))
+    peer = b"\x80" + bytes(31)
+    for role in ("bridge", "node", "bridge"):
+        engine.connection_opened(NodeInfo(peer, "mem://peer", role), 0.0, outbound=True)
+        assert [i.role for i in engine._closest(peer, exclude=bytes(32))] == [role]
+    engine.table.remove(peer)  # gone from the table, back later as a plain node
+    engine.connection_opened(NodeInfo(peer, "mem://peer", "node"), 1.0, outbound=True)
+    assert [i.role for i in engine._closest(peer, exclude=bytes(32))] == ["node"]

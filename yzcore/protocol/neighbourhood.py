@@ -30,7 +30,9 @@ class Neighbourhood:
         # The common role is the default: no dict per contact unless it differs.
         if info.role != "node" or getattr(self.table.get(info.id), "meta", None):
             self.table.update(info.id, meta={"role": info.role})
-            self._infos.pop(info.id, None)  # _closest trusts a cached NodeInfo's role
+        cached = self._infos.get(info.id)
+        if cached is not None and cached.role != info.role:
+            del self._infos[info.id]  # _closest trusts a cached NodeInfo's role
         if status == routing.FULL and other is not None:
             # Ping the oldest, evicted if it does not answer — but only when it
             # has been quiet a while: pinging a fresh contact proves nothing,
