@@ -51,15 +51,24 @@ def trim_heap() -> None:
         pass
 
 
-def raise_nofile() -> tuple[int, int]:
+def raise_nofile(want: int = 1 << 20) -> tuple[int, int]:
+    """Raise the open-file limit: to ``want`` where allowed (root may raise the hard
+    limit up to fs.nr_open), else to the hard limit. 1,000 yzcore nodes in one
+    process hold both ends of every connection: over 20,000 descriptors."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
+    try:
+        with open("/proc/sys/fs/nr_open", encoding="ascii") as fh:
+            want = min(want, int(fh.read()))
+    except (OSError, ValueError):
+        pass
+    for limit in ((want, want), (hard, hard)):
+        if soft >= limit[0]:
+            break
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+            break
         except (ValueError, OSError):
-            pass
+            continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
