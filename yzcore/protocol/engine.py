@@ -198,12 +198,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer.connected, peer.dialing, peer.last_active = True, False, now
         peer.outbound = outbound
         self._dials.discard(info.id)
-        # Inbound connections are kept while there is room: their dialer may mean to
-        # keep them. Ours are kept only when dialled to be (maintenance, a join's
-        # seeds): a lookup's dial that kept whatever it met filled every node up to
-        # conn_max, and nodes short of connections then found no room anywhere (B7.2).
-        if (not peer.kept and not outbound and info.role in _TABLE_ROLES
-                and self._kept_count() < self.config.conn_max):
+        if not peer.kept and info.role in _TABLE_ROLES and self._kept_count() < self.config.conn_max:
             peer.kept = True
         if info.role in _TABLE_ROLES and info.addr:
             self._table_add(info, now, ip)
