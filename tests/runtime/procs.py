@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -66,8 +67,6 @@ async def until(what: str, check: Callable[[], object], timeout: float, every: f
 
 def json_line(proc: subprocess.Popen[str], timeout: float) -> dict:
     """The next line ``proc`` prints, parsed as JSON, within ``timeout`` seconds."""
-    import select
-
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     if not ready:
         raise AssertionError(f"no line from {proc.args} within {timeout} s")

@@ -382,17 +382,17 @@ class Engine(ConnectionPolicy, Neighbourhood):
 
     def _finish(self, op: _Op, now: float) -> None:
         self._ops.pop(op.id, None)
-        found = op.lookup.result() if op.kind != "put" else None
-        if op.join:
+        result: LookupResult | PutResult | None = None
+        if op.join:  # a find_node of our own id
+            result = op.lookup.result()
             self._refresh_far_buckets(now)
-            self._joined(len(found.nodes) if found is not None else 0, now)
+            self._joined(len(result.nodes), now)
         if not op.notify:
-            return
-        result: LookupResult | PutResult
+            return  # housekeeping lookups build no result
         if op.kind == "put":
             result = PutResult(op.lookup.target, op.put_stored, op.put_nodes)
-        else:
-            result = found  # type: ignore[assignment]
+        elif result is None:
+            result = op.lookup.result()
         self._out.append(Done(op.id, op.kind, result, op.started_at, now))
 
     def _joined(self, found: int, now: float) -> None:
