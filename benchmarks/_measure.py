@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import random
 import re
 import resource
@@ -34,11 +35,19 @@ def other(rng: random.Random, n: int, not_this: int) -> int:
 # -- measuring helpers ----------------------------------------------------------
 
 
+_status_fd: int | None = None
+
+
 def rss_kib() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+    """This process's resident memory. The file stays open from the first call: a
+    side that used every descriptor (EMFILE) must not fail the measurement."""
+    global _status_fd
+    if _status_fd is None:
+        _status_fd = os.open("/proc/self/status", os.O_RDONLY)
+    status = os.pread(_status_fd, 1 << 16, 0).decode("ascii", "replace")
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -258,6 +260,58 @@ async def test_listening_twice_on_one_address_fails(kind: str) -> None:
         with pytest.raises(ListenFailed) as info:
             await t.listen(first.address)
         assert info.value.code == "LISTEN_FAILED"
+
+
+OUT_OF_FILES = """
+import errno, os, resource
+import anyio, orjson
+from yzcore.exceptions import ConnectFailed, ListenFailed
+from yzcore.transport import get_transport
+
+async def main():
+    t = get_transport("ws")
+    got = {}
+    async with await t.listen("ws://127.0.0.1:0/dht") as listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, lambda conn: anyio.sleep(0.1))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        fillers = []
+        try:
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE
+        for name, call in (("connect", lambda: t.connect(listener.address, timeout=5)),
+                           ("listen", lambda: t.listen("ws://127.0.0.1:0/dht"))):
+            try:
+                await call()
+            except (ConnectFailed, ListenFailed) as exc:
+                got[name] = [exc.code, str(exc)]
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        async with await t.connect(listener.address, timeout=5):
+            got["after"] = "connected"
+        tg.cancel_scope.cancel()
+    print(orjson.dumps(got).decode())
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.req("B3.5")
+def test_out_of_file_descriptors_is_named_with_the_limit_and_what_to_do() -> None:
+    """A process at its open-file limit (many nodes in one process) is told so, not
+    "no socket could be bound"; the listener it has keeps serving once descriptors free up."""
+    out = subprocess.run([sys.executable, "-c", OUT_OF_FILES], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    got = orjson.loads(out.strip().splitlines()[-1])
+    assert got["connect"][0] == "CONNECT_FAILED"
+    assert got["listen"][0] == "LISTEN_FAILED"
+    for _, text in (got["connect"], got["listen"]):
+        assert "no file descriptor left (open-file limit" in text
+        assert "Raise the open-file limit" in text
+    assert got["after"] == "connected"
 
 
 @pytest.mark.req("B3.5", "B6.5")

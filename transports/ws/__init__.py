@@ -129,6 +129,10 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -
     if isinstance(exc, OSError):
         url = urlsplit(where)
         hostport = url.netloc or where
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            kind = ListenFailed if op == "listen" else ConnectFailed
+            return kind(f"cannot open a socket for {hostport}: {_no_descriptors(exc)}",
+                        advice=NO_DESCRIPTORS_ADVICE)
         if op == "listen":
             return ListenFailed(f"cannot listen on {hostport}: {exc.strerror or exc}")
         if exc.errno == errno.ECONNREFUSED or f"[Errno {errno.ECONNREFUSED}]" in str(exc):
@@ -138,6 +142,24 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -
                                    "address is known for it from before")
         return ConnectFailed(f"cannot reach {hostport}: {exc.strerror or exc}")
     return None
+
+
+NO_DESCRIPTORS_ADVICE = ("Raise the open-file limit (ulimit -n, or LimitNOFILE= for a service), "
+                         "or run fewer nodes in this process.")
+
+
+def _no_descriptors(exc: OSError) -> str:
+    """Why a socket could not be made; for EMFILE, with the limit it hit."""
+    if exc.errno == errno.EMFILE:
+        try:
+            import resource  # POSIX only
+        except ImportError:
+            return "this process has no file descriptor left"
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"this process has no file descriptor left (open-file limit {soft})"
+    if exc.errno == errno.ENFILE:
+        return "the system has no file descriptor left (fs.file-max)"
+    return exc.strerror or str(exc)
 
 
 def _translate_io(exc: WsClosed, where: str) -> YzError:
@@ -306,6 +328,12 @@ class WebSocketTransport(Transport):
             )
         if not server.sockets:  # asyncio returns a closed server rather than raising
             server.close()
+            try:  # it skips a socket it cannot create (out of descriptors): say why
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+            except OSError as exc:
+                raise ListenFailed(f"cannot listen on {address}: {_no_descriptors(exc)}",
+                                   advice=NO_DESCRIPTORS_ADVICE
+                                   if exc.errno in (errno.EMFILE, errno.ENFILE) else None) from exc
             raise ListenFailed(f"cannot listen on {address}: no socket could be bound")
         bound = hostport(server.sockets[0].getsockname())
         return WsListener(server, f"{url.scheme}://{bound}{path}", queue, conns)
