@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 import ssl as _ssl
@@ -142,6 +143,27 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -
                                    "address is known for it from before")
         return ConnectFailed(f"cannot reach {hostport}: {exc.strerror or exc}")
     return None
+
+
+def _bound_socket(host: str | None, port: int) -> socket.socket | None:
+    """A TCP socket bound to ``host`` when it is an IP address, else None (a name:
+    asyncio resolves it). asyncio's ``create_server`` skips an address whose socket
+    it cannot create, so an open-file limit would read as "no socket could be bound"."""
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((str(ip), port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 NO_DESCRIPTORS_ADVICE = ("Raise the open-file limit (ulimit -n, or LimitNOFILE= for a service), "
@@ -322,18 +344,15 @@ class WebSocketTransport(Transport):
                               on_open=on_open, open_timeout=self._open_timeout)
 
         loop = asyncio.get_running_loop()
+        tls = self._ssl if url.scheme == "wss" else None
         with _errors("listen", address):
-            server = await loop.create_server(
-                factory, url.hostname, port, ssl=self._ssl if url.scheme == "wss" else None
-            )
-        if not server.sockets:  # asyncio returns a closed server rather than raising
+            sock = _bound_socket(url.hostname, port)  # an IP: every error has its errno
+            if sock is not None:
+                server = await loop.create_server(factory, sock=sock, ssl=tls)
+            else:
+                server = await loop.create_server(factory, url.hostname, port, ssl=tls)
+        if not server.sockets:  # asyncio skips an address it cannot bind, without a reason
             server.close()
-            try:  # it skips a socket it cannot create (out of descriptors): say why
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-            except OSError as exc:
-                raise ListenFailed(f"cannot listen on {address}: {_no_descriptors(exc)}",
-                                   advice=NO_DESCRIPTORS_ADVICE
-                                   if exc.errno in (errno.EMFILE, errno.ENFILE) else None) from exc
             raise ListenFailed(f"cannot listen on {address}: no socket could be bound")
         bound = hostport(server.sockets[0].getsockname())
         return WsListener(server, f"{url.scheme}://{bound}{path}", queue, conns)
