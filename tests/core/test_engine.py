@@ -250,6 +250,22 @@ def test_rate_limited_queries_are_asked_again_after_their_wait_and_lookups_stay_
     assert _exact_under_tight_limits(range(3)) < 18
 
 
+def test_a_deferred_query_is_still_retried_once_when_its_connection_closes_cleanly():
+    # Rate limited, asked again after the wait, and then the peer closed the
+    # idle connection just as the second query went out: that is a second,
+    # different reason to ask again, not a failure (each happens once at most).
+    lookup = Lookup(target=b"\xff" * 32, self_id=bytes(32), k=2, alpha=2)
+    peer = NodeInfo(b"\xf0" + bytes(31), "mem://p")
+    lookup.add([peer, NodeInfo(b"\xf1" + bytes(31), "mem://q")])
+    assert peer in lookup.next_queries()
+    assert lookup.defer(peer.id)
+    lookup.revive(peer.id)
+    assert peer in lookup.next_queries()
+    assert lookup.retry(peer.id)  # the clean close under the second query
+    assert peer in lookup.next_queries()
+    assert not lookup.retry(peer.id) and not lookup.defer(peer.id)  # each once
+
+
 def test_lookup_window_and_alpha():
     me = bytes(32)
     lookup = Lookup(target=b"\xff" * 32, self_id=me, k=3, alpha=2)

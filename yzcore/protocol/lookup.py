@@ -40,12 +40,13 @@ _WAITING = (ASKED, SLOW, ABANDONED)
 
 
 class _Candidate:
-    __slots__ = ("info", "retried", "state")
+    __slots__ = ("deferred", "info", "retried", "state")
 
     def __init__(self, info: NodeInfo) -> None:
         self.info = info
         self.state = NEW
-        self.retried = False
+        self.retried = False  # asked again after a clean close
+        self.deferred = False  # asked again after a rate limit's wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +174,9 @@ class Lookup:
             False when it was already deferred once; the caller then fails it.
         """
         c = self._by_id.get(peer)
-        if c is None or c.retried or c.state not in _WAITING:
+        if c is None or c.deferred or c.state not in _WAITING:
             return False
-        c.state, c.retried = DEFERRED, True
+        c.state, c.deferred = DEFERRED, True
         self._queried -= 1
         return True
 
