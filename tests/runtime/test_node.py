@@ -192,6 +192,33 @@ async def test_an_operation_in_flight_when_the_node_closes_still_returns():
         await mute.aclose()
 
 
+async def test_nodes_whose_task_group_is_cancelled_close_their_sockets_quietly(caplog):
+    # Cancelling the task group a node runs in (Ctrl-C, a test's end) is a
+    # way to stop it too: its connections close, so peers elsewhere see them
+    # go, and nothing it still hears afterwards raises.
+    caplog.set_level(logging.WARNING)
+    async with anyio.create_task_group() as outer:
+        survivor = Node(seed=71)
+        await survivor.start(outer)
+        async with anyio.create_task_group() as tg:
+            nodes = [Node(peers=[survivor.address], seed=72 + i) for i in range(4)]
+            for node in nodes:
+                await node.start(tg)
+            with anyio.fail_after(10):
+                for node in nodes:
+                    await node.joined()
+                while len(survivor.conns) < len(nodes):
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(5):  # the sockets closed: the survivor sees every one go
+            while survivor.conns:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.5)  # closes still arriving at the cancelled nodes' handlers
+        await survivor.aclose()
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not failures, [r.getMessage() for r in failures]
+
+
 @pytest.mark.req("A2.1")
 async def test_a_failed_dial_is_logged_with_peer_id_address_transport_and_code(caplog):
     from yzcore.cli import JsonFormatter
@@ -226,10 +253,10 @@ async def test_a_flood_of_failed_dials_logs_one_line_a_second_and_counts_the_res
     async with anyio.create_task_group() as tg:
         node = Node(seed=52)
         await node.start(tg)
-        monkeypatch.setattr("yzcore.runtime.node.DIAL_LOG_EVERY", 3600.0)  # no clock in the test
+        monkeypatch.setattr("yzcore.runtime.reporting.DIAL_LOG_EVERY", 3600.0)  # no clock in the test
         for _ in range(20):  # within the interval: the first is logged, the others counted
             assert await node._dial(NodeInfo(os.urandom(32), dead)) is None
-        monkeypatch.setattr("yzcore.runtime.node.DIAL_LOG_EVERY", 0.0)
+        monkeypatch.setattr("yzcore.runtime.reporting.DIAL_LOG_EVERY", 0.0)
         assert await node._dial(NodeInfo(os.urandom(32), dead)) is None
         await node.aclose()
     lines = [r for r in caplog.records if getattr(r, "code", None) == "CONNECT_FAILED"]

@@ -44,16 +44,16 @@ from yzcore.runtime.probe import Probing
 from yzcore.runtime.recovery import Recovery
 from yzcore.runtime.relay import Relaying
 from yzcore.runtime.replies import Replies
+from yzcore.runtime.reporting import Reporting
 from yzcore.transport import Connection, Listener, transport_for
 from yzcore.wire import NodeInfo
 
 __all__ = ["Node"]
 
 log = logging.getLogger("yzcore.node")
-DIAL_LOG_EVERY = 1.0  # seconds between two log lines of one failed-dial code
 
 
-class Node(Relaying, Probing, Recovery):
+class Node(Relaying, Probing, Recovery, Reporting):
     """A yzcore server node.
 
     Args:
@@ -124,6 +124,7 @@ class Node(Relaying, Probing, Recovery):
         self._last_lookup: tuple[float, float] | None = None  # (finished at, seconds taken)
         self._probe_op = 0
         self._stopping = False
+        self._ended_once = False
         self._backoff_policy = backoff or BackoffPolicy()
         self.recovery = RecoveryPolicy(RecoveryConfig(backoff=self._backoff_policy,
                                                       start_jitter=start_jitter),
@@ -155,24 +156,27 @@ class Node(Relaying, Probing, Recovery):
     async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         if self.data_dir:  # before any dial: a name that no longer resolves has an address (A6.4)
             peercache.load_addresses(self.data_dir)
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            if self._listen:
-                self._listener = await transport_for(self._listen).listen(self._listen, http=self.http)
-                tg.start_soon(self._listener.serve, self._inbound)
-            self.address = self._advertise or (self._listener.address if self._listener else None)
-            info = NodeInfo(self.id, self.address, self.role)
-            self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
-            self.managers.start(tg)
-            tg.start_soon(self._timer_loop)
-            tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
-            tg.start_soon(self._probe_loop)
-            tg.start_soon(self._recover_loop)
-            if self._listen is None and self.role == "node":  # reached through a bridge
-                tg.start_soon(self._relay_loop)
-            if self.data_dir:
-                tg.start_soon(self._cache_loop)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self._listen:
+                    self._listener = await transport_for(self._listen).listen(self._listen, http=self.http)
+                    tg.start_soon(self._listener.serve, self._inbound)
+                self.address = self._advertise or (self._listener.address if self._listener else None)
+                info = NodeInfo(self.id, self.address, self.role)
+                self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
+                self.managers.start(tg)
+                tg.start_soon(self._timer_loop)
+                tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
+                tg.start_soon(self._probe_loop)
+                tg.start_soon(self._recover_loop)
+                if self._listen is None and self.role == "node":  # reached through a bridge
+                    tg.start_soon(self._relay_loop)
+                if self.data_dir:
+                    tg.start_soon(self._cache_loop)
+                task_status.started()
+        finally:  # however it ended: aclose, kill, or the caller's task group cancelled
+            await self._ended()
 
     async def joined(self, timeout: float = 30.0) -> None:
         """Wait until the bootstrap lookup finished (at once for a first node)."""
@@ -200,21 +204,31 @@ class Node(Relaying, Probing, Recovery):
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _stop(self) -> None:
-        self._cache_peers()
-        for link in self.links:
-            link.close()
-        if self.engine is not None:  # callers waiting on an operation get what it has
+    async def _ended(self) -> None:
+        """The peer cache saved, callers answered, nothing new started, no socket left
+        open. Safe to call again."""
+        if not self._ended_once:
+            self._ended_once = True
+            self._cache_peers()
+            for link in self.links:
+                link.close()
+        self._stopping = True
+        if self.engine is not None:
             self.engine.stop(anyio.current_time())
             self._process()
-        if self._listener is not None:
-            await self._listener.aclose()
-        await self.managers.aclose()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-        for pc in list(self.conns.values()):  # registered while we were closing the others
+        with anyio.CancelScope(shield=True):
+            if self._listener is not None:
+                await self._listener.aclose()
+            await self.managers.aclose()
+        for pc in list(self.conns.values()):
             pc.abort()
         self.conns.clear()
+
+    async def _stop(self) -> None:
+        await self._ended()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        await self._ended()  # connections registered while we were closing the others
 
     # -- user operations ----------------------------------------------------------
 
@@ -461,35 +475,3 @@ class Node(Relaying, Probing, Recovery):
         self._engine.receive(pc.peer.id, msg, anyio.current_time())
         self._process()
         return True
-
-    # -- reporting ----------------------------------------------------------------------
-
-    def _record(self, code: str, peer: bytes | None, message: str, *,
-                 transport: str | None = None, throttle: bool = False) -> None:
-        """Keep a recent error for /status and log it with its code (A2.1).
-
-        ``throttle`` (failed dials): one log line per code a second, saying how
-        many like it went unlogged since; /status and the metrics still count
-        each. A node whose cached peers all died dials dozens of them a second;
-        with 750 nodes in one process, logging each failed dial took 23% of the CPU.
-        """
-        if transport is None:
-            pc = self.conns.get(peer) if peer else None
-            transport = pc.conn.transport if pc is not None else "ws"
-        entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
-                 "message": message, "transport": transport}
-        self.errors.append(entry)
-        if self.metrics is not None:
-            self.metrics.error(transport, code)
-        unlogged = 0
-        if throttle:
-            now = time.monotonic()
-            last, unlogged = self._dial_logged.get(code, (-DIAL_LOG_EVERY, 0))
-            if now - last < DIAL_LOG_EVERY:
-                self._dial_logged[code] = (last, unlogged + 1)
-                return
-            self._dial_logged[code] = (now, 0)
-            if unlogged:
-                message += f" ({unlogged} more {code} not logged in the last {now - last:.1f} s)"
-        log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
-                                    "transport": transport, "unlogged": unlogged})
