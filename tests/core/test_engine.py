@@ -266,6 +266,21 @@ def test_a_deferred_query_is_still_retried_once_when_its_connection_closes_clean
     assert not lookup.retry(peer.id) and not lookup.defer(peer.id)  # each once
 
 
+def test_a_retried_query_keeps_the_first_requests_abandon_deadline():
+    # Asked again after a clean close (a redial), a peer gets no more patience
+    # than it had: a lookup goes around a peer that keeps not answering.
+    from yzcore.protocol.rpc import RpcTable
+
+    rpc = RpcTable(timeout=5.0, initial_rto=1.0)
+    first = rpc.start(b"p" * 32, "find_node", 0.0, owner=1, connecting=True)
+    assert first.abandon_at == 4.0  # 3 RTO, plus a second for the dial
+    again = rpc.start(b"p" * 32, "find_node", 1.5, owner=1, connecting=True, abandon_by=first.abandon_at)
+    assert again.abandon_at == 4.0 and again.soft_at <= again.abandon_at
+    late = rpc.start(b"p" * 32, "find_node", 4.5, owner=1, abandon_by=first.abandon_at)
+    assert late.abandon_at == 4.5  # already past: abandoned at the next expiry
+    assert late in rpc.expire(4.5)[1]
+
+
 def test_lookup_window_and_alpha():
     me = bytes(32)
     lookup = Lookup(target=b"\xff" * 32, self_id=me, k=3, alpha=2)

@@ -64,6 +64,7 @@ class _Op:
     put_waiting: int = 0
     put_stored: int = 0
     store_retried: set[bytes] = field(default_factory=set)
+    abandon_by: dict[bytes, float] = field(default_factory=dict)  # retried queries' first deadlines
 
 
 class Engine(ConnectionPolicy, Neighbourhood):
@@ -359,10 +360,11 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if op.kind == "put" and op.put_nodes:
             return  # storing phase: waits for Stored answers
         for info in lookup.next_queries():
+            by = op.abandon_by.pop(info.id, None) if op.abandon_by else None
             if lookup.want_value:
-                self._request(info, "find_value", lambda rid: FindValue(rid, lookup.target), op.id, now)
+                self._request(info, "find_value", lambda rid: FindValue(rid, lookup.target), op.id, now, by)
             else:
-                self._request(info, "find_node", lambda rid: FindNode(rid, lookup.target), op.id, now)
+                self._request(info, "find_node", lambda rid: FindNode(rid, lookup.target), op.id, now, by)
         if lookup.done and op.id in self._ops:
             if op.kind == "put":
                 self._store_at_closest(op, now)
@@ -405,9 +407,10 @@ class Engine(ConnectionPolicy, Neighbourhood):
             self._self_lookup_wait = min(2 * self._self_lookup_wait, cfg.refresh_interval)
 
     def _request(self, info: NodeInfo, kind: str, make: Callable[[int], Message],
-                 owner: int | None, now: float) -> None:
+                 owner: int | None, now: float, abandon_by: float | None = None) -> None:
         peer = self._peer(info)
-        p = self.rpc.start(info.id, kind, now, owner, connecting=not peer.connected)
+        p = self.rpc.start(info.id, kind, now, owner, connecting=not peer.connected,
+                           abandon_by=abandon_by)
         msg = make(p.rid)
         if peer.connected:
             peer.last_active = now
@@ -487,5 +490,6 @@ class Engine(ConnectionPolicy, Neighbourhood):
             return True
         if not op.lookup.retry(p.peer):
             return False
+        op.abandon_by[p.peer] = p.abandon_at
         self._advance(op, now)
         return True

@@ -116,17 +116,21 @@ class RpcTable:
         return None if est is None else est.srtt
 
     def start(self, peer: bytes, kind: str, now: float, owner: int | None = None,
-              *, connecting: bool = False) -> Pending:
+              *, connecting: bool = False, abandon_by: float | None = None) -> Pending:
         """Allocate a request id and its deadlines.
 
         ``connecting``: the request waits for a dial first; it is abandoned a
         second later (what a lost SYN costs TCP), not for slowness it did not show.
+        ``abandon_by``: abandoned then at the latest (a retry keeps the first
+        request's deadline: asking again buys the peer no more patience).
         """
         rid = self._next
         self._next = rid + 1 if rid < 2**53 - 1 else 1
         rto = self.rto(peer)
-        soft = min(rto, self.timeout)
         abandon = min(max(3 * rto, 1.0) + (CONNECT_ALLOWANCE if connecting else 0.0), self.timeout)
+        if abandon_by is not None:
+            abandon = min(abandon, max(0.0, abandon_by - now))
+        soft = min(rto, self.timeout, abandon)
         p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner,
                     connecting=connecting)
         self._pending[rid] = p
