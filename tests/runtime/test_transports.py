@@ -526,6 +526,37 @@ async def test_ws_abort_drops_without_a_close_frame() -> None:
     assert info.value.rcvd is None  # no goodbye: the peer sees 1006
 
 
+async def test_ws_sends_to_a_peer_that_reset_the_connection_fail_quietly(caplog) -> None:
+    # The peer is gone (RST) before the event loop has told us: the first
+    # write finds out, and the ones after it must not reach the dead socket
+    # (asyncio logs "socket.send() raised exception." from the fifth on).
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    t = get_transport("ws")
+    accepted: list[Connection] = []
+
+    async def hold(conn: Connection) -> None:
+        accepted.append(conn)
+        await anyio.sleep_forever()
+
+    async with serving(t, LISTEN["ws"], hold) as listener:
+        conn = await t.connect(listener.address, timeout=5)
+        assert isinstance(conn, PushConnection)
+        conn.attach(lambda _: None, lambda _: None)
+        with anyio.fail_after(5):
+            while not accepted:
+                await anyio.sleep(0.01)
+        accepted[0].abort()  # type: ignore[attr-defined]
+        await anyio.sleep(0)  # nothing read yet on our side
+        for _ in range(20):
+            try:
+                conn.send_nowait(b"after the reset")
+            except ConnectionClosed:
+                break
+        await anyio.sleep(0.1)
+        await conn.close()
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
 async def test_ws_keepalive_without_a_ping_timeout_pings_once_an_interval() -> None:
     t = WebSocketTransport(ping_interval=0.05, ping_timeout=None)
 

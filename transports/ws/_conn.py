@@ -154,7 +154,8 @@ class WsConnection(PushConnection, asyncio.Protocol):
                 size=len(data),
                 limit=self._max_frame,
             )
-        if self._closed is not None or self._ws.state is not OPEN or self._transport is None:
+        if (self._closed is not None or self._ws.state is not OPEN or self._transport is None
+                or self._transport.is_closing()):  # a write failed: the loop has yet to say so
             raise self._closed or self._close_error()
         if not force and self._transport.get_write_buffer_size() > HIGH_WATER:
             return False
