@@ -69,10 +69,11 @@ class YzcoreSide:
         self.k = k
         self.alpha = alpha
         self.config = fit_descriptors(EngineConfig(k=k, alpha=alpha), nodes)
-        if self.config.conn_cap != EngineConfig().conn_cap:
-            self.notes = (*self.notes, f"conn_cap {self.config.conn_cap} instead of {EngineConfig().conn_cap}: "
-                          f"{nodes} nodes share this process's open-file limit "
-                          f"({resource.getrlimit(resource.RLIMIT_NOFILE)[0]})")
+        default_cap = EngineConfig().conn_cap
+        if self.config.conn_cap != default_cap:
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self.notes = (*self.notes, (f"conn_cap {self.config.conn_cap} instead of {default_cap}: "
+                                        f"{nodes} nodes share this process's open-file limit ({limit})"))
         self._nodes: dict[int, Node] = {}
         self._tg: TaskGroup | None = None
         # Node identities are fresh keys either way; the engines' own random

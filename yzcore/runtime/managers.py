@@ -108,9 +108,10 @@ class Managers:
             await self.node._accepted(conn, first, getattr(conn, "peer_id", None))
 
     async def aclose(self) -> None:
-        """Stop taking offers and close the DataChannels (they have no abort)."""
-        if self.endpoint is not None:
-            await self.endpoint.aclose()
+        """Stop taking offers and close the DataChannels (they have no abort). Idempotent."""
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            await endpoint.aclose()
             for pc in list(self.node.conns.values()):
                 if pc.conn.transport == "webrtc":
                     await pc.conn.close()
