@@ -11,10 +11,8 @@ Importing this module raises ImportError while the runtime is missing, so
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import random
-import resource
 from importlib.metadata import version
 
 import anyio
@@ -31,24 +29,6 @@ LISTEN = "ws://127.0.0.1:0/dht"
 # the kademlia package (no health checks) does not: the comparison probes
 # every 10 minutes, and says so in its table.
 PROBE_INTERVAL = 600.0
-RESERVED_FDS = 500  # the harness, the kademlia side's leftovers, logs
-
-
-def fit_descriptors(config: EngineConfig, nodes: int) -> EngineConfig:
-    """``config`` with ``conn_cap`` lowered so that ``nodes`` nodes fit the open-file limit.
-
-    In one process every node holds its end of each of its connections, a
-    socket for each dial in flight and its listener. A node over ``conn_cap``
-    closes its idle connections first, so the cap bounds what the process holds
-    (this sandbox's hard limit is 20,000: 1,000 nodes at the default cap of 16
-    plus 8 dials each would need 25,000). Never below ``conn_max + 1``.
-    """
-    if nodes <= 0:
-        return config
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    share = (soft - RESERVED_FDS) // nodes - 1 - config.max_dials  # its listener, its dials
-    cap = max(config.conn_max + 1, min(config.conn_cap, share))
-    return dataclasses.replace(config, conn_cap=cap) if cap != config.conn_cap else config
 
 
 class YzcoreSide:
@@ -64,16 +44,11 @@ class YzcoreSide:
         else "Node.kill(): sockets closed, no goodbye"
     )
 
-    def __init__(self, seed: int, *, k: int = 20, alpha: int = 3, nodes: int = 0) -> None:
+    def __init__(self, seed: int, *, k: int = 20, alpha: int = 3) -> None:
         self.version = version("yzcore")
         self.k = k
         self.alpha = alpha
-        self.config = fit_descriptors(EngineConfig(k=k, alpha=alpha), nodes)
-        default_cap = EngineConfig().conn_cap
-        if self.config.conn_cap != default_cap:
-            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            self.notes = (*self.notes, (f"conn_cap {self.config.conn_cap} instead of {default_cap}: "
-                                        f"{nodes} nodes share this process's open-file limit ({limit})"))
+        self.config = EngineConfig(k=k, alpha=alpha)
         self._nodes: dict[int, Node] = {}
         self._tg: TaskGroup | None = None
         # Node identities are fresh keys either way; the engines' own random

@@ -69,14 +69,14 @@ MEMORY_METHOD = "VmRSS from /proc/self/status (after gc.collect + malloc_trim at
 
 
 
-def load_side(name: str, seed: int, k: int, alpha: int, nodes: int) -> Any:
+def load_side(name: str, seed: int, k: int, alpha: int) -> Any:
     if name == "kademlia":
         from _kademlia_side import KademliaSide
 
         return KademliaSide(seed, k=k, alpha=alpha)
     from _yzcore_side import YzcoreSide
 
-    return YzcoreSide(seed, k=k, alpha=alpha, nodes=nodes)
+    return YzcoreSide(seed, k=k, alpha=alpha)
 
 
 class Run:
@@ -351,7 +351,7 @@ async def run_all(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     for name in args.sides:
         log = Progress(name, args.quiet)
         try:
-            side = load_side(name, args.seed, args.k, args.alpha, args.nodes)
+            side = load_side(name, args.seed, args.k, args.alpha)
         except Exception as exc:  # noqa: BLE001 - ImportError, or a runtime half written
             results[name] = {"status": f"unavailable: {type(exc).__name__}: {exc}"}
             log(f"unavailable: {type(exc).__name__}: {exc}")
