@@ -250,6 +250,7 @@ def test_rate_limited_queries_are_asked_again_after_their_wait_and_lookups_stay_
     assert _exact_under_tight_limits(range(3)) < 18
 
 
+@pytest.mark.req("A3.5")
 def test_a_deferred_query_is_still_retried_once_when_its_connection_closes_cleanly():
     # Rate limited, asked again after the wait, and then the peer closed the
     # idle connection just as the second query went out: that is a second,
@@ -266,6 +267,7 @@ def test_a_deferred_query_is_still_retried_once_when_its_connection_closes_clean
     assert not lookup.retry(peer.id) and not lookup.defer(peer.id)  # each once
 
 
+@pytest.mark.req("B7.3")
 def test_a_retried_query_keeps_the_first_requests_abandon_deadline():
     # Asked again after a clean close (a redial), a peer gets no more patience
     # than it had: a lookup goes around a peer that keeps not answering.

@@ -192,6 +192,7 @@ async def test_an_operation_in_flight_when_the_node_closes_still_returns():
         await mute.aclose()
 
 
+@pytest.mark.req("A4.2")
 async def test_nodes_whose_task_group_is_cancelled_close_their_sockets_quietly(caplog):
     # Cancelling the task group a node runs in (Ctrl-C, a test's end) is a
     # way to stop it too: its connections close, so peers elsewhere see them

@@ -526,6 +526,7 @@ async def test_ws_abort_drops_without_a_close_frame() -> None:
     assert info.value.rcvd is None  # no goodbye: the peer sees 1006
 
 
+@pytest.mark.req("B3.5")
 async def test_ws_sends_to_a_peer_that_reset_the_connection_fail_quietly(caplog) -> None:
     # The peer is gone (RST) before the event loop has told us: the first
     # write finds out, and the ones after it must not reach the dead socket
