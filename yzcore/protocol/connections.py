@@ -164,7 +164,11 @@ class ConnectionPolicy:
             peer.kept = True
 
     def _kept_count(self) -> int:
-        return sum(1 for p in self.peers.values() if p.kept and (p.connected or p.dialing))
+        n = 0  # a plain loop: this runs on every connection event
+        for p in self.peers.values():
+            if p.kept and (p.connected or p.dialing):
+                n += 1
+        return n
 
     def _keep_connections(self, now: float) -> None:
         cfg = self.config

@@ -96,6 +96,7 @@ class RpcTable:
     dedup_max: int = 1024
     _next: int = field(init=False, default=1)
     _pending: dict[int, Pending] = field(init=False, default_factory=dict)
+    _by_peer: dict[bytes, dict[int, Pending]] = field(init=False, default_factory=dict)
     _deadlines: list[tuple[float, int]] = field(init=False, default_factory=list)
     _rtt: dict[bytes, RttEstimator] = field(init=False, default_factory=dict)
     _seen: OrderedDict[tuple[bytes, int], float] = field(init=False, default_factory=OrderedDict)
@@ -134,8 +135,13 @@ class RpcTable:
         p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner,
                     connecting=connecting)
         self._pending[rid] = p
-        for at in (p.soft_at, p.abandon_at, p.hard_at):
-            heapq.heappush(self._deadlines, (at, rid))
+        mine = self._by_peer.get(peer)
+        if mine is None:
+            mine = self._by_peer[peer] = {}
+        mine[rid] = p
+        # One heap entry at a time, the next deadline; most requests are answered
+        # before their first, and the next goes in only if it was not (expire).
+        heapq.heappush(self._deadlines, (p.soft_at, rid))
         return p
 
     def finish(self, peer: bytes, rid: int, now: float) -> Pending | None:
@@ -148,6 +154,7 @@ class RpcTable:
         if p is None or p.peer != peer:
             return None
         del self._pending[rid]
+        self._unindex(p)
         if not p.connecting:  # a dial's connect and hello would inflate every estimate
             rtt = max(0.0, now - p.sent_at)
             self._rtt.setdefault(peer, RttEstimator()).sample(rtt)
@@ -155,18 +162,26 @@ class RpcTable:
 
     def busy_peers(self) -> set[bytes]:
         """Peers with a request in flight."""
-        return {p.peer for p in self._pending.values()}
+        return set(self._by_peer)
 
     def has_pending(self, peer: bytes) -> bool:
         """Whether a request to ``peer`` is in flight."""
-        return any(p.peer == peer for p in self._pending.values())
+        return peer in self._by_peer
 
     def drop_peer(self, peer: bytes) -> list[Pending]:
         """Fail every request to ``peer`` at once (its connection is gone)."""
-        gone = [p for p in self._pending.values() if p.peer == peer]
-        for p in gone:
-            del self._pending[p.rid]
-        return gone
+        mine = self._by_peer.pop(peer, None)
+        if mine is None:
+            return []
+        for rid in mine:
+            del self._pending[rid]
+        return list(mine.values())
+
+    def _unindex(self, p: Pending) -> None:
+        mine = self._by_peer[p.peer]
+        del mine[p.rid]
+        if not mine:
+            del self._by_peer[p.peer]
 
     def forget_peer(self, peer: bytes) -> None:
         """Drop the RTT history of a peer that left the routing table."""
@@ -184,6 +199,7 @@ class RpcTable:
                 continue
             if p.hard_at <= now:
                 del self._pending[rid]
+                self._unindex(p)
                 hard.append(p)
                 continue
             if not p.soft_fired and p.soft_at <= now:
@@ -192,6 +208,8 @@ class RpcTable:
             if not p.abandon_fired and p.abandon_at <= now:
                 p.abandon_fired = True
                 abandon.append(p)
+            # Its next deadline (the soft one has passed: entries come in order).
+            heapq.heappush(self._deadlines, (p.hard_at if p.abandon_fired else p.abandon_at, rid))
         return soft, abandon, hard
 
     def next_deadline(self) -> float | None:

@@ -104,9 +104,11 @@ class Network:
     def run(self, duration: float) -> None:
         """Process events for ``duration`` virtual seconds."""
         end = self.now + duration
-        while self._heap and self._heap[0][0] <= end:
-            at, _, fn = heapq.heappop(self._heap)
-            self.now = max(self.now, at)
+        heap, pop = self._heap, heapq.heappop
+        while heap and heap[0][0] <= end:
+            at, _, fn = pop(heap)
+            if at > self.now:
+                self.now = at
             fn()
         self.now = end
 
