@@ -283,6 +283,31 @@ def test_a_retried_query_keeps_the_first_requests_abandon_deadline():
     assert late in rpc.expire(4.5)[1]
 
 
+@pytest.mark.req("B7.3")
+def test_request_table_fires_each_deadline_once_and_tracks_requests_by_peer():
+    from yzcore.protocol.rpc import RpcTable
+
+    rpc = RpcTable(timeout=5.0, initial_rto=1.0)
+    a, b = b"a" * 32, b"b" * 32
+    a1 = rpc.start(a, "find_node", 0.0)  # soft 1, abandon 3, hard 5
+    b1 = rpc.start(b, "find_node", 0.5)  # soft 1.5, abandon 3.5, hard 5.5
+    a2 = rpc.start(a, "ping", 1.0)  # soft 2, abandon 4, hard 6
+    assert rpc.next_deadline() == 1.0 and rpc.busy_peers() == {a, b}
+    assert rpc.expire(1.2) == ([a1], [], [])
+    assert rpc.next_deadline() == 1.5
+    # Several deadlines in one call, each fired once, in time order.
+    assert rpc.expire(3.6) == ([b1, a2], [b1, a1], [])  # b1 due twice when first popped
+    assert rpc.expire(3.6) == ([], [], [])
+    assert rpc.next_deadline() == 4.0
+    assert rpc.finish(a, a2.rid, 3.7) is a2 and rpc.has_pending(a)
+    assert rpc.next_deadline() == 5.0  # a2's deadlines are gone with it
+    assert rpc.expire(5.0) == ([], [], [a1])
+    assert not rpc.has_pending(a) and rpc.busy_peers() == {b}
+    b2 = rpc.start(b, "ping", 5.1)
+    assert rpc.drop_peer(b) == [b1, b2] and rpc.drop_peer(b) == []
+    assert len(rpc) == 0 and rpc.next_deadline() is None and rpc.expire(60.0) == ([], [], [])
+
+
 def test_lookup_window_and_alpha():
     me = bytes(32)
     lookup = Lookup(target=b"\xff" * 32, self_id=me, k=3, alpha=2)
