@@ -45,6 +45,7 @@ __all__ = [
     "Store",
     "Stored",
     "Error",
+    "Keep",
     "Message",
     "MESSAGE_TYPES",
     "REQUEST_TYPES",
@@ -417,14 +418,29 @@ class Error:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """"I count this connection among the ones I keep; do you?"
+
+    Sent by whichever end decides to keep an open connection (usually its
+    dialer). The other end keeps it too, and says nothing, or, when it already
+    keeps as many as it may, answers with an ``error`` of code
+    ``OVER_CAPACITY`` (no ``rid``), and the sender keeps one elsewhere. Both
+    ends thus agree on which connections are kept (B7.2).
+    """
+
+    TYPE: ClassVar[str] = "keep"
+
+
 Message: TypeAlias = (
-    Hello | Auth | Ping | Pong | FindNode | Nodes | FindValue | Value | Store | Stored | Error
+    Hello | Auth | Ping | Pong | FindNode | Nodes | FindValue | Value | Store | Stored | Error | Keep
 )
 
 #: The message class of each wire type name.
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     cls.TYPE: cls
-    for cls in (Hello, Auth, Ping, Pong, FindNode, Nodes, FindValue, Value, Store, Stored, Error)
+    for cls in (Hello, Auth, Ping, Pong, FindNode, Nodes, FindValue, Value, Store, Stored, Error,
+                Keep)
 }
 REQUEST_TYPES: Final = (Ping, FindNode, FindValue, Store)  #: messages that expect a reply
 RESPONSE_TYPES: Final = (Pong, Nodes, Value, Stored, Error)  #: replies, matched by ``rid``

@@ -64,6 +64,7 @@ from yzcore.messages import (  # noqa: F401 - all re-exported through __all__
     Store,
     Stored,
     Error,
+    Keep,
     Message,
     MESSAGE_TYPES,
     REQUEST_TYPES,
@@ -303,6 +304,7 @@ _DECODERS: Final[dict[str, Callable[[_Obj], Message]]] = {
     ),
     "stored": lambda o: Stored(_rid(o["rid"])),
     "error": _d_error,
+    "keep": lambda o: Keep(),
 }
 
 
@@ -338,6 +340,7 @@ _ENCODERS: Final[dict[type, Callable[[Any], _Obj]]] = {
         "v": _V, "t": "error", "rid": m.rid, "code": str(m.code), "message": m.message,
         "retry_after": m.retry_after,
     },
+    Keep: lambda m: {"v": _V, "t": "keep"},
 }
 
 

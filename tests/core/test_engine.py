@@ -8,9 +8,10 @@ import pytest
 
 from tests.core.swarm import Swarm
 from yzcore.ids import key_for
-from yzcore.protocol.engine import EngineConfig
+from yzcore.protocol.actions import Send
+from yzcore.protocol.engine import Engine, EngineConfig
 from yzcore.protocol.lookup import Lookup
-from yzcore.wire import NodeInfo, Ping
+from yzcore.wire import Error, ErrorCode, Keep, NodeInfo, Ping
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,6 +33,81 @@ def test_joined_nodes_keep_three_to_eight_connections(swarm100):
     assert min(counts) >= 3, counts
     kept = [sum(1 for p in e.peers.values() if p.kept and p.connected) for e in swarm100.engines]
     assert max(kept) <= 8, kept
+
+
+@pytest.mark.req("B7.2")
+def test_both_ends_of_every_connection_agree_whether_it_is_kept():
+    # A small conn_max fills every node up, so Keep is refused often: what one
+    # end counts among its kept connections, the other end counts too.
+    s = Swarm(60, seed=4, config=EngineConfig(conn_target=2, conn_max=3))
+    s.join_all()
+    s.run(20.0)
+    refused = sum(1 for e in s.engines if e._full)
+    disagree = []
+    for i in s.live():
+        for peer_id in s.engines[i].connected():
+            j = s.index[peer_id]
+            mine, theirs = s.engines[i].peers[peer_id], s.engines[j].peers[s.engines[i].info.id]
+            if mine.kept != theirs.kept:
+                disagree.append((i, j, mine.kept, theirs.kept))
+    kept = [sum(1 for p in e.peers.values() if p.kept and p.connected) for e in s.engines]
+    assert refused > 0  # the case under test happened
+    assert not disagree, disagree
+    assert max(kept) <= 3 and min(kept) >= 1, kept
+
+
+def _pair(conn_max: int, keeping: int) -> tuple[Engine, Engine, list[Engine]]:
+    """An acceptor already keeping ``keeping`` connections, and a node that dialled it."""
+    rng = random.Random(5)
+    cfg = EngineConfig(conn_target=1, conn_max=conn_max)
+
+    def make() -> Engine:
+        info = NodeInfo(rng.randbytes(32), f"mem://{rng.random()}", "node")
+        return Engine(info, 0.0, random.Random(rng.random()), cfg)
+
+    acceptor, dialer, others = make(), make(), [make() for _ in range(keeping)]
+    for o in others:  # each dialled the acceptor and keeps the connection
+        acceptor.connection_opened(o.info, 0.0, outbound=False)
+        assert not acceptor.peers[o.info.id].kept  # an inbound connection is kept on request only
+        acceptor.receive(o.info.id, Keep(), 0.0)
+    dialer.connection_opened(acceptor.info, 0.0, outbound=True)
+    acceptor.connection_opened(dialer.info, 0.0, outbound=False)
+    acceptor.actions()
+    return acceptor, dialer, others
+
+
+@pytest.mark.req("B7.2")
+def test_a_node_keeping_conn_max_refuses_a_keep_and_the_asker_keeps_one_elsewhere():
+    acceptor, dialer, _ = _pair(conn_max=2, keeping=2)
+    asked = [a for a in dialer.actions() if isinstance(a, Send)]
+    assert [a.message for a in asked] == [Keep()]  # it keeps what it dialled, and says so
+    assert dialer.peers[acceptor.info.id].kept
+    acceptor.receive(dialer.info.id, Keep(), 0.1)
+    (answer,) = acceptor.actions()
+    assert isinstance(answer, Send) and answer.message.code == ErrorCode.OVER_CAPACITY
+    assert answer.message.rid is None
+    assert not acceptor.peers[dialer.info.id].kept
+    assert sum(p.kept for p in acceptor.peers.values()) == 2
+    dialer.receive(acceptor.info.id, answer.message, 0.2)
+    assert not dialer.peers[acceptor.info.id].kept  # transient now: closed when idle
+    assert acceptor.info.id in dialer._full  # and not chosen again for full_backoff
+    # A browser-class peer keeps its link to a full node all the same: it is
+    # served without counting among the node's kept connections.
+    browser = NodeInfo(b"\xbb" * 32, None, "browser")
+    acceptor.connection_opened(browser, 0.3, outbound=False)
+    acceptor.receive(browser.id, Keep(), 0.3)
+    assert acceptor.actions() == [] and not acceptor.peers[browser.id].kept
+
+
+def test_a_node_under_conn_max_keeps_what_its_peer_keeps_and_a_pin_survives_a_refusal():
+    acceptor, dialer, _ = _pair(conn_max=3, keeping=2)
+    acceptor.receive(dialer.info.id, Keep(), 0.1)
+    assert acceptor.peers[dialer.info.id].kept and acceptor.actions() == []
+    acceptor.receive(dialer.info.id, Keep(), 0.2)  # asked twice: still one connection kept
+    assert sum(p.kept for p in acceptor.peers.values()) == 3
+    dialer.pin(acceptor.info.id)  # a node relayed by this bridge keeps it whatever it says
+    dialer.receive(acceptor.info.id, Error(None, ErrorCode.OVER_CAPACITY, "full"), 0.3)
+    assert dialer.peers[acceptor.info.id].kept
 
 
 def test_every_lookup_returns_the_exact_k_closest(swarm100):

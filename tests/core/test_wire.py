@@ -29,6 +29,7 @@ from yzcore.wire import (
     FindNode,
     FindValue,
     Hello,
+    Keep,
     NodeInfo,
     Nodes,
     Ping,
@@ -89,6 +90,7 @@ messages = st.one_of(
         st.text(max_size=300),
         st.none() | seconds,
     ),
+    st.just(Keep()),
 )
 
 json_scalars = (
@@ -156,6 +158,7 @@ GOOD = {
               "listen": ["ws://0.0.0.0:9000/dht"], "advertise": "ws://a:9000/dht",
               "caps": ["ws"], "agent": "yzcore/1.0"},
     "auth": {"t": "auth", "sig": "cd" * 64},
+    "keep": {"t": "keep"},
 }
 
 
@@ -210,7 +213,7 @@ def test_the_documented_wire_form():
 def test_type_names_and_classes():
     assert set(wire.MESSAGE_TYPES) == {
         "hello", "auth", "ping", "pong", "find_node", "nodes", "find_value", "value", "store",
-        "stored", "error",
+        "stored", "error", "keep",
         # service messages: bootstrap, bridges, relay, signaling
         "introduce", "introductions", "reconnect", "heartbeat", "challenge", "register",
         "registered", "signal", "relay", "relay_ready", "relay_open", "relay_accept",

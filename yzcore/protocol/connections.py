@@ -1,13 +1,17 @@
 """The engine's connection policy: which peers to dial, keep and close.
 
 A node keeps between ``conn_target`` and ``conn_max`` long-lived connections
-(inbound ones count) and opens more transiently for lookups; a transient
-connection idle for ``idle_timeout`` is closed, and above ``conn_cap`` the
-least recently used transient ones go first. Above ``conn_max`` a node also
-sheds inbound connections it did not keep (once quiet for a second), saying
-``OVER_CAPACITY``:
-their dialers meant to keep them and look elsewhere for ``full_backoff``, so
-every node settles within 3–8 connections (B7.2). At most ``max_dials`` dials are
+(inbound ones count) and opens more transiently for lookups. Both ends agree
+on which connections are kept: the end that keeps one (its dialer, while
+under ``conn_max``) says so with ``keep``, and the other end keeps it too or,
+already keeping ``conn_max``, answers ``OVER_CAPACITY``; the asker then
+treats the connection as transient and keeps one elsewhere, avoiding that
+peer for ``full_backoff``. No node keeps more than ``conn_max``, and no
+connection counts at one end only (B7.2). A transient connection idle for
+``idle_timeout`` is closed by its dialer, above ``conn_cap`` the least
+recently used go first, and above ``conn_max`` a node sheds inbound
+connections it does not keep once they are quiet for a second, saying
+``OVER_CAPACITY``. At most ``max_dials`` dials are
 in flight; more wait their turn, so a node joining a busy network floods
 neither it nor itself. Peers it no longer talks to are forgotten (the routing
 table keeps what matters).
@@ -23,12 +27,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from yzcore import routing
-from yzcore.protocol.actions import Action, Close, Dial
+from yzcore.protocol.actions import Action, Close, Dial, Send
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.rpc import RpcTable
-from yzcore.wire import Message, NodeInfo
+from yzcore.wire import Error, ErrorCode, Keep, Message, NodeInfo
 
-__all__ = ["ConnectionPolicy", "PeerState"]
+__all__ = ["TABLE_ROLES", "ConnectionPolicy", "PeerState"]
+
+TABLE_ROLES = ("node", "bridge")  #: roles that enter routing tables and are kept
 
 DORMANT_TTL = 86400.0  # seconds a dormant contact is remembered at most
 DORMANT_WAIT_MAX = 600.0  # longest wait between two dials of one dormant contact
@@ -43,6 +49,7 @@ class PeerState:
         connected: An open, verified connection exists.
         dialing: A dial is in flight or waiting for a slot.
         kept: Counted among the long-lived connections.
+        pinned: Kept whatever the peer says (a bridge and the node it relays for).
         outbound: We dialled the open connection.
         last_active: ``now`` of the last message either way.
         queue: Messages waiting for the connection.
@@ -52,6 +59,7 @@ class PeerState:
     connected: bool = False
     dialing: bool = False
     kept: bool = False
+    pinned: bool = False
     outbound: bool = False
     last_active: float = 0.0
     queue: list[Message] = field(default_factory=list)
@@ -161,7 +169,35 @@ class ConnectionPolicy:
         """
         peer = self.peers.get(peer_id)
         if peer is not None:
+            self._keep(peer)
+            peer.pinned = True
+
+    def _keep(self, peer: PeerState) -> None:
+        """Count ``peer`` among the kept; once connected, ask it to keep us too (Keep)."""
+        if not peer.kept:
             peer.kept = True
+            if peer.connected:
+                self._out.append(Send(peer.info.id, Keep()))
+
+    def peer_full(self, peer_id: bytes, now: float) -> None:
+        """The peer keeps no more connections (``OVER_CAPACITY``): if we kept ours, keep one
+        elsewhere; this one is transient now, closed when idle (unless pinned)."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.kept and not peer.pinned:  # a lookup's dial is none of this
+            peer.kept = False
+            self._full[peer_id] = now + self.config.full_backoff
+            self._soon(now)  # type: ignore[attr-defined]
+
+    def _kept_by(self, peer: PeerState) -> None:
+        """``peer`` keeps our connection: keep it too, or tell it we keep enough already."""
+        if peer.kept or peer.info.role not in TABLE_ROLES:
+            return  # a browser-class peer's connection is served, never counted nor shed
+        if self._kept_count() < self.config.conn_max:
+            peer.kept = True
+        else:
+            self._out.append(Send(peer.info.id, Error(
+                None, ErrorCode.OVER_CAPACITY,
+                f"this node keeps {self.config.conn_max} connections already")))
 
     def _kept_count(self) -> int:
         n = 0  # a plain loop: this runs on every connection event

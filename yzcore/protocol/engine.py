@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from yzcore import ratelimit, routing
 from yzcore.protocol.actions import Action, Done, PutResult, Send
 from yzcore.protocol.config import EngineConfig
-from yzcore.protocol.connections import ConnectionPolicy, PeerState
+from yzcore.protocol.connections import TABLE_ROLES, ConnectionPolicy, PeerState
 from yzcore.protocol.lookup import Lookup, LookupResult
 from yzcore.protocol.neighbourhood import Neighbourhood
 from yzcore.protocol.rpc import Pending, RpcTable
@@ -34,6 +34,7 @@ from yzcore.wire import (
     ErrorCode,
     FindNode,
     FindValue,
+    Keep,
     Message,
     NodeInfo,
     Nodes,
@@ -46,7 +47,6 @@ from yzcore.wire import (
 
 __all__ = ["Engine", "EngineConfig"]
 
-_TABLE_ROLES = ("node", "bridge")
 RETRY_WAIT_MAX = 5.0  # a rate-limited query is asked again when told to wait at most this
 
 
@@ -135,7 +135,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         for seed in seeds:  # seeds are kept, within conn_max (B7.2)
             peer = self._peer(seed)
             if not peer.kept and self._kept_count() < self.config.conn_max:
-                peer.kept = True
+                self._keep(peer)
         return self._join(now, seeds=seeds)
 
     def _join(self, now: float, *, seeds: list[NodeInfo] | None = None, notify: bool = True) -> int:
@@ -199,9 +199,14 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer.connected, peer.dialing, peer.last_active = True, False, now
         peer.outbound = outbound
         self._dials.discard(info.id)
-        if not peer.kept and info.role in _TABLE_ROLES and self._kept_count() < self.config.conn_max:
+        # We keep what we dialled while under conn_max; an inbound connection
+        # only once its dialer says it keeps it (Keep), so both ends agree.
+        if (not peer.kept and outbound and info.role in TABLE_ROLES
+                and self._kept_count() < self.config.conn_max):
             peer.kept = True
-        if info.role in _TABLE_ROLES and info.addr:
+        if peer.kept:
+            self._out.append(Send(info.id, Keep()))
+        if info.role in TABLE_ROLES and info.addr:
             self._table_add(info, now, ip)
         queued, peer.queue = peer.queue, []
         for msg in queued:
@@ -216,18 +221,12 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if peer is None:
             return
         peer.connected = peer.dialing = False
-        peer.kept = False
+        peer.kept = peer.pinned = False
         self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=error)
         self._prune(peer_id)
         self._pump_dials()
         self._soon(now)
-
-    def peer_full(self, peer_id: bytes, now: float) -> None:
-        """The peer sheds our connection (``OVER_CAPACITY``): if we kept it, keep one elsewhere."""
-        peer = self.peers.get(peer_id)
-        if peer is not None and peer.kept and peer.outbound:  # a lookup's dial is none of this
-            self._full[peer_id] = now + self.config.full_backoff
 
     def connection_superseded(self, peer_id: bytes, now: float) -> None:
         """A duplicate connection to a still-connected peer closed (the tie-break).
@@ -245,7 +244,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer = self.peers.get(peer_id)
         if peer is None:
             return
-        peer.dialing = peer.kept = False
+        peer.dialing = peer.kept = peer.pinned = False
         self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=True)
         self._prune(peer_id)
@@ -261,6 +260,12 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self.table.seen(peer_id, now)
         if isinstance(msg, (Ping, FindNode, FindValue, Store)):
             self._serve(peer_id, msg, now)
+            return
+        if type(msg) is Keep:
+            self._kept_by(peer)
+            return
+        if type(msg) is Error and msg.rid is None and msg.code == ErrorCode.OVER_CAPACITY:
+            self.peer_full(peer_id, now)
             return
         rid = getattr(msg, "rid", None)
         p = self.rpc.finish(peer_id, rid, now) if rid is not None else None
@@ -345,7 +350,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         lookup = Lookup(target, self.info.id, k or self.config.k, self.config.alpha, want_value)
         lookup.add(self._closest(target, exclude=self.info.id))
         lookup.add([p.info for p in self.peers.values() if p.connected and p.info.addr is not None
-                    and p.info.role in _TABLE_ROLES])
+                    and p.info.role in TABLE_ROLES])
         if seeds:
             lookup.add(seeds)
         op = self._ops[op_id] = _Op(op_id, kind, lookup, now, notify)

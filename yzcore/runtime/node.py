@@ -51,6 +51,7 @@ from yzcore.wire import NodeInfo
 __all__ = ["Node"]
 
 log = logging.getLogger("yzcore.node")
+_OVER_CAPACITY = wire.ErrorCode.OVER_CAPACITY
 
 
 class Node(Relaying, Probing, Recovery, Reporting):
@@ -463,10 +464,8 @@ class Node(Relaying, Probing, Recovery, Reporting):
             return pc.send(wire.error_reply(err))
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
-        if isinstance(msg, wire.Error) and msg.rid is None:
-            if msg.code == wire.ErrorCode.OVER_CAPACITY:  # it sheds us: keep a connection elsewhere
-                self._engine.peer_full(pc.peer.id, anyio.current_time())
-                return True
+        # OVER_CAPACITY is the engine's (it keeps no more connections); other notices are logged.
+        if isinstance(msg, wire.Error) and msg.rid is None and msg.code != _OVER_CAPACITY:
             self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
             return True
         if isinstance(msg, wire.SERVICE_TYPES):
