@@ -8,10 +8,10 @@ import pytest
 
 from tests.core.swarm import Swarm
 from yzcore.ids import key_for
-from yzcore.protocol.actions import Send
+from yzcore.protocol.actions import Done, Send
 from yzcore.protocol.engine import Engine, EngineConfig
 from yzcore.protocol.lookup import Lookup
-from yzcore.wire import Error, ErrorCode, Keep, NodeInfo, Ping
+from yzcore.wire import Error, ErrorCode, FindNode, Keep, NodeInfo, Nodes, Ping, Store, Stored
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -341,6 +341,40 @@ def test_a_deferred_query_is_still_retried_once_when_its_connection_closes_clean
     assert lookup.retry(peer.id)  # the clean close under the second query
     assert peer in lookup.next_queries()
     assert not lookup.retry(peer.id) and not lookup.defer(peer.id)  # each once
+
+
+@pytest.mark.req("B3.1", "B3.2")
+def test_requests_lost_with_a_duplicate_connection_are_asked_again_each_time():
+    # Two nodes that dialled each other at once keep one connection (the
+    # runtime's tie-break); what went out on the other may be lost. A put's
+    # store and a lookup's query are asked again on the kept connection each
+    # time that happens, not only the first: a put still reaches its replica.
+    rng = random.Random(9)
+    me, peer = (NodeInfo(rng.randbytes(32), f"mem://{i}", "node") for i in range(2))
+    engine = Engine(me, 0.0, random.Random(1), EngineConfig())
+    engine.connection_opened(peer, 0.0, outbound=True)
+    engine.actions()
+    op = engine.put(key_for("dup"), "v", 0.0)
+    (query,) = [a.message for a in engine.actions() if isinstance(a, Send)]
+    engine.receive(peer.id, Nodes(query.rid, ()), 0.01)
+    (store,) = [a.message for a in engine.actions() if isinstance(a, Send)]
+    for t in (0.02, 0.03, 0.04):  # superseded three times under the store
+        engine.connection_superseded(peer.id, t)
+        (again,) = [a.message for a in engine.actions() if isinstance(a, Send)]
+        assert isinstance(again, Store) and again.rid != store.rid
+        store = again
+    engine.receive(peer.id, Stored(store.rid), 0.05)
+    (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+    assert done.op == op and done.result.stored == 1
+    lookup = engine.find_node(rng.randbytes(32), 1.0)
+    (query,) = [a.message for a in engine.actions() if isinstance(a, Send)]
+    for t in (1.01, 1.02):
+        engine.connection_superseded(peer.id, t)
+        (query,) = [a.message for a in engine.actions() if isinstance(a, Send)]
+        assert isinstance(query, FindNode)
+    engine.receive(peer.id, Nodes(query.rid, ()), 1.03)
+    (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+    assert done.op == lookup and [n.id for n in done.result.nodes] == [peer.id]
 
 
 @pytest.mark.req("B7.3")

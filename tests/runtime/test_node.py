@@ -370,5 +370,13 @@ async def test_simultaneous_dials_leave_exactly_one_connection():
         # Both kept the same one: the connection the smaller id dialled.
         assert a.conns[b.id].outbound == (a.id < b.id)
         assert b.conns[a.id].outbound == (b.id < a.id)
+        # The loser's end says DUPLICATE_CONNECTION when it reads it: nothing to
+        # do, so not reported as an error, unlike a peer's other notices.
+        b.conns[a.id].send(wire.Error(None, wire.ErrorCode.DUPLICATE_CONNECTION, "already connected"))
+        b.conns[a.id].send(wire.Error(None, wire.ErrorCode.INTERNAL, "a notice"))
+        with anyio.fail_after(5):
+            while not a.errors:
+                await anyio.sleep(0.01)
+        assert [e["code"] for e in a.errors] == ["INTERNAL"], a.errors
         await a.aclose()
         await b.aclose()

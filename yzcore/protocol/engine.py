@@ -231,12 +231,12 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def connection_superseded(self, peer_id: bytes, now: float) -> None:
         """A duplicate connection to a still-connected peer closed (the tie-break).
 
-        Requests sent on it may be lost; each is retried once on the
-        connection that was kept.
+        Requests sent on it may be lost: each is asked again on the kept one, even
+        if asked again before (every such retry follows a lost connection).
         """
         if peer_id in self.peers:
             for p in self.rpc.drop_peer(peer_id):
-                if not self._retry(p, now):
+                if not self._retry(p, now, again=True):
                     self._rpc_failed(p, now)
 
     def dial_failed(self, peer_id: bytes, now: float) -> None:
@@ -481,19 +481,19 @@ class Engine(ConnectionPolicy, Neighbourhood):
             if count_failure or not self._retry(p, now):
                 self._rpc_failed(p, now)
 
-    def _retry(self, p: Pending, now: float) -> bool:
+    def _retry(self, p: Pending, now: float, again: bool = False) -> bool:
         op = self._ops.get(p.owner) if p.owner is not None else None
         if op is None or self.peers[p.peer].info.addr is None:
             return False
         if p.kind == "store":
-            if p.peer in op.store_retried:
+            if p.peer in op.store_retried and not again:
                 return False
             op.store_retried.add(p.peer)
             target, value, ttl = op.lookup.target, op.value, op.ttl
             self._request(self.peers[p.peer].info, "store",
                           lambda rid: Store(rid, target, value, ttl), op.id, now)
             return True
-        if not op.lookup.retry(p.peer):
+        if not op.lookup.retry(p.peer, again):
             return False
         op.abandon_by[p.peer] = p.abandon_at
         self._advance(op, now)

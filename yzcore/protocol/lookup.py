@@ -150,14 +150,15 @@ class Lookup:
         if c is not None and (c.state == ASKED or c.state == SLOW):
             c.state = ABANDONED
 
-    def retry(self, peer: bytes) -> bool:
-        """Ask ``peer`` again (once): its connection closed cleanly under the query.
+    def retry(self, peer: bytes, again: bool = False) -> bool:
+        """Ask ``peer`` again (once, unless ``again``): its connection closed cleanly under
+        the query (``again``: it lost a simultaneous-dial tie-break).
 
         Returns:
             False when it was already retried; the caller then fails it.
         """
         c = self._by_id.get(peer)
-        if c is None or c.retried or c.state not in _WAITING:
+        if c is None or (c.retried and not again) or c.state not in _WAITING:
             return False
         c.state, c.retried = NEW, True
         self._queried -= 1

@@ -464,9 +464,11 @@ class Node(Relaying, Probing, Recovery, Reporting):
             return pc.send(wire.error_reply(err))
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
-        # OVER_CAPACITY is the engine's (it keeps no more connections); other notices are logged.
+        # OVER_CAPACITY is the engine's (it keeps no more connections); a duplicate
+        # closed by the tie-break is nothing to do; other notices are logged.
         if isinstance(msg, wire.Error) and msg.rid is None and msg.code != _OVER_CAPACITY:
-            self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
+            if msg.code != wire.ErrorCode.DUPLICATE_CONNECTION:
+                self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
             return True
         if isinstance(msg, wire.SERVICE_TYPES):
             self._service(pc, msg)
