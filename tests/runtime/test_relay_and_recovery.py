@@ -277,3 +277,37 @@ async def test_a_pong_from_anyone_but_the_pinged_bridge_does_not_count():
         await n.aclose()
         await server.aclose()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A1.3")
+async def test_a_connected_node_sleeps_until_its_last_connection_closes(monkeypatch):
+    # A connected node has nothing to recover: it does not look each second
+    # (a thousand nodes in one process woke a thousand times a second), yet
+    # notices at once when its last connection goes. The poll is pushed out
+    # of reach here, so only the wake-up on the last close can notice.
+    from yzcore.protocol.recovery import RecoveryPolicy
+    from yzcore.runtime import recovery
+
+    monkeypatch.setattr(recovery, "HEALTHY_POLL", 3600.0)
+    async with anyio.create_task_group() as tg:
+        a = Node()
+        await a.start(tg)
+        b = Node(peers=[a.address])
+        await b.start(tg)
+        await b.joined()
+        looks: list[int] = []
+        observe = RecoveryPolicy.observe
+
+        def counted(policy: RecoveryPolicy, now: float, connections: int, table: int) -> None:
+            if policy is b.recovery:
+                looks.append(connections)
+            observe(policy, now, connections, table)
+
+        monkeypatch.setattr(RecoveryPolicy, "observe", counted)
+        await anyio.sleep(3.0)
+        assert looks == []  # connected: it slept
+        await a.aclose()
+        await until("b noticed it lost everything", lambda: b.recovery.lost_since is not None, 10)
+        assert looks[0] == 0
+        await b.aclose()
+        tg.cancel_scope.cancel()

@@ -140,6 +140,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
             self.links = [BootstrapLink(self, bootstrap, self._backoff_policy, rng)] if bootstrap else []
         self._bridges: list[NodeInfo] = []
         self._relay_bridge: bytes | None = None
+        self._recover_wake: anyio.Event | None = None  # the recovery loop's wake-up
         self._replies = Replies()  # reconnect requests to bridges
         self._relay_lock = anyio.Lock()
         self._relay_answers = 0
@@ -448,6 +449,8 @@ class Node(Relaying, Probing, Recovery, Reporting):
             self._process()
             if peer_id == self._relay_bridge:  # A5.5: on to the next bridge
                 self._relay_lost()
+            if not self.conns and self._recover_wake is not None:
+                self._recover_wake.set()  # the recovery loop looks at once
         elif peer_id in self.conns:  # the tie-break closed this duplicate
             self._engine.connection_superseded(peer_id, anyio.current_time())
             self._process()
