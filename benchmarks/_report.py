@@ -84,6 +84,7 @@ def table(report: dict[str, Any]) -> str:
          f"({p['in_flight']} in flight), {int(p['kill_fraction'] * 100)}% killed "
          f"(churn gets {p['churn_in_flight']} in flight), op timeout {p['op_timeout']} s"),
         f"memory: {report['memory_method']}",
+        f"cyclic GC thresholds (both sides): {report.get('gc_thresholds', 'Python default')}",
         "",
         "  ".join(["metric".ljust(width[0])] + [n.ljust(width[i + 1]) for i, n in enumerate(names)]),
         "  ".join("-" * w for w in width),

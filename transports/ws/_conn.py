@@ -261,6 +261,11 @@ class WsConnection(PushConnection, asyncio.Protocol):
             if fut is not None and not fut.done():
                 fut.set_result(None)
         self._lost.set_result(None)
+        # Its handlers hold whoever owns this connection, and the owner holds
+        # it: dropped, the whole connection is freed by reference counting
+        # the moment its owner lets go, not left to the cyclic collector
+        # (which a process holding many nodes pays for dearly).
+        self._on_message = None
         if self._on_closed is not None:
             self._on_closed, callback = None, self._on_closed
             callback(self._closed)
