@@ -53,7 +53,8 @@ def test_introductions_are_spread_across_the_askers_buckets_and_healthy_first():
     for i in range(200):
         d.seen(NodeInfo(nid(i), f"ws://127.0.0.1:{9000 + i}/dht"), 0.0)
     for i in range(0, 200, 2):
-        d.nodes[nid(i)].healthy = True
+        d.heartbeat(NodeInfo(nid(i), f"ws://127.0.0.1:{9000 + i}/dht"), 0.0, healthy=True,
+                    connections=4, routing_table=20, probe=0.01)
     asker = nid(10_000)
     peers, bridges, genesis = d.introduce(asker, 8)
     assert len(peers) == 8 and not bridges and not genesis
@@ -63,6 +64,98 @@ def test_introductions_are_spread_across_the_askers_buckets_and_healthy_first():
     present = sorted({common_prefix_len(asker, nid(i)) for i in range(200)})
     assert groups == present[:8] if len(present) >= 8 else set(groups) == set(present)
     assert all(d.nodes[p.id].healthy for p in peers if common_prefix_len(asker, p.id) == 0)
+
+
+def _node(i: int, role: str = "node") -> NodeInfo:
+    return NodeInfo(nid(i), f"ws://127.0.0.1:{(9000 + i) % 65536}/dht", role)
+
+
+def _check_introduction(d: Directory, asker: bytes, want: int, peers: list[NodeInfo]) -> None:
+    """What the old whole pass over the nodes gave, by brute force: the round-robin over
+    the asker's groups fixes how many come from each, healthy first within each."""
+    groups: dict[int, list[bytes]] = {}
+    for node_id, entry in d.nodes.items():
+        if node_id != asker and entry.info.role == "node":
+            groups.setdefault(common_prefix_len(asker, node_id), []).append(node_id)
+    expected: dict[int, int] = {}
+    left = dict(sorted((c, len(m)) for c, m in groups.items()))
+    total = 0
+    while total < want and left:
+        for c in list(left):
+            expected[c] = expected.get(c, 0) + 1
+            total += 1
+            left[c] -= 1
+            if not left[c]:
+                del left[c]
+            if total >= want:
+                break
+    ids = [p.id for p in peers]
+    assert len(ids) == len(set(ids)) == sum(expected.values())
+    got: dict[int, list[bytes]] = {}
+    for node_id in ids:
+        got.setdefault(common_prefix_len(asker, node_id), []).append(node_id)
+    assert {c: len(m) for c, m in got.items()} == expected
+    for c, chosen in got.items():  # healthy first: no unhealthy one while a healthy one is left
+        healthy = {m for m in groups[c] if d.nodes[m].healthy is True}
+        if any(d.nodes[m].healthy is not True for m in chosen):
+            assert healthy <= set(chosen)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 7, 60, 500, 3000])
+def test_introductions_match_the_whole_pass_at_every_size(size):
+    rng = random.Random(size)
+    d = Directory(random.Random(size))
+    for i in range(size):
+        info = _node(i, "bridge" if i % 50 == 7 else "node")
+        if rng.random() < 0.4:
+            d.heartbeat(info, 0.0, healthy=rng.random() < 0.7, connections=4, routing_table=9,
+                        probe=0.01)
+        else:
+            d.seen(info, 0.0)
+    for trial in range(40):
+        asker = nid(size + trial) if trial % 2 else nid(rng.randrange(size)) if size else nid(1)
+        want = rng.choice([1, 3, 8, 8, 20, 64])
+        peers, _, genesis = d.introduce(asker, want)
+        _check_introduction(d, asker, want, peers)
+        assert genesis == (not peers)
+
+
+def test_introductions_from_a_large_group_are_spread_over_its_members():
+    d = Directory(random.Random(5))
+    for i in range(4000):
+        d.heartbeat(_node(i), 0.0, healthy=i % 10 == 0, connections=4, routing_table=9, probe=0.01)
+    asker = nid(99_999)
+
+    class NoPass(dict):  # an introduction reads the entries it picks, never all of them
+        def items(self):
+            raise AssertionError("a pass over every node")
+        values = __iter__ = items
+
+    d.nodes = NoPass(d.nodes)
+    far = [p.id for _ in range(200) for p in d.introduce(asker, 8)[0]
+           if common_prefix_len(asker, p.id) == 0]
+    assert len(far) == 200
+    assert len(set(far)) > 120  # 200 healthy ones to draw from, at random
+    assert all(d.nodes[f].healthy is True for f in far)
+
+
+def test_the_index_follows_health_roles_and_expiry():
+    d = Directory(random.Random(2), node_ttl=30.0)
+    d.heartbeat(_node(1), 0.0, healthy=True, connections=4, routing_table=9, probe=0.01)
+    d.heartbeat(_node(2), 10.0, healthy=False, connections=4, routing_table=9, probe=0.01)
+    asker = nid(3)
+    assert sorted(p.id for p in d.introduce(asker, 8)[0]) == sorted([nid(1), nid(2)])
+    d.heartbeat(_node(1), 10.0, healthy=False, connections=4, routing_table=9, probe=0.01)
+    d.heartbeat(_node(2), 10.0, healthy=True, connections=4, routing_table=9, probe=0.01)
+    _check_introduction(d, asker, 1, d.introduce(asker, 1)[0])
+    d.seen(_node(2, "bridge"), 20.0)  # a role change: no longer introduced as a peer
+    assert [p.id for p in d.introduce(asker, 8)[0]] == [nid(1)]
+    d.seen(_node(2), 20.0)  # and back
+    assert len(d.introduce(asker, 8)[0]) == 2
+    assert d.expire(40.5) == [nid(1)]
+    assert [p.id for p in d.introduce(asker, 8)[0]] == [nid(2)]
+    d.expire(60.0)
+    assert d.introduce(asker, 8) == ([], [], True)
 
 
 def test_the_first_asker_is_told_it_is_genesis_and_the_second_gets_the_first():
