@@ -99,6 +99,41 @@ def test_a_node_keeping_conn_max_refuses_a_keep_and_the_asker_keeps_one_elsewher
     assert acceptor.actions() == [] and not acceptor.peers[browser.id].kept
 
 
+@pytest.mark.req("A1.1", "B7.2")
+def test_a_node_keeping_conn_max_makes_room_for_a_newcomer_by_releasing_one_it_dialled():
+    rng = random.Random(8)
+    cfg = EngineConfig(conn_target=2, conn_max=3)
+
+    def make() -> Engine:
+        return Engine(NodeInfo(rng.randbytes(32), f"mem://{rng.random()}", "node"), 0.0,
+                      random.Random(rng.random()), cfg)
+
+    full, dialled, caller, extra, newcomer = make(), [make(), make()], make(), make(), make()
+    for o in dialled:  # it keeps what it dials while short of conn_target
+        full.connection_opened(o.info, 0.0, outbound=True)
+    full.connection_opened(extra.info, 0.0, outbound=True)  # a lookup's dial past the target
+    assert [full.peers[o.info.id].kept for o in dialled] == [True, True]
+    assert not full.peers[extra.info.id].kept
+    full.connection_opened(caller.info, 0.0, outbound=False)
+    full.receive(caller.info.id, Keep(), 0.0)
+    assert sum(p.kept for p in full.peers.values()) == 3  # conn_max
+    sent = [a for a in full.actions() if isinstance(a, Send)]
+    assert [a.peer for a in sent] == [o.info.id for o in dialled]  # Keep to those it dialled only
+    full.connection_opened(newcomer.info, 0.1, outbound=False)
+    full.receive(newcomer.info.id, Keep(), 0.1)
+    (told,) = full.actions()
+    assert isinstance(told, Send) and told.message.code == ErrorCode.OVER_CAPACITY
+    assert told.message.rid is None and told.peer in {o.info.id for o in dialled}
+    assert full.peers[newcomer.info.id].kept and not full.peers[told.peer].kept
+    assert full.peers[caller.info.id].kept  # what others keep with it is not released
+    assert sum(p.kept for p in full.peers.values()) == 3
+    released = next(o for o in dialled if o.info.id == told.peer)
+    released.connection_opened(full.info, 0.0, outbound=False)
+    released.receive(full.info.id, Keep(), 0.0)
+    released.receive(full.info.id, told.message, 0.2)
+    assert not released.peers[full.info.id].kept  # both ends count it transient now
+
+
 def test_a_node_under_conn_max_keeps_what_its_peer_keeps_and_a_pin_survives_a_refusal():
     acceptor, dialer, _ = _pair(conn_max=3, keeping=2)
     acceptor.receive(dialer.info.id, Keep(), 0.1)

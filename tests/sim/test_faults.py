@@ -40,9 +40,13 @@ def test_hung_peers_are_freed_marked_stale_evicted_and_taken_back_when_they_go_o
     assert v.passed, f
 
 
-@pytest.mark.req("A7.2", "A7.3")
-def test_when_the_first_bootstrap_server_dies_nodes_use_the_second_then_their_caches():
-    v = run("failover", 100, seed=2)
+# Seeds 1, 5 and 17 left a newcomer short of 3 kept connections for 43–69 s
+# when every node kept each connection it dialled up to conn_max: the
+# network filled up and turned newcomers away (A1.1).
+@pytest.mark.req("A7.2", "A7.3", "A1.1")
+@pytest.mark.parametrize("seed", [2, 1, 5, 17])
+def test_when_the_first_bootstrap_server_dies_nodes_use_the_second_then_their_caches(seed):
+    v = run("failover", 100, seed=seed)
     f = v.figures
     assert f["relinked_to_second_server_s"] <= 15.0, f
     assert f["joined_through_second_server"] == f["new_nodes"] == 20, f

@@ -3,11 +3,14 @@
 A node keeps between ``conn_target`` and ``conn_max`` long-lived connections
 (inbound ones count) and opens more transiently for lookups. Both ends agree
 on which connections are kept: the end that keeps one (its dialer, while
-under ``conn_max``) says so with ``keep``, and the other end keeps it too or,
-already keeping ``conn_max``, answers ``OVER_CAPACITY``; the asker then
-treats the connection as transient and keeps one elsewhere, avoiding that
-peer for ``full_backoff``. No node keeps more than ``conn_max``, and no
-connection counts at one end only (B7.2). A transient connection idle for
+short of ``conn_target``) says so with ``keep``, and the other end keeps it
+too. One already keeping ``conn_max`` makes room: it releases a connection
+it dialled itself, telling that peer ``OVER_CAPACITY``, or, having none,
+answers the asker so. Whoever hears ``OVER_CAPACITY`` treats the connection
+as transient and keeps one elsewhere, avoiding that peer for
+``full_backoff``. No node keeps more than ``conn_max``, no connection counts
+at one end only (B7.2), and a newcomer finds room in a network whose nodes
+all keep ``conn_max`` (A1.1). A transient connection idle for
 ``idle_timeout`` is closed by its dialer, above ``conn_cap`` the least
 recently used go first, and above ``conn_max`` a node sheds inbound
 connections it does not keep once they are quiet for a second, saying
@@ -189,15 +192,31 @@ class ConnectionPolicy:
             self._soon(now)  # type: ignore[attr-defined]
 
     def _kept_by(self, peer: PeerState) -> None:
-        """``peer`` keeps our connection: keep it too, or tell it we keep enough already."""
+        """``peer`` keeps our connection: keep it too, making room if we must.
+
+        A node keeps a connection it dialled only while short of
+        ``conn_target``, so a ``keep`` comes from a node that needs one. At
+        ``conn_max`` we release one we dialled ourselves rather than turn the
+        needy one away (the released peer keeps another if that leaves it
+        short); only when there is none to release does it hear
+        ``OVER_CAPACITY``.
+        """
         if peer.kept or peer.info.role not in TABLE_ROLES:
             return  # a browser-class peer's connection is served, never counted nor shed
-        if self._kept_count() < self.config.conn_max:
-            peer.kept = True
-        else:
-            self._out.append(Send(peer.info.id, Error(
+        if self._kept_count() >= self.config.conn_max:
+            ours = sorted(i for i, p in self.peers.items()
+                          if p.kept and p.connected and p.outbound and not p.pinned and p is not peer)
+            if not ours:
+                self._out.append(Send(peer.info.id, Error(
+                    None, ErrorCode.OVER_CAPACITY,
+                    f"this node keeps {self.config.conn_max} connections already")))
+                return
+            released = self.peers[self.rng.choice(ours)]
+            released.kept = False  # transient now: closed once idle
+            self._out.append(Send(released.info.id, Error(
                 None, ErrorCode.OVER_CAPACITY,
-                f"this node keeps {self.config.conn_max} connections already")))
+                f"this node keeps {self.config.conn_max} connections and made room for a newcomer")))
+        peer.kept = True
 
     def _kept_count(self) -> int:
         n = 0  # a plain loop: this runs on every connection event

@@ -199,10 +199,13 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer.connected, peer.dialing, peer.last_active = True, False, now
         peer.outbound = outbound
         self._dials.discard(info.id)
-        # We keep what we dialled while under conn_max; an inbound connection
-        # only once its dialer says it keeps it (Keep), so both ends agree.
+        # We keep what we dialled while short of conn_target (a lookup's dial
+        # too: it is as good a neighbour as any); an inbound connection only
+        # once its dialer says it keeps it (Keep), so both ends agree. Keeping
+        # every dial up to conn_max filled the network: with each node at
+        # conn_max, a newcomer found no one to keep it.
         if (not peer.kept and outbound and info.role in TABLE_ROLES
-                and self._kept_count() < self.config.conn_max):
+                and self._kept_count() < self.config.conn_target):
             peer.kept = True
         if peer.kept:
             self._out.append(Send(info.id, Keep()))
