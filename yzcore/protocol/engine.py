@@ -196,14 +196,11 @@ class Engine(ConnectionPolicy, Neighbourhood):
         """
         peer = self._peer(info)
         peer.info = info  # the verified hello is the freshest information (A4.5)
-        peer.connected, peer.dialing, peer.last_active = True, False, now
-        peer.outbound = outbound
+        peer.connected, peer.dialing, peer.last_active, peer.outbound = True, False, now, outbound
         self._dials.discard(info.id)
-        # We keep what we dialled while short of conn_target (a lookup's dial
-        # too: it is as good a neighbour as any); an inbound connection only
-        # once its dialer says it keeps it (Keep), so both ends agree. Keeping
-        # every dial up to conn_max filled the network: with each node at
-        # conn_max, a newcomer found no one to keep it.
+        # We keep what we dialled while short of conn_target (up to conn_max, nodes
+        # filled up and turned newcomers away); an inbound connection only once
+        # its dialer says it keeps it (Keep), so both ends agree.
         if (not peer.kept and outbound and info.role in TABLE_ROLES
                 and self._kept_count() < self.config.conn_target):
             peer.kept = True
