@@ -442,9 +442,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.gc_thresholds = "700,10,10"  # Python's own
     try:
         args.gc = tuple(int(x) for x in args.gc_thresholds.split(","))
+        if len(args.gc) != 3:
+            raise ValueError(args.gc_thresholds)
     except ValueError:
-        ap.error("--gc-thresholds takes three integers, like 100000,50,100, or 'default'")
-    if len(args.gc) != 3:
         ap.error("--gc-thresholds takes three integers, like 100000,50,100, or 'default'")
     return args
 

@@ -423,10 +423,12 @@ class Keep:
     """"I count this connection among the ones I keep; do you?"
 
     Sent by whichever end decides to keep an open connection (usually its
-    dialer). The other end keeps it too, and says nothing, or, when it already
-    keeps as many as it may, answers with an ``error`` of code
-    ``OVER_CAPACITY`` (no ``rid``), and the sender keeps one elsewhere. Both
-    ends thus agree on which connections are kept (B7.2).
+    dialer, while it keeps fewer than its target). The other end keeps it
+    too, and says nothing; when it already keeps as many as it may, it makes
+    room by releasing one it dialled, or, with none to release, answers with
+    an ``error`` of code ``OVER_CAPACITY`` (no ``rid``). Whoever receives that
+    error keeps one elsewhere. Both ends thus agree on which connections are
+    kept (B7.2).
     """
 
     TYPE: ClassVar[str] = "keep"
