@@ -80,7 +80,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         (f"peer_compare: {report['nodes']} nodes per implementation in one process on "
          f"127.0.0.1, seed {report['seed']}, k={p['k']} alpha={p['alpha']}"),
-        (f"{p['lookups']} lookups, {p['values']} values, {p['concurrent']} concurrent gets "
+        (f"joins in waves of up to {p['join_batch']}, "
+         f"{p['lookups']} lookups, {p['values']} values, {p['concurrent']} concurrent gets "
          f"({p['in_flight']} in flight), {int(p['kill_fraction'] * 100)}% killed "
          f"(churn gets {p['churn_in_flight']} in flight), op timeout {p['op_timeout']} s"),
         f"memory: {report['memory_method']}",

@@ -425,7 +425,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="churn gets at once (bounds the phase's time)")
     ap.add_argument("--kill-fraction", type=float, default=0.2)
     ap.add_argument("--probes", type=int, default=20)
-    ap.add_argument("--join-batch", type=int, default=50, help="largest join wave")
+    # Waves of 50 at 1,000 nodes starved the one CPU both sides share: yzcore's
+    # joins (each dials ~50 peers) lagged the loop by seconds, soft timeouts
+    # fired and widened every lookup, and formation never finished (807 of
+    # 1,000 after 783 s, out of file descriptors). Waves of 20 formed it in
+    # 216-288 s. Both implementations get the same waves.
+    ap.add_argument("--join-batch", type=int, default=20, help="largest join wave")
     ap.add_argument("--bootstrap-peers", type=int, default=3)
     ap.add_argument("--op-timeout", type=float, default=30.0, help="seconds per operation")
     ap.add_argument("--phase-timeout", type=float, default=180.0, help="seconds per phase")
