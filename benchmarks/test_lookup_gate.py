@@ -7,8 +7,9 @@ process. pytest-benchmark times lookups from random nodes for random ids;
 the test fails when their mean passes 2 s. Puts of values from 1 KiB to
 48 KiB (a frame holds 64 KiB) are timed the same way; each sends the value
 to every replica that confirms it, and the gate fails when those bytes over
-the mean put time fall to 1 KB/s (B7.4's "target: >1KB/sec total"). It lives here, not in `tests/`,
-because a timed assert belongs to a benchmark, never to a unit test.
+the mean put time fall to 1 KB/s (B7.4's "target: >1KB/sec total"). It
+lives here, not in `tests/`, because a timed assert belongs to a benchmark,
+never to a unit test.
 """
 
 from __future__ import annotations

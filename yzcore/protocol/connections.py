@@ -206,16 +206,13 @@ class ConnectionPolicy:
         if self._kept_count() >= self.config.conn_max:
             ours = sorted(i for i, p in self.peers.items()
                           if p.kept and p.connected and p.outbound and not p.pinned and p is not peer)
+            told = self.peers[self.rng.choice(ours)] if ours else peer
+            self._out.append(Send(told.info.id, Error(
+                None, ErrorCode.OVER_CAPACITY, f"this node keeps {self.config.conn_max} connections "
+                + ("and made room for a newcomer" if ours else "already"))))
             if not ours:
-                self._out.append(Send(peer.info.id, Error(
-                    None, ErrorCode.OVER_CAPACITY,
-                    f"this node keeps {self.config.conn_max} connections already")))
                 return
-            released = self.peers[self.rng.choice(ours)]
-            released.kept = False  # transient now: closed once idle
-            self._out.append(Send(released.info.id, Error(
-                None, ErrorCode.OVER_CAPACITY,
-                f"this node keeps {self.config.conn_max} connections and made room for a newcomer")))
+            told.kept = False  # released: transient now, closed once idle
         peer.kept = True
 
     def _kept_count(self) -> int:

@@ -198,9 +198,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active, peer.outbound = True, False, now, outbound
         self._dials.discard(info.id)
-        # We keep what we dialled while short of conn_target (up to conn_max, nodes
-        # filled up and turned newcomers away); an inbound connection only once
-        # its dialer says it keeps it (Keep), so both ends agree.
+        # We keep what we dialled while short of conn_target (keeping up to conn_max
+        # filled the network and turned newcomers away); an inbound connection
+        # only once its dialer says it keeps it (Keep), so both ends agree.
         if (not peer.kept and outbound and info.role in TABLE_ROLES
                 and self._kept_count() < self.config.conn_target):
             peer.kept = True
