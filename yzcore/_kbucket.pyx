@@ -194,18 +194,33 @@ cdef class RoutingTable:
             kk = k
         cdef list found = []
         cdef list buckets = self._buckets
-        cdef int b = yz_cpl(self._self, t)
-        cdef int i
+        cdef const unsigned char* s = self._self
+        cdef int b = yz_cpl(s, t)
+        cdef int i, m
+        cdef int later[NBUCKETS]
+        cdef int nlater = 0
         cdef bint stale_ok = include_stale
+        # Buckets in order of distance from the target, whole buckets at a
+        # time, until k are found (the pure twin explains the order).
         if b < NBUCKETS:
             _gather(found, buckets[b], stale_ok)
-        if len(found) < kk:
-            for i in range(b + 1, NBUCKETS):
-                _gather(found, buckets[i], stale_ok)
-            i = (b if b < NBUCKETS else NBUCKETS) - 1
-            while len(found) < kk and i >= 0:
-                _gather(found, buckets[i], stale_ok)
-                i -= 1
+        i = b + 1
+        while len(found) < kk and i < NBUCKETS:
+            if buckets[i]:
+                if (t[i >> 3] ^ s[i >> 3]) & (0x80 >> (i & 7)):
+                    _gather(found, buckets[i], stale_ok)
+                else:
+                    later[nlater] = i
+                    nlater += 1
+            i += 1
+        m = nlater - 1
+        while len(found) < kk and m >= 0:
+            _gather(found, buckets[later[m]], stale_ok)
+            m -= 1
+        i = (b if b < NBUCKETS else NBUCKETS) - 1
+        while len(found) < kk and i >= 0:
+            _gather(found, buckets[i], stale_ok)
+            i -= 1
         cdef Py_ssize_t n = len(found), j
         cdef vector[YzDist] entries
         entries.resize(n)

@@ -195,8 +195,18 @@ class RoutingTable:
     def nearest(self, target: bytes, k: int | None = None, *, include_stale: bool = False) -> list[Contact]:
         """The ``k`` contacts closest to ``target`` by XOR distance, nearest first.
 
-        Widens outward from the target's bucket and stops at the first tier
-        that completes ``k`` candidates, so only a few buckets are read.
+        Reads whole buckets in order of their distance from the target and
+        stops at the first that completes ``k`` candidates, so only a few
+        buckets are read.
+
+        The order: the target's own bucket ``b`` (its members share one
+        more bit with the target than anyone else). Then the deeper buckets
+        ``i > b``, whose members agree with us on bits ``b+1 .. i-1`` and
+        differ from us at bit ``i``: where the target differs from us at bit
+        ``i`` too, bucket ``i`` is nearer than every deeper one, else
+        farther. So: those with that bit set in ``target ^ self``,
+        shallowest first, then the others, deepest first. Last the
+        shallower buckets, nearest (deepest) first.
 
         Raises:
             InvalidId: ``target`` is not a 32-byte id.
@@ -210,25 +220,23 @@ class RoutingTable:
         found: list[Contact] = []
         buckets = self._buckets
         b = _cpl(self.self_id, target)
-        # Tiers in order of distance from the target: its own bucket; then all
-        # deeper buckets together (they share bit b with us, not the target);
-        # then each shallower bucket, nearest first.
-        tiers: list[range] = []
-        if b < _BUCKETS:
-            tiers.append(range(b, b + 1))
-        tiers.append(range(b + 1, _BUCKETS))
-        tiers.extend(range(i, i + 1) for i in range(min(b, _BUCKETS) - 1, -1, -1))
-        for tier in tiers:
-            for i in tier:
-                members = buckets[i]
-                if members:
-                    if include_stale:
-                        found.extend(members.values())
-                    else:
-                        found.extend(c for c in members.values() if not c.stale)
-            if len(found) >= k:
-                break
         t = _from_bytes(target, "big")
+        x = _from_bytes(self.self_id, "big") ^ t
+        deeper = [i for i in range(b + 1, _BUCKETS) if buckets[i]]
+        order = [i for i in deeper if x >> (255 - i) & 1]
+        order += reversed([i for i in deeper if not x >> (255 - i) & 1])
+        if b < _BUCKETS:
+            order.insert(0, b)
+        order += range(min(b, _BUCKETS) - 1, -1, -1)
+        for i in order:
+            members = buckets[i]
+            if members:
+                if include_stale:
+                    found.extend(members.values())
+                else:
+                    found.extend(c for c in members.values() if not c.stale)
+                if len(found) >= k:
+                    break
         found.sort(key=lambda c: _from_bytes(c.id, "big") ^ t)
         return found[:k]
 
