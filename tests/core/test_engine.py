@@ -429,6 +429,32 @@ def test_a_retried_query_keeps_the_first_requests_abandon_deadline():
 
 
 @pytest.mark.req("B7.3")
+def test_a_request_waiting_for_its_dial_times_out_from_when_the_connection_opens():
+    # A dial that waits for a slot, or loses SYNs, is the dial's business: its
+    # own timeouts fail it. The request behind it is not failed for the wait,
+    # and gets its full hard timeout once the connection opens.
+    from yzcore.protocol.rpc import CONNECT_LIMIT, RpcTable
+
+    rpc = RpcTable(timeout=5.0, initial_rto=1.0)
+    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
+    waited = rpc.start(a, "find_node", 0.0, owner=1, connecting=True)
+    early = rpc.start(b, "find_node", 0.0, owner=1, connecting=True)
+    never = rpc.start(c, "find_node", 0.0, owner=1, connecting=True)
+    rpc.connected(b, 0.5)  # opened before its soft deadline
+    soft, abandon, hard = rpc.expire(4.0)
+    assert [p.peer for p in soft] == [p.peer for p in abandon] == [a, b, c]
+    assert rpc.expire(5.4)[2] == []  # a plain request would have failed at 5.0
+    assert rpc.expire(5.5)[2] == [early]
+    assert rpc.expire(30.0)[2] == []
+    rpc.connected(a, 30.0)
+    assert rpc.expire(34.9)[2] == []
+    assert rpc.expire(35.0)[2] == [waited]
+    assert rpc.expire(CONNECT_LIMIT - 0.1)[2] == []
+    assert rpc.expire(CONNECT_LIMIT)[2] == [never]  # a dial that neither opened nor failed
+    assert len(rpc) == 0
+
+
+@pytest.mark.req("B7.3")
 def test_request_table_fires_each_deadline_once_and_tracks_requests_by_peer():
     from yzcore.protocol.rpc import RpcTable
 

@@ -412,3 +412,46 @@ async def test_simultaneous_dials_leave_exactly_one_connection():
         assert [e["code"] for e in a.errors] == ["INTERNAL"], a.errors
         await a.aclose()
         await b.aclose()
+
+
+@pytest.mark.req("A7.4")
+async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_starts(monkeypatch):
+    # With one slot, a dial to a listener that never finishes its WebSocket
+    # handshake holds it until its 0.5 s timeout; a second dial waits for the
+    # slot meanwhile, then connects: its own 0.5 s start only then.
+    from yzcore.runtime import peer
+    from yzcore.wire import NodeInfo
+
+    monkeypatch.setattr(peer, "DIAL_SLOTS", 1)
+    silent = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    held: list = []
+
+    async def hold(stream) -> None:
+        held.append(stream)  # accepted, never answered
+        await anyio.sleep_forever()
+
+    ended: dict[str, float] = {}
+
+    async def dial(name: str, node: Node, info: NodeInfo) -> None:
+        ended[name] = (await node._dial(info)) is not None, anyio.current_time()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(silent.serve, hold)
+        a = Node(seed=61, dial_timeout=0.5, handshake_timeout=0.5)
+        b = Node(seed=62)
+        await a.start(tg)
+        await b.start(tg)
+        port = silent.extra(anyio.abc.SocketAttribute.local_port)
+        started = anyio.current_time()
+        async with anyio.create_task_group() as dials:
+            dials.start_soon(dial, "silent", a, NodeInfo(os.urandom(32), f"ws://127.0.0.1:{port}/dht"))
+            await anyio.sleep(0.05)
+            dials.start_soon(dial, "b", a, NodeInfo(b.id, b.address))
+        assert ended["silent"][0] is False and ended["b"][0] is True
+        assert ended["b"][1] - started > 0.5  # it waited for the slot, and was not timed out for it
+        assert ended["silent"][1] < ended["b"][1]
+        assert b.id in a.conns
+        await a.aclose()
+        await b.aclose()
+        tg.cancel_scope.cancel()
+    await silent.aclose()

@@ -198,9 +198,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active, peer.outbound = True, False, now, outbound
         self._dials.discard(info.id)
-        # We keep what we dialled while short of conn_target (keeping up to conn_max
-        # filled the network and turned newcomers away); an inbound connection
-        # only once its dialer says it keeps it (Keep), so both ends agree.
+        # We keep what we dialled while short of conn_target (up to conn_max filled the network
+        # and turned newcomers away); an inbound one once its dialer keeps it (Keep): both agree.
         if (not peer.kept and outbound and info.role in TABLE_ROLES
                 and self._kept_count() < self.config.conn_target):
             peer.kept = True
@@ -208,6 +207,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
             self._out.append(Send(info.id, Keep()))
         if info.role in TABLE_ROLES and info.addr:
             self._table_add(info, now, ip)
+        self.rpc.connected(info.id, now)  # the hard timeouts of what waited for it start now
         queued, peer.queue = peer.queue, []
         for msg in queued:
             self._out.append(Send(info.id, msg))

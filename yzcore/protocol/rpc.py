@@ -15,6 +15,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 CONNECT_ALLOWANCE = 1.0  # seconds more before a request that must dial first is abandoned
+# A request waiting for its dial fails with the dial (the runtime's connect and
+# hello timeouts, which start once the dial holds one of the process's slots);
+# its own hard timeout runs from the moment the connection opens. This bounds
+# the wait of a dial that neither opens nor fails.
+CONNECT_LIMIT = 60.0
 
 __all__ = ["RttEstimator", "Pending", "RpcTable"]
 
@@ -121,7 +126,9 @@ class RpcTable:
         """Allocate a request id and its deadlines.
 
         ``connecting``: the request waits for a dial first; it is abandoned a
-        second later (what a lost SYN costs TCP), not for slowness it did not show.
+        second later (what a lost SYN costs TCP), not for slowness it did not show,
+        and its hard timeout starts when the connection opens (:meth:`connected`):
+        until then the dial's outcome decides, within ``CONNECT_LIMIT``.
         ``abandon_by``: abandoned then at the latest (a retry keeps the first
         request's deadline: asking again buys the peer no more patience).
         """
@@ -132,7 +139,8 @@ class RpcTable:
         if abandon_by is not None:
             abandon = min(abandon, max(0.0, abandon_by - now))
         soft = min(rto, self.timeout, abandon)
-        p = Pending(rid, peer, kind, now, now + soft, now + abandon, now + self.timeout, owner,
+        hard = now + (max(self.timeout, CONNECT_LIMIT) if connecting else self.timeout)
+        p = Pending(rid, peer, kind, now, now + soft, now + abandon, hard, owner,
                     connecting=connecting)
         self._pending[rid] = p
         mine = self._by_peer.get(peer)
@@ -159,6 +167,15 @@ class RpcTable:
             rtt = max(0.0, now - p.sent_at)
             self._rtt.setdefault(peer, RttEstimator()).sample(rtt)
         return p
+
+    def connected(self, peer: bytes, now: float) -> None:
+        """The connection the requests to ``peer`` waited for opened: their hard
+        timeouts run from now (capped by the ``CONNECT_LIMIT`` they started with)."""
+        for p in self._by_peer.get(peer, {}).values():
+            if p.connecting and p.hard_at > now + self.timeout:
+                p.hard_at = now + self.timeout
+                if p.abandon_fired:
+                    heapq.heappush(self._deadlines, (p.hard_at, p.rid))
 
     def busy_peers(self) -> set[bytes]:
         """Peers with a request in flight."""

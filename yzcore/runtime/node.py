@@ -39,7 +39,7 @@ from yzcore.runtime import peercache
 from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.managers import Managers
-from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.runtime.peer import PeerConnection, describe_failure, dial_slots, handshake
 from yzcore.runtime.probe import Probing
 from yzcore.runtime.recovery import Recovery
 from yzcore.runtime.relay import Relaying
@@ -326,22 +326,23 @@ class Node(Relaying, Probing, Recovery, Reporting):
         to a bridge claims the relayed address before it is ours).
         """
         expected = None if by_url else node.id
-        try:
-            conn = await self.managers.connect(node, self.dial_timeout)
-        except Exception as exc:  # noqa: BLE001 -- an address from a peer may be anything
-            self._dial_failed(node, expected, exc)
-            return None
-        try:
-            peer = await handshake(conn, self.identity, role=self.role,
-                                   advertise=advertise or self.address,
-                                   timeout=self.handshake_timeout, expected_id=expected)
-        except Exception as exc:  # noqa: BLE001
-            await conn.close()
-            self._dial_failed(node, expected, exc)
-            return None
-        except BaseException:  # cancelled mid-handshake: leave no socket behind
-            await conn.close()
-            raise
+        async with dial_slots():  # the process's budget: the timeouts start with a slot
+            try:
+                conn = await self.managers.connect(node, self.dial_timeout)
+            except Exception as exc:  # noqa: BLE001 -- an address from a peer may be anything
+                self._dial_failed(node, expected, exc)
+                return None
+            try:
+                peer = await handshake(conn, self.identity, role=self.role,
+                                       advertise=advertise or self.address,
+                                       timeout=self.handshake_timeout, expected_id=expected)
+            except Exception as exc:  # noqa: BLE001
+                await conn.close()
+                self._dial_failed(node, expected, exc)
+                return None
+            except BaseException:  # cancelled mid-handshake: leave no socket behind
+                await conn.close()
+                raise
         pc = PeerConnection(conn, peer, outbound=True, metrics=self.metrics)
         if not self._register(pc):
             await pc.close()

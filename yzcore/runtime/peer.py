@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.lowlevel import RunVar
 
 from yzcore import wire
 from yzcore.exceptions import (
@@ -34,11 +35,31 @@ from yzcore.wire import NodeInfo
 if TYPE_CHECKING:
     from yzcore.metrics import TransferMetrics
 
-__all__ = ["PeerConnection", "handshake"]
+__all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake"]
 
 log = logging.getLogger("yzcore.node")
 
 SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
+
+# Outbound dials (connect and hello) in progress at once in one process, all
+# its nodes together. A dial waits for a slot before its timeouts start: a
+# process hosting many nodes that started every dial at once shared its CPU
+# among so many handshakes that they passed their timeouts and were thrown
+# away, half done, and dialled again (the CHANGELOG has the figures). A
+# process with one node rarely has more than its engine's ``max_dials`` (8)
+# in flight.
+DIAL_SLOTS = 16
+_slots: RunVar[anyio.Semaphore] = RunVar("yzcore_dial_slots")
+
+
+def dial_slots() -> anyio.Semaphore:
+    """The running event loop's dial slots (one set per loop)."""
+    try:
+        return _slots.get()
+    except LookupError:
+        slots = anyio.Semaphore(DIAL_SLOTS)
+        _slots.set(slots)
+        return slots
 
 
 async def handshake(conn: Connection, identity: Identity, *, role: str, advertise: str | None,
