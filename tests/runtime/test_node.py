@@ -430,7 +430,7 @@ async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_star
         held.append(stream)  # accepted, never answered
         await anyio.sleep_forever()
 
-    ended: dict[str, float] = {}
+    ended: dict[str, tuple[bool, float]] = {}
 
     async def dial(name: str, node: Node, info: NodeInfo) -> None:
         ended[name] = (await node._dial(info)) is not None, anyio.current_time()
@@ -454,4 +454,6 @@ async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_star
         await a.aclose()
         await b.aclose()
         tg.cancel_scope.cancel()
+    for stream in held:
+        await stream.aclose()
     await silent.aclose()
