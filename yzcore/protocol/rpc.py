@@ -171,7 +171,10 @@ class RpcTable:
     def connected(self, peer: bytes, now: float) -> None:
         """The connection the requests to ``peer`` waited for opened: their hard
         timeouts run from now (capped by the ``CONNECT_LIMIT`` they started with)."""
-        for p in self._by_peer.get(peer, {}).values():
+        mine = self._by_peer.get(peer)  # on every connection that opens: mostly none
+        if mine is None:
+            return
+        for p in mine.values():
             if p.connecting and p.hard_at > now + self.timeout:
                 p.hard_at = now + self.timeout
                 if p.abandon_fired:
