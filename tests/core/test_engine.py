@@ -454,6 +454,40 @@ def test_a_request_waiting_for_its_dial_times_out_from_when_the_connection_opens
     assert len(rpc) == 0
 
 
+@pytest.mark.req("B7.3", "A7.4")
+def test_a_finished_get_withdraws_its_requests_that_wait_for_dials_and_those_dials_are_not_made():
+    # Under load a dial waits its turn; a get that found its value meanwhile
+    # does not need it. Its requests still waiting for a connection are
+    # dropped, and the runtime, asking when the dial's turn comes, skips a
+    # dial that nothing else wants (one another lookup wants is still made).
+    from yzcore.protocol.actions import Dial
+    from yzcore.wire import Value
+
+    key = b"\xf0" * 32
+    me = Engine(NodeInfo(b"\x00" * 32, "mem://me"), 0.0, random.Random(1),
+                EngineConfig(conn_target=0, max_dials=2))
+    a, b = (NodeInfo(bytes([0x80 + i]) * 32, f"mem://{i}") for i in range(2))
+    c1, c2, c3 = (NodeInfo(bytes([0xF1 + i]) * 32, f"mem://c{i}") for i in range(3))
+    for peer in (a, b):
+        me.connection_opened(peer, 0.0, outbound=False)
+    get, find = me.get(key, 0.0), me.find_node(key, 0.0)
+    asked = {(s.peer, type(s.message).__name__): s.message.rid for s in me.actions()
+             if isinstance(s, Send)}
+    me.receive(a.id, Value(asked[(a.id, "FindValue")], None, (c1, c2, c3)), 0.1)
+    me.receive(a.id, Nodes(asked[(a.id, "FindNode")], (c1,)), 0.1)
+    assert sorted(d.node.id for d in me.actions() if isinstance(d, Dial)) == [c1.id, c2.id]
+    me.receive(b.id, Value(asked[(b.id, "FindValue")], "v", ()), 0.2)  # found: the get is done
+    assert [d.result.value for d in me.actions() if isinstance(d, Done)] == ["v"]
+    assert me.dial_wanted(c1.id, 0.3)  # the find_node still waits for it
+    assert not me.dial_wanted(c2.id, 0.3)  # only the get wanted it
+    assert c2.id not in me.peers and not me.rpc.has_pending(c2.id)
+    me.connection_opened(c1, 0.4, outbound=True)
+    sent = [type(s.message).__name__ for s in me.actions() if isinstance(s, Send) and s.peer == c1.id]
+    assert sent == ["FindNode"]  # the get's find_value never goes out
+    assert not any(p.owner == get for p in me.rpc._pending.values())
+    assert any(p.owner == find for p in me.rpc._pending.values())
+
+
 @pytest.mark.req("B7.3")
 def test_request_table_fires_each_deadline_once_and_tracks_requests_by_peer():
     from yzcore.protocol.rpc import RpcTable

@@ -106,13 +106,50 @@ class ConnectionPolicy:
             peer = self.peers.get(peer_id)
             if peer is None or peer.connected or not peer.dialing:
                 continue
-            if not peer.kept and not self.rpc.has_pending(peer_id):
-                peer.dialing = False  # every request waiting on it has timed out
+            if not self._wanted(peer_id, peer):
+                peer.dialing = False  # every request waiting on it has timed out or was withdrawn
                 peer.queue.clear()
                 self._prune(peer_id)
                 continue
             self._dials.add(peer_id)
             self._out.append(Dial(peer.info))
+
+    def _wanted(self, peer_id: bytes, peer: PeerState) -> bool:
+        """Whether anything still needs the connection to ``peer`` that is being dialled."""
+        return (peer.kept or peer.pinned or peer_id in self._dormant
+                or self.rpc.has_pending(peer_id))
+
+    def dial_wanted(self, peer_id: bytes, now: float) -> bool:
+        """Whether a ``Dial`` whose turn has come is still wanted.
+
+        The runtime asks just before it dials: under load a dial waits for a
+        slot it shares with other nodes, and the operation that wanted it may
+        have finished meanwhile. A dial no longer wanted is forgotten (False)
+        and the runtime does not make it.
+        """
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.dialing and not peer.connected and self._wanted(peer_id, peer):
+            return True
+        self._dials.discard(peer_id)
+        if peer is not None and not peer.connected:
+            peer.dialing = False
+            peer.queue.clear()
+            self._prune(peer_id)
+        self._pump_dials()
+        self._soon(now)  # type: ignore[attr-defined]
+        return False
+
+    def _withdraw(self, op_id: int, peers: list[bytes]) -> None:
+        """An operation is over: its requests that still wait for a dial are dropped,
+        so that a dial nothing else wants is not made (:meth:`dial_wanted`). Requests
+        already sent stay: their answers still refresh the routing table."""
+        for peer_id in peers:
+            peer = self.peers.get(peer_id)
+            if peer is None or peer.connected or not peer.queue:
+                continue
+            gone = self.rpc.withdraw(peer_id, op_id)
+            if gone:
+                peer.queue = [m for m in peer.queue if getattr(m, "rid", None) not in gone]
 
     def _prune(self, peer_id: bytes) -> None:
         """Forget a peer we no longer talk to; the routing table keeps what matters."""

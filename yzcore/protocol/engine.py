@@ -389,6 +389,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
 
     def _finish(self, op: _Op, now: float) -> None:
         self._ops.pop(op.id, None)
+        self._withdraw(op.id, op.lookup.in_flight())
         result: LookupResult | PutResult | None = None
         if op.join:  # a find_node of our own id
             result = op.lookup.result()

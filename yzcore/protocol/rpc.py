@@ -197,6 +197,20 @@ class RpcTable:
             del self._pending[rid]
         return list(mine.values())
 
+    def withdraw(self, peer: bytes, owner: int) -> list[int]:
+        """Drop ``owner``'s requests to ``peer`` without an outcome (they were never
+        sent); their ids."""
+        mine = self._by_peer.get(peer)
+        if mine is None:
+            return []
+        gone = [rid for rid, p in mine.items() if p.owner == owner]
+        for rid in gone:
+            del self._pending[rid]
+            del mine[rid]
+        if not mine:
+            del self._by_peer[peer]
+        return gone
+
     def _unindex(self, p: Pending) -> None:
         mine = self._by_peer[p.peer]
         del mine[p.rid]

@@ -19,6 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -278,7 +279,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
                     self._record("SLOW_READER", action.peer, "peer stopped reading; dropped")
                     self._tg.start_soon(pc.close)  # type: ignore[union-attr]
             elif isinstance(action, Dial):
-                self._tg.start_soon(self._dial, action.node)  # type: ignore[union-attr]
+                self._tg.start_soon(partial(self._dial, action.node, asked=True))  # type: ignore[union-attr]
             elif isinstance(action, Close):
                 pc = self.conns.get(action.peer)
                 if pc is not None:
@@ -319,14 +320,20 @@ class Node(Relaying, Probing, Recovery, Reporting):
     # -- connections ------------------------------------------------------------------
 
     async def _dial(self, node: NodeInfo, *, by_url: bool = False,
-                    advertise: str | None = None) -> NodeInfo | None:
+                    advertise: str | None = None, asked: bool = False) -> NodeInfo | None:
         """Connect and verify; hands the connection to the engine.
 
         ``advertise`` overrides the address our hello claims (a node moving
-        to a bridge claims the relayed address before it is ours).
+        to a bridge claims the relayed address before it is ours). ``asked``:
+        the engine's ``Dial``, made only if the engine still wants it once
+        the dial has its slot.
         """
         expected = None if by_url else node.id
         async with dial_slots():  # the process's budget: the timeouts start with a slot
+            if asked and self.engine is not None and not self.engine.dial_wanted(
+                    node.id, anyio.current_time()):
+                self._process()
+                return None
             try:
                 conn = await self.managers.connect(node, self.dial_timeout)
             except Exception as exc:  # noqa: BLE001 -- an address from a peer may be anything
