@@ -457,3 +457,63 @@ async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_star
     for stream in held:
         await stream.aclose()
     await silent.aclose()
+
+
+@pytest.mark.req("A7.4", "B7.3")
+async def test_a_dial_whose_get_finished_while_it_waited_for_its_slot_is_not_made(monkeypatch):
+    # The process's one slot is held by a dial that hangs for 2 s. A get
+    # meanwhile asks b, which holds the value, and c, which needs a dial and
+    # waits for the slot. The get is done before the slot frees; then the
+    # dial to c has nothing left to do and is not made.
+    from yzcore.protocol.config import EngineConfig
+    from yzcore.runtime import peer
+    from yzcore.wire import NodeInfo
+
+    monkeypatch.setattr(peer, "DIAL_SLOTS", 1)
+    silent = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    held: list = []
+
+    async def hold(stream) -> None:
+        held.append(stream)
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(silent.serve, hold)
+        quiet = EngineConfig(conn_target=0)  # no node dials to keep connections
+        a = Node(seed=71, dial_timeout=2.0, handshake_timeout=2.0, config=quiet)
+        b, c = Node(seed=72, config=quiet), Node(seed=73, config=quiet)
+        for node in (a, b, c):
+            await node.start(tg)
+        key = key_for("found at b")
+        assert (await b.put(key, "v")).stored == 0  # alone: b keeps its own copy
+        assert await a._dial(NodeInfo(b.id, b.address)) is not None
+        assert await c._dial(NodeInfo(b.id, b.address)) is not None  # c never has none left
+        assert await a._dial(NodeInfo(c.id, c.address)) is not None
+        await a.conns[c.id].close()  # c stays in a's routing table, unconnected
+        with anyio.fail_after(2):
+            while c.id in a.conns or a.id in c.conns:
+                await anyio.sleep(0.01)
+        port = silent.extra(anyio.abc.SocketAttribute.local_port)
+        hung = anyio.Event()
+
+        async def hang() -> None:
+            await a._dial(NodeInfo(os.urandom(32), f"ws://127.0.0.1:{port}/dht"))
+            hung.set()
+
+        tg.start_soon(hang)
+        await anyio.sleep(0.05)  # the hanging dial has the slot
+        assert await a.get(key) == "v"
+        assert not hung.is_set()  # done while the slot was still held
+        assert a.engine is not None and c.id in a.engine._dials  # c's dial is waiting
+        await hung.wait()
+        with anyio.fail_after(2):  # c's dial has its turn now
+            while c.id in a.engine._dials:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        assert c.id not in a.conns and a.id not in c.conns
+        for node in (a, b, c):
+            await node.aclose()
+        tg.cancel_scope.cancel()
+    for stream in held:
+        await stream.aclose()
+    await silent.aclose()
