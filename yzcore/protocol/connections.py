@@ -106,10 +106,8 @@ class ConnectionPolicy:
             peer = self.peers.get(peer_id)
             if peer is None or peer.connected or not peer.dialing:
                 continue
-            if not self._wanted(peer_id, peer):
-                peer.dialing = False  # every request waiting on it has timed out or was withdrawn
-                peer.queue.clear()
-                self._prune(peer_id)
+            if not self._wanted(peer_id, peer):  # its requests timed out or were withdrawn
+                self._forget_dial(peer_id, peer)
                 continue
             self._dials.add(peer_id)
             self._out.append(Dial(peer.info))
@@ -132,12 +130,15 @@ class ConnectionPolicy:
             return True
         self._dials.discard(peer_id)
         if peer is not None and not peer.connected:
-            peer.dialing = False
-            peer.queue.clear()
-            self._prune(peer_id)
+            self._forget_dial(peer_id, peer)
         self._pump_dials()
-        self._soon(now)  # type: ignore[attr-defined]
         return False
+
+    def _forget_dial(self, peer_id: bytes, peer: PeerState) -> None:
+        """A dial nothing wants any more is not made, and the peer forgotten if idle."""
+        peer.dialing = False
+        peer.queue.clear()
+        self._prune(peer_id)
 
     def _withdraw(self, op_id: int, peers: list[bytes]) -> None:
         """An operation is over: its requests that still wait for a dial are dropped,
@@ -150,6 +151,19 @@ class ConnectionPolicy:
             gone = self.rpc.withdraw(peer_id, op_id)
             if gone:
                 peer.queue = [m for m in peer.queue if getattr(m, "rid", None) not in gone]
+
+    def _fail_peer(self, peer_id: bytes, now: float, *, count_failure: bool) -> None:
+        """Requests waiting on a peer whose connection is gone fail at once.
+
+        After a clean close (typically the peer closed an idle connection just
+        as we sent a request on it) each is retried once on a new connection.
+        """
+        self.peers[peer_id].queue.clear()
+        if count_failure:
+            self._table_fail(peer_id, now)
+        for p in self.rpc.drop_peer(peer_id):
+            if count_failure or not self._retry(p, now):  # type: ignore[attr-defined]
+                self._rpc_failed(p, now)  # type: ignore[attr-defined]
 
     def _prune(self, peer_id: bytes) -> None:
         """Forget a peer we no longer talk to; the routing table keeps what matters."""

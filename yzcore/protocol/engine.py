@@ -198,8 +198,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active, peer.outbound = True, False, now, outbound
         self._dials.discard(info.id)
-        # We keep what we dialled while short of conn_target (up to conn_max filled the network
-        # and turned newcomers away); an inbound one once its dialer keeps it (Keep): both agree.
+        # We keep what we dialled while short of conn_target (keeping up to conn_max
+        # filled the network and turned newcomers away); an inbound connection
+        # only once its dialer says it keeps it (Keep), so both ends agree.
         if (not peer.kept and outbound and info.role in TABLE_ROLES
                 and self._kept_count() < self.config.conn_target):
             peer.kept = True
@@ -468,19 +469,6 @@ class Engine(ConnectionPolicy, Neighbourhood):
             return
         op.lookup.failed(p.peer)
         self._advance(op, now)
-
-    def _fail_peer(self, peer_id: bytes, now: float, *, count_failure: bool) -> None:
-        """Requests waiting on a peer whose connection is gone fail at once.
-
-        After a clean close (typically the peer closed an idle connection just
-        as we sent a request on it) each is retried once on a new connection.
-        """
-        self.peers[peer_id].queue.clear()
-        if count_failure:
-            self._table_fail(peer_id, now)
-        for p in self.rpc.drop_peer(peer_id):
-            if count_failure or not self._retry(p, now):
-                self._rpc_failed(p, now)
 
     def _retry(self, p: Pending, now: float, again: bool = False) -> bool:
         op = self._ops.get(p.owner) if p.owner is not None else None
