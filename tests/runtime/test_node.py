@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,8 +10,10 @@ import random
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 
 import anyio
+import anyio.abc
 import pytest
 from websockets.asyncio.client import connect
 
@@ -414,6 +417,26 @@ async def test_simultaneous_dials_leave_exactly_one_connection():
         await b.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _silent_listener() -> AsyncIterator[int]:
+    """A TCP listener on 127.0.0.1 that accepts and never answers (its port): a dial
+    to it holds its slot until the dial's own timeout."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    held: list = []
+
+    async def hold(stream) -> None:
+        held.append(stream)
+        await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hold)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+    for stream in held:
+        await stream.aclose()
+    await listener.aclose()
+
+
 @pytest.mark.req("A7.4")
 async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_starts(monkeypatch):
     # With one slot, a dial to a listener that never finishes its WebSocket
@@ -423,25 +446,16 @@ async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_star
     from yzcore.wire import NodeInfo
 
     monkeypatch.setattr(peer, "DIAL_SLOTS", 1)
-    silent = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    held: list = []
-
-    async def hold(stream) -> None:
-        held.append(stream)  # accepted, never answered
-        await anyio.sleep_forever()
-
     ended: dict[str, tuple[bool, float]] = {}
 
     async def dial(name: str, node: Node, info: NodeInfo) -> None:
         ended[name] = (await node._dial(info)) is not None, anyio.current_time()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(silent.serve, hold)
+    async with _silent_listener() as port, anyio.create_task_group() as tg:
         a = Node(seed=61, dial_timeout=0.5, handshake_timeout=0.5)
         b = Node(seed=62)
         await a.start(tg)
         await b.start(tg)
-        port = silent.extra(anyio.abc.SocketAttribute.local_port)
         started = anyio.current_time()
         async with anyio.create_task_group() as dials:
             dials.start_soon(dial, "silent", a, NodeInfo(os.urandom(32), f"ws://127.0.0.1:{port}/dht"))
@@ -454,9 +468,6 @@ async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_star
         await a.aclose()
         await b.aclose()
         tg.cancel_scope.cancel()
-    for stream in held:
-        await stream.aclose()
-    await silent.aclose()
 
 
 @pytest.mark.req("A7.4", "B7.3")
@@ -470,15 +481,7 @@ async def test_a_dial_whose_get_finished_while_it_waited_for_its_slot_is_not_mad
     from yzcore.wire import NodeInfo
 
     monkeypatch.setattr(peer, "DIAL_SLOTS", 1)
-    silent = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    held: list = []
-
-    async def hold(stream) -> None:
-        held.append(stream)
-        await anyio.sleep_forever()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(silent.serve, hold)
+    async with _silent_listener() as port, anyio.create_task_group() as tg:
         quiet = EngineConfig(conn_target=0)  # no node dials to keep connections
         a = Node(seed=71, dial_timeout=2.0, handshake_timeout=2.0, config=quiet)
         b, c = Node(seed=72, config=quiet), Node(seed=73, config=quiet)
@@ -493,7 +496,6 @@ async def test_a_dial_whose_get_finished_while_it_waited_for_its_slot_is_not_mad
         with anyio.fail_after(2):
             while c.id in a.conns or a.id in c.conns:
                 await anyio.sleep(0.01)
-        port = silent.extra(anyio.abc.SocketAttribute.local_port)
         hung = anyio.Event()
 
         async def hang() -> None:
@@ -514,6 +516,3 @@ async def test_a_dial_whose_get_finished_while_it_waited_for_its_slot_is_not_mad
         for node in (a, b, c):
             await node.aclose()
         tg.cancel_scope.cancel()
-    for stream in held:
-        await stream.aclose()
-    await silent.aclose()
