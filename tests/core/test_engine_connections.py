@@ -271,6 +271,40 @@ def test_a_finished_get_withdraws_its_requests_that_wait_for_dials_and_those_dia
     assert any(p.owner == find for p in me.rpc._pending.values())
 
 
+@pytest.mark.req("B7.3")
+@pytest.mark.req("A7.4")
+def test_a_put_withdraws_its_lookups_waiting_requests_when_it_starts_storing():
+    # The lookup of a put is over once the k closest have answered; its
+    # queries still waiting for a dial are dropped then, not when the last
+    # Stored arrives, and a dial only they wanted is not made.
+    key = b"\xf0" * 32
+    me = Engine(NodeInfo(b"\x00" * 32, "mem://me"), 0.0, random.Random(1),
+                EngineConfig(k=2, conn_target=0))
+    a, b = (NodeInfo(bytes([0x81 + i]) * 32, f"mem://{i}") for i in range(2))  # far
+    mid = NodeInfo(b"\xc1" * 32, "mem://mid")
+    near, nearest = NodeInfo(b"\xf2" * 32, "mem://near"), NodeInfo(b"\xf1" * 32, "mem://nearest")
+    for peer in (a, b):
+        me.connection_opened(peer, 0.0, outbound=False)
+    put = me.put(key, "v", 0.0)
+    asked = {s.peer: s.message.rid for s in me.actions() if isinstance(s, Send)}
+    me.receive(a.id, Nodes(asked[a.id], (mid, nearest)), 0.1)
+    assert sorted(d.node.id for d in me.actions() if isinstance(d, Dial)) == sorted([mid.id, nearest.id])
+    me.connection_opened(nearest, 0.2, outbound=True)
+    rid = next(s.message.rid for s in me.actions() if isinstance(s, Send) and s.peer == nearest.id)
+    me.receive(nearest.id, Nodes(rid, (near,)), 0.3)  # mid drops out of the k window
+    me.connection_opened(near, 0.4, outbound=True)
+    rid = next(s.message.rid for s in me.actions() if isinstance(s, Send) and s.peer == near.id)
+    me.receive(near.id, Nodes(rid, ()), 0.5)  # the k closest answered: store
+    stores = [s for s in me.actions() if isinstance(s, Send) and isinstance(s.message, Store)]
+    assert sorted(s.peer for s in stores) == sorted([near.id, nearest.id])
+    assert not me.rpc.has_pending(mid.id)  # its find_node, still waiting for the dial, is gone
+    assert me.rpc.has_pending(b.id)  # sent already: its answer still refreshes the table
+    assert not me.dial_wanted(mid.id, 0.6)
+    for s in stores:
+        me.receive(s.peer, Stored(s.message.rid), 0.7)
+    assert [(d.op, d.result.stored) for d in me.actions() if isinstance(d, Done)] == [(put, 2)]
+
+
 @pytest.mark.req("A7.5", "A4.4")
 def test_an_evicted_contact_sleeps_in_the_dormant_cache_and_is_dialled_again_later():
     cfg = EngineConfig(dormant_interval=20.0)

@@ -378,6 +378,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
                 self._finish(op, now)
 
     def _store_at_closest(self, op: _Op, now: float) -> None:
+        self._withdraw(op.id, op.lookup.in_flight())  # the lookup's part is over
         nodes = op.lookup.result().nodes
         op.put_nodes = nodes or (NodeInfo(self.info.id, self.info.addr, self.info.role),)
         op.put_waiting = len(nodes)
