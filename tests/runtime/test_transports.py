@@ -1,8 +1,9 @@
 """The transport SDK and the built-in transports, on real sockets (127.0.0.1 only).
 
-The same behaviour is asked of ``mem`` and ``ws`` (the ``kind`` fixture);
-the WebSocket specifics (HTTP on the same port, 1009, handshake errors) and
-the plugin registry follow.
+The same behaviour is asked of ``mem`` and ``ws`` (the ``kind`` fixture); the
+``mem`` specifics and the plugin registry follow. The WebSocket specifics are in
+test_transports_ws.py (frames, keepalive, push mode) and test_transports_ws_http.py
+(HTTP on the same port, why a dial failed).
 """
 
 from __future__ import annotations
@@ -11,21 +12,16 @@ import logging
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-import websockets
-from anyio.abc import SocketStream
-from websockets.asyncio.client import connect as raw_connect
 from yzcore_transports.mem import MemoryTransport
 from yzcore_transports.ws import WebSocketTransport
-from yzcore_transports.ws._conn import HIGH_WATER
 
+from tests.runtime._transport_helpers import LIMIT, LISTEN, echo, serving
 from yzcore import transport as registry
 from yzcore.exceptions import (
     ConnectFailed,
@@ -34,15 +30,9 @@ from yzcore.exceptions import (
     InvalidArgument,
     ListenFailed,
     TransportUnavailable,
-    WsUpgradeRejected,
 )
 from yzcore.transport import (
     Connection,
-    PushConnection,
-    ConnectionHandler,
-    HttpResponse,
-    Listener,
-    Transport,
     available_schemes,
     get_transport,
     transport_for,
@@ -50,30 +40,10 @@ from yzcore.transport import (
 
 pytestmark = pytest.mark.anyio
 
-LISTEN = {"mem": "mem://", "ws": "ws://127.0.0.1:0/dht"}
-LIMIT = 65536
-
 
 @pytest.fixture(params=["mem", "ws"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@asynccontextmanager
-async def serving(
-    t: Transport, address: str, handler: ConnectionHandler, **kw: Any
-) -> AsyncIterator[Listener]:
-    """A listener on ``address`` serving ``handler`` until the block ends."""
-    listener = await t.listen(address, **kw)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handler)
-        yield listener
-        tg.cancel_scope.cancel()
-
-
-async def echo(conn: Connection) -> None:
-    async for message in conn:
-        await conn.send(message)
 
 
 def closed_port() -> int:
@@ -353,416 +323,6 @@ async def test_mem_full_buffer_makes_send_wait_not_drop() -> None:
             await conn.send(b"3")  # nobody reads: the third waits
         assert scope.cancelled_caught
         await conn.close()
-
-
-# --------------------------------------------------------------------------
-# ws specifics: frames
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.req("B3.1", "B3.2")
-async def test_ws_sends_utf8_as_text_and_accepts_text_and_binary() -> None:
-    t = get_transport("ws")
-    got: list[bytes] = []
-
-    async def handler(conn: Connection) -> None:
-        got.append(await conn.receive())
-        got.append(await conn.receive())
-        await conn.send(b'{"t":"pong"}')
-        await conn.send(b"\xff\xfe")
-        await conn.receive()
-
-    async with (
-        serving(t, LISTEN["ws"], handler) as listener,
-        raw_connect(listener.address, proxy=None) as ws,
-    ):
-        await ws.send('{"t":"héllo"}')  # what a browser sends: text
-        await ws.send(b"\x00\x01")
-        assert await ws.recv() == '{"t":"pong"}'  # a str: a Text frame
-        assert await ws.recv() == b"\xff\xfe"  # not UTF-8: a Binary frame
-    assert got == ['{"t":"héllo"}'.encode(), b"\x00\x01"]
-
-
-@pytest.mark.req("B3.5")
-async def test_ws_peer_oversized_frame_closes_with_1009_and_listener_keeps_serving() -> None:
-    t = get_transport("ws")
-    send, recv = anyio.create_memory_object_stream[ConnectionClosed](10)
-
-    async def handler(conn: Connection) -> None:
-        try:
-            while True:
-                await conn.send(await conn.receive())
-        except ConnectionClosed as exc:
-            await send.send(exc)
-
-    async with serving(t, LISTEN["ws"], handler, max_frame=LIMIT) as listener:
-        async with raw_connect(listener.address, max_size=None, proxy=None) as ws:
-            await ws.send(b"x" * (LIMIT + 1))
-            with pytest.raises(websockets.exceptions.ConnectionClosed) as raw:
-                await ws.recv()
-            assert raw.value.rcvd is not None and raw.value.rcvd.code == 1009
-        seen = await recv.receive()
-        assert seen.close_code == 1009
-        assert "over our max_frame" in str(seen)
-        async with await t.connect(listener.address, timeout=5) as other:
-            await other.send(b"still here")
-            assert await other.receive() == b"still here"
-        # Our own client, allowed more than the listener accepts, is told whose limit it was.
-        async with await t.connect(listener.address, timeout=5, max_frame=2 * LIMIT) as eager:
-            await eager.send(b"x" * (LIMIT + 1))
-            with pytest.raises(ConnectionClosed) as info:
-                await eager.receive()
-        assert info.value.close_code == 1009
-        assert "our message was over the peer's max_frame" in str(info.value)
-        assert isinstance(await recv.receive(), ConnectionClosed)
-    send.close()
-    recv.close()
-
-
-@asynccontextmanager
-async def silent_websocket(address: str) -> AsyncIterator[SocketStream]:
-    """A raw TCP client that completes a hand-made upgrade, then never sends a byte."""
-    port = int(address.split(":")[2].split("/")[0])
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(
-            b"GET /dht HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        assert (await stream.receive()).startswith(b"HTTP/1.1 101")
-        yield stream
-
-
-async def test_ws_keepalive_detects_a_silent_peer() -> None:
-    t = WebSocketTransport(ping_interval=0.05, ping_timeout=0.05, close_timeout=0.1)
-    send, recv = anyio.create_memory_object_stream[ConnectionClosed](1)
-
-    async def handler(conn: Connection) -> None:
-        try:
-            await conn.receive()
-        except ConnectionClosed as exc:
-            await send.send(exc)
-
-    async with serving(t, LISTEN["ws"], handler) as listener:
-        async with silent_websocket(listener.address):  # no pong ever comes back
-            seen = await recv.receive()
-    send.close()
-    recv.close()
-    assert seen.close_code == 1011
-
-
-# --------------------------------------------------------------------------
-# ws specifics: push mode (no task per connection)
-# --------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def push_pair(**kw: Any) -> AsyncIterator[tuple[PushConnection, Any]]:
-    """Our accepted connection (push-capable) and a raw websockets client."""
-    accepted: list[Connection] = []
-    ready = anyio.Event()
-
-    async def keep(conn: Connection) -> None:
-        accepted.append(conn)
-        ready.set()
-        await anyio.sleep_forever()
-
-    async with (
-        serving(get_transport("ws"), LISTEN["ws"], keep, **kw) as listener,
-        raw_connect(listener.address, proxy=None, max_size=None) as ws,
-    ):
-        await ready.wait()
-        conn = accepted[0]
-        assert isinstance(conn, PushConnection)
-        yield conn, ws
-
-
-@pytest.mark.req("B3.1")
-async def test_ws_attach_delivers_what_came_before_then_pushes_in_order() -> None:
-    async with push_pair() as (conn, ws):
-        for i in range(3):
-            await ws.send(f"early-{i}")
-        await anyio.sleep(0.05)  # they arrive before anyone listens
-        got: list[bytes] = []
-        closed: list[ConnectionClosed] = []
-        conn.attach(got.append, closed.append)
-        assert conn.attached and got == [b"early-0", b"early-1", b"early-2"]
-        for i in range(50):
-            await ws.send(f"late-{i}")
-        assert conn.send_nowait(b"from the push side")
-        assert await ws.recv() == "from the push side"
-        with anyio.fail_after(5):
-            while len(got) < 53:
-                await anyio.sleep(0.01)
-        assert got[3:] == [f"late-{i}".encode() for i in range(50)]
-        await ws.close()
-        with anyio.fail_after(5):
-            while not closed:
-                await anyio.sleep(0.01)
-    assert len(closed) == 1 and closed[0].close_code == 1000
-
-
-@pytest.mark.req("B3.5")
-async def test_ws_send_nowait_refuses_once_the_peer_stops_reading() -> None:
-    async with push_pair() as (conn, ws):
-        conn.attach(lambda _: None, lambda _: None)
-        frame = b"x" * 60_000
-        sent = 0
-        while conn.send_nowait(frame):  # the raw client never reads
-            sent += 1
-            assert sent < 10_000, "the write buffer never filled"
-        assert sent * len(frame) >= HIGH_WATER // 2
-        with pytest.raises(FrameTooLarge):
-            conn.send_nowait(b"y" * (LIMIT + 1))
-        conn.abort()  # the raw client would otherwise read megabytes before its close
-
-
-async def test_ws_abort_drops_without_a_close_frame() -> None:
-    async with push_pair() as (conn, ws):
-        conn.attach(lambda _: None, lambda _: None)
-        conn.abort()
-        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
-            await ws.recv()
-    assert info.value.rcvd is None  # no goodbye: the peer sees 1006
-
-
-@pytest.mark.req("B3.5")
-async def test_ws_sends_to_a_peer_that_reset_the_connection_fail_quietly(caplog) -> None:
-    # The peer is gone (RST) before the event loop has told us: the first
-    # write finds out, and the ones after it must not reach the dead socket
-    # (asyncio logs "socket.send() raised exception." from the fifth on).
-    caplog.set_level(logging.WARNING, logger="asyncio")
-    t = get_transport("ws")
-    accepted: list[Connection] = []
-
-    async def hold(conn: Connection) -> None:
-        accepted.append(conn)
-        await anyio.sleep_forever()
-
-    async with serving(t, LISTEN["ws"], hold) as listener:
-        conn = await t.connect(listener.address, timeout=5)
-        assert isinstance(conn, PushConnection)
-        conn.attach(lambda _: None, lambda _: None)
-        with anyio.fail_after(5):
-            while not accepted:
-                await anyio.sleep(0.01)
-        accepted[0].abort()  # type: ignore[attr-defined]
-        await anyio.sleep(0)  # nothing read yet on our side
-        for _ in range(20):
-            try:
-                conn.send_nowait(b"after the reset")
-            except ConnectionClosed:
-                break
-        await anyio.sleep(0.1)
-        await conn.close()
-    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
-
-
-async def test_ws_keepalive_without_a_ping_timeout_pings_once_an_interval() -> None:
-    t = WebSocketTransport(ping_interval=0.05, ping_timeout=None)
-
-    async def hold(conn: Connection) -> None:
-        await anyio.sleep_forever()
-
-    async with serving(t, LISTEN["ws"], hold) as listener:
-        async with silent_websocket(listener.address) as stream:
-            pings = b""
-            with anyio.move_on_after(0.5):
-                while True:
-                    pings += await stream.receive()
-    # Unanswered pings never close it, and come once an interval (not in a spin).
-    assert 3 <= pings.count(b"\x89\x00") <= 15, len(pings)
-
-
-# --------------------------------------------------------------------------
-# ws specifics: HTTP on the same port
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-async def http_get(address: str, path: str, method: str = "GET", extra: str = "") -> Reply:
-    """One raw HTTP/1.1 request to the listener at ``address`` (ws://127.0.0.1:P/...)."""
-    port = int(address.split(":")[2].split("/")[0])
-    stream: SocketStream
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode()
-        )
-        data = b""
-        try:
-            while True:
-                data += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            pass
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return Reply(int(lines[0].split()[1]), headers, body)
-
-
-def node_pages(method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
-    if path == "/healthz":
-        return HttpResponse.json(200, {"healthy": True, "ua": headers.get("user-agent", "")})
-    if path == "/broken":
-        raise RuntimeError("handler bug")
-    return None
-
-
-@pytest.mark.req("B2.3")
-async def test_ws_plain_get_on_the_endpoint_is_426_with_a_json_hint() -> None:
-    async with serving(get_transport("ws"), LISTEN["ws"], echo) as listener:
-        reply = await http_get(listener.address, "/dht")
-    assert reply.status == 426
-    assert reply.headers["content-type"] == "application/json"
-    assert reply.headers["upgrade"] == "websocket"
-    assert reply.json() == {
-        "error": "WS_UPGRADE_REQUIRED",
-        "message": "This is the yzcore WebSocket endpoint; connect with a WebSocket client "
-        "(ws://HOST:PORT/dht).",
-    }
-
-
-@pytest.mark.req("B2.3")
-async def test_ws_http_handler_serves_pages_and_never_answers_the_endpoint_with_200() -> None:
-    async with serving(get_transport("ws"), LISTEN["ws"], echo, http=node_pages) as listener:
-        health = await http_get(listener.address, "/healthz", extra="User-Agent: probe/1\r\n")
-        endpoint = await http_get(listener.address, "/dht?x=1")  # handler says None
-        missing = await http_get(listener.address, "/nope")
-        broken = await http_get(listener.address, "/broken")
-        head = await http_get(listener.address, "/healthz", method="HEAD")
-        # The WebSocket endpoint still upgrades with a handler installed.
-        async with await get_transport("ws").connect(listener.address, timeout=5) as conn:
-            await conn.send(b"ws ok")
-            assert await conn.receive() == b"ws ok"
-    assert (health.status, health.json()) == (200, {"healthy": True, "ua": "probe/1"})
-    assert health.headers["content-length"] == str(len(health.body))
-    assert endpoint.status == 426
-    assert (missing.status, missing.json()["error"]) == (404, "NOT_FOUND")
-    assert "/dht" in missing.json()["message"]
-    assert (broken.status, broken.json()["error"]) == (500, "INTERNAL")
-    assert (head.status, head.body) == (200, b"")
-
-
-async def test_ws_unknown_path_is_404_json_without_a_handler() -> None:
-    async with serving(get_transport("ws"), LISTEN["ws"], echo) as listener:
-        reply = await http_get(listener.address, "/nope")
-    assert reply.status == 404
-    assert reply.json() == {
-        "error": "NOT_FOUND",
-        "message": "No page at /nope; the WebSocket endpoint is /dht.",
-    }
-
-
-@pytest.mark.req("B3.4")
-async def test_ws_http_answers_carry_cors_headers() -> None:
-    async with serving(get_transport("ws"), LISTEN["ws"], echo, http=node_pages) as listener:
-        replies = [
-            await http_get(listener.address, "/healthz", extra="Origin: http://example.test\r\n"),
-            await http_get(listener.address, "/dht"),
-            await http_get(listener.address, "/nope"),
-        ]
-        preflight = await http_get(
-            listener.address,
-            "/status",
-            method="OPTIONS",
-            extra="Origin: http://example.test\r\nAccess-Control-Request-Method: GET\r\n",
-        )
-    for reply in [*replies, preflight]:
-        assert reply.headers["access-control-allow-origin"] == "*"
-    assert preflight.status == 204
-    assert "GET" in preflight.headers["access-control-allow-methods"]
-
-
-# --------------------------------------------------------------------------
-# ws specifics: why a dial failed
-# --------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def plain_web_server() -> AsyncIterator[int]:
-    """A tiny HTTP server on 127.0.0.1 that answers every request 200 with a page."""
-
-    async def answer(stream: SocketStream) -> None:
-        async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-            page = b"<html>hello</html>"
-            await stream.send(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(page), page)
-            )
-
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as tcp:
-        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tcp.serve, answer)
-            yield port
-            tg.cancel_scope.cancel()
-
-
-@pytest.mark.req("B2.3", "B3.5", "B6.5")
-async def test_ws_dialling_a_web_page_names_the_cause() -> None:
-    async with plain_web_server() as port:
-        with pytest.raises(WsUpgradeRejected) as info:
-            await get_transport("ws").connect(f"ws://127.0.0.1:{port}/", timeout=5)
-    err = info.value
-    assert (err.code, err.status) == ("WS_UPGRADE_REJECTED", 200)
-    assert isinstance(err, ConnectFailed)
-    assert "HTTP 200 instead of 101" in str(err)
-    assert "serves a web page, not the WebSocket endpoint; the endpoint is /dht" in str(err)
-
-
-@pytest.mark.req("B3.5", "B6.5")
-async def test_ws_dialling_the_wrong_path_reports_the_status_and_the_hint() -> None:
-    async with serving(get_transport("ws"), LISTEN["ws"], echo) as listener:
-        wrong = listener.address.removesuffix("/dht") + "/ws"
-        with pytest.raises(WsUpgradeRejected) as info:
-            await get_transport("ws").connect(wrong, timeout=5)
-    assert info.value.status == 404
-    assert "HTTP 404" in str(info.value) and "the WebSocket endpoint is /dht" in str(info.value)
-
-
-@pytest.mark.req("B3.5", "B6.5")
-async def test_ws_dial_timeout_is_a_connect_failure() -> None:
-    async def silent(stream: SocketStream) -> None:
-        async with stream:
-            await anyio.sleep_forever()
-
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as tcp:
-        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tcp.serve, silent)
-            with pytest.raises(ConnectFailed) as info:
-                await get_transport("ws").connect(f"ws://127.0.0.1:{port}/dht", timeout=0.2)
-            tg.cancel_scope.cancel()
-    assert "timed out after 0.2 s" in str(info.value)
-    assert not isinstance(info.value, WsUpgradeRejected)
-
-
-@pytest.mark.parametrize("url", ["ws://", "http://127.0.0.1:1/dht", "ws://127.0.0.1:x/dht"])
-async def test_ws_malformed_urls_are_invalid_arguments(url: str) -> None:
-    with pytest.raises(InvalidArgument):
-        await get_transport("ws").connect(url, timeout=1)
-    with pytest.raises(InvalidArgument):
-        await get_transport("ws").listen(url)
-
-
-async def test_ws_cannot_listen_on_wss_without_a_certificate() -> None:
-    with pytest.raises(ListenFailed, match="TLS certificate"):
-        await get_transport("wss").listen("wss://127.0.0.1:0/dht")
 
 
 # --------------------------------------------------------------------------
