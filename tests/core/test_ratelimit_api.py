@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import impl_pair
-from tests.core._ratelimit_helpers import FIND
 from yzcore.exceptions import InvalidArgument, InvalidConfig
+
+FIND = "find_node"
 
 # --------------------------------------------------------------------------
 # Decision

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from tests.core._ratelimit_helpers import FIND
 from yzcore.exceptions import InvalidArgument
+
+FIND = "find_node"
 
 
 def drain(rl, peer, now, n):

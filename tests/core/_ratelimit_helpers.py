@@ -1,3 +1,0 @@
-"""What the rate-limiter tests share: ``FIND``, the operation most of their checks limit."""
-
-FIND = "find_node"
