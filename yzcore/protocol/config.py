@@ -33,7 +33,9 @@ class EngineConfig:
             partition heals, these are the way back (A7.5).
         dormant_max: Most evicted contacts remembered.
         ping_quiet: A full bucket's oldest contact is pinged (to evict it if
-            dead) only when it has not been heard from for this long.
+            dead) only when it has not been heard from for this long: BEP 5's
+            15 minutes. A dead one is also found when a lookup or a refresh
+            asks it (stale marks, then eviction).
         maintenance_interval: How often housekeeping runs while the node is
             short of (or over) its connection target, and soon after any
             connection opens, closes or fails to open.
@@ -67,7 +69,7 @@ class EngineConfig:
     idle_timeout: float = 5.0
     full_backoff: float = 120.0
     max_dials: int = 8
-    ping_quiet: float = 60.0
+    ping_quiet: float = 900.0
     dormant_interval: float = 20.0
     dormant_max: int = 64
     maintenance_interval: float = 1.0
