@@ -261,8 +261,8 @@ def test_a_finished_get_withdraws_its_requests_that_wait_for_dials_and_those_dia
     assert sorted(d.node.id for d in me.actions() if isinstance(d, Dial)) == [c1.id, c2.id]
     me.receive(b.id, Value(asked[(b.id, "FindValue")], "v", ()), 0.2)  # found: the get is done
     assert [d.result.value for d in me.actions() if isinstance(d, Done)] == ["v"]
-    assert me.dial_wanted(c1.id, 0.3)  # the find_node still waits for it
-    assert not me.dial_wanted(c2.id, 0.3)  # only the get wanted it
+    assert me.dial_wanted(c1.id)  # the find_node still waits for it
+    assert not me.dial_wanted(c2.id)  # only the get wanted it
     assert c2.id not in me.peers and not me.rpc.has_pending(c2.id)
     me.connection_opened(c1, 0.4, outbound=True)
     sent = [type(s.message).__name__ for s in me.actions() if isinstance(s, Send) and s.peer == c1.id]
@@ -299,7 +299,7 @@ def test_a_put_withdraws_its_lookups_waiting_requests_when_it_starts_storing():
     assert sorted(s.peer for s in stores) == sorted([near.id, nearest.id])
     assert not me.rpc.has_pending(mid.id)  # its find_node, still waiting for the dial, is gone
     assert me.rpc.has_pending(b.id)  # sent already: its answer still refreshes the table
-    assert not me.dial_wanted(mid.id, 0.6)
+    assert not me.dial_wanted(mid.id)
     for s in stores:
         me.receive(s.peer, Stored(s.message.rid), 0.7)
     assert [(d.op, d.result.stored) for d in me.actions() if isinstance(d, Done)] == [(put, 2)]

@@ -117,7 +117,7 @@ class ConnectionPolicy:
         return (peer.kept or peer.pinned or peer_id in self._dormant
                 or self.rpc.has_pending(peer_id))
 
-    def dial_wanted(self, peer_id: bytes, now: float) -> bool:
+    def dial_wanted(self, peer_id: bytes) -> bool:
         """Whether a ``Dial`` whose turn has come is still wanted.
 
         The runtime asks just before it dials: under load a dial waits for a

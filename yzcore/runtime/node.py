@@ -330,8 +330,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
         """
         expected = None if by_url else node.id
         async with dial_slots():  # the process's budget: the timeouts start with a slot
-            if asked and self.engine is not None and not self.engine.dial_wanted(
-                    node.id, anyio.current_time()):
+            if asked and self.engine is not None and not self.engine.dial_wanted(node.id):
                 self._process()
                 return None
             try:
