@@ -266,6 +266,15 @@ class WsConnection(PushConnection, asyncio.Protocol):
         # the moment its owner lets go, not left to the cyclic collector
         # (which a process holding many nodes pays for dearly).
         self._on_message = None
+        # Two more cycles, outside our code, would leave every socket's objects
+        # to the collector: websockets keeps the parser's exception (EOF on an
+        # abrupt close), whose traceback holds the parser's frame and so the
+        # protocol; and CPython 3.11's socket transport keeps a bound method
+        # of itself (gone in 3.12). Nothing reads either once the socket is gone.
+        if self._ws.parser_exc is not None:
+            self._ws.parser_exc.__traceback__ = None
+        if getattr(self._transport, "_read_ready_cb", None) is not None:
+            self._transport._read_ready_cb = None  # type: ignore[union-attr]
         if self._on_closed is not None:
             self._on_closed, callback = None, self._on_closed
             callback(self._closed)
