@@ -129,12 +129,18 @@ def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
     return out
 
 
+_MAY_BE_ZERO = frozenset({"join_refresh_below"})  # 0: a join refreshes no bucket
+
+
 def engine_config(settings: Mapping[str, Setting]) -> EngineConfig:
     """The engine's part of ``settings``."""
     values = {f.name: settings[f.name].value for f in dataclasses.fields(EngineConfig)}
-    bad = [k for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0]
+    bad = [k for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+           and v <= 0 and k not in _MAY_BE_ZERO]
     if bad:
         raise InvalidConfig(f"{', '.join(bad)} must be positive.")
+    if values["join_refresh_below"] < 0:
+        raise InvalidConfig("join_refresh_below must be 0 (a join refreshes no bucket) or more.")
     if values["conn_target"] > values["conn_max"] or values["conn_max"] > values["conn_cap"]:
         raise InvalidConfig("conn_target <= conn_max <= conn_cap must hold.")
     return EngineConfig(**values)

@@ -297,11 +297,13 @@ def test_a_join_that_found_fewer_than_k_looks_itself_up_again_and_its_neighbours
     assert _late_joiner_found(seed, float("inf")) == 0
 
 
-def test_a_join_refreshes_only_the_far_buckets_where_it_has_not_met_refresh_k_nodes():
+@pytest.mark.parametrize(("below", "refreshed"), [(5, [1, 2]), (2, [2]), (1, [2]), (0, [])])
+def test_a_join_refreshes_the_far_buckets_holding_fewer_than_join_refresh_below(below, refreshed):
     from yzcore.protocol.engine import Engine
 
     me = bytes(32)
-    engine = Engine(NodeInfo(me, "mem://me"), 0.0, random.Random(2), EngineConfig(refresh_k=5))
+    config = EngineConfig(refresh_k=5, join_refresh_below=below)
+    engine = Engine(NodeInfo(me, "mem://me"), 0.0, random.Random(2), config)
     rng = random.Random(3)
 
     def in_bucket(index: int) -> bytes:  # an id sharing exactly `index` leading bits with ours
@@ -311,9 +313,10 @@ def test_a_join_refreshes_only_the_far_buckets_where_it_has_not_met_refresh_k_no
     for node_id in [in_bucket(0) for _ in range(5)] + [in_bucket(1) for _ in range(2)] + [in_bucket(3)]:
         engine.connection_opened(NodeInfo(node_id, f"mem://{node_id.hex()[:8]}"), 0.0, outbound=True)
     engine._ops.clear()
-    engine._refresh_far_buckets(1.0)
-    refreshed = sorted(engine.table.bucket_of(op.lookup.target) for op in engine._ops.values())
-    assert refreshed == [1, 2]  # bucket 0 holds 5 live contacts already; 3 is the nearest's own
+    join = engine._ops[engine._join(1.0)]
+    engine._finish(join, 1.0)  # its self-lookup is over
+    # Buckets 0, 1 and 2 hold 5, 2 and no contacts; 3 is the nearest's own.
+    assert sorted(engine.table.bucket_of(op.lookup.target) for op in engine._ops.values()) == refreshed
 
 
 def test_replies_name_a_contact_with_the_role_of_its_latest_hello():

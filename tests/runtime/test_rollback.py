@@ -29,8 +29,9 @@ def test_each_value_comes_from_the_last_place_that_sets_it():
     assert (s["maintenance_interval_settled"].value, s["maintenance_interval_settled"].source) == (2.5, "--set")
     assert engine_config(s).conn_target == 5 and engine_config(s).maintenance_interval_settled == 2.5
     assert resolve(role="bridge", environ={})["start_jitter"].value == 0.0
+    assert engine_config(resolve(sets=["join_refresh_below=0"], environ={})).join_refresh_below == 0
     for bad in (["nope=1"], ["conn_target=x"], ["rpc_timeout=-1"], ["conn_target=20"], ["metrics"],
-                ["probe_interval=0"], ["start_jitter=-1"]):
+                ["probe_interval=0"], ["start_jitter=-1"], ["join_refresh_below=-1"]):
         with pytest.raises(InvalidConfig):
             resolve(sets=bad, environ={})
     with pytest.raises(InvalidConfig):

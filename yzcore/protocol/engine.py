@@ -126,11 +126,12 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def bootstrap(self, seeds: list[NodeInfo], now: float) -> int:
         """Join through ``seeds``: a lookup of our own id that starts from them.
 
-        When it is done, every bucket farther than our closest neighbour is
-        refreshed too (the Kademlia join), so that nodes all over the id space
-        hear of us and our table fills beyond our own neighbourhood; a bucket
-        that already holds ``refresh_k`` contacts is not: we met live nodes
-        there, as its refresh would have.
+        When it is done, every bucket farther than our closest neighbour
+        that holds fewer than ``join_refresh_below`` contacts is refreshed
+        too (the Kademlia join), so that nodes all over the id space hear of
+        us and our table has contacts beyond our own neighbourhood; a bucket
+        where we met live nodes already is not, as its refresh would only
+        meet more.
         """
         for seed in seeds:  # seeds are kept, within conn_max (B7.2)
             peer = self._peer(seed)

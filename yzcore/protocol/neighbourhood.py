@@ -78,9 +78,9 @@ class Neighbourhood:
         nearest = self.table.nearest(self.info.id, 1)
         if not nearest:
             return
-        sizes = self.table.bucket_sizes()
+        sizes, below = self.table.bucket_sizes(), self.config.join_refresh_below
         for index in range(self.table.bucket_of(nearest[0].id)):
-            if sizes.get(index, 0) < self.config.refresh_k:  # else it already met live nodes there
+            if sizes.get(index, 0) < below:  # else it already met live nodes there
                 self._refresh(index, now)
 
     def _refresh(self, index: int, now: float) -> None:
