@@ -270,7 +270,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         # to the collector: websockets keeps the parser's exception (EOF on an
         # abrupt close), whose traceback holds the parser's frame and so the
         # protocol; and CPython 3.11's socket transport keeps a bound method
-        # of itself (gone in 3.12). Nothing reads either once the socket is gone.
+        # of itself. Nothing reads either once the socket is gone.
         if self._ws.parser_exc is not None:
             self._ws.parser_exc.__traceback__ = None
         if getattr(self._transport, "_read_ready_cb", None) is not None:
