@@ -139,8 +139,9 @@ def engine_config(settings: Mapping[str, Setting]) -> EngineConfig:
            and v <= 0 and k not in _MAY_BE_ZERO]
     if bad:
         raise InvalidConfig(f"{', '.join(bad)} must be positive.")
-    if values["join_refresh_below"] < 0:
-        raise InvalidConfig("join_refresh_below must be 0 (a join refreshes no bucket) or more.")
+    negative = [k for k in sorted(_MAY_BE_ZERO) if values[k] < 0]
+    if negative:
+        raise InvalidConfig(f"{', '.join(negative)} must be 0 or more.")
     if values["conn_target"] > values["conn_max"] or values["conn_max"] > values["conn_cap"]:
         raise InvalidConfig("conn_target <= conn_max <= conn_cap must hold.")
     return EngineConfig(**values)
