@@ -105,6 +105,11 @@ class Node(Relaying, Probing, Recovery, Reporting):
         self.data_dir = data_dir
         self._config = config or EngineConfig()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
+        # One generator for the engine, the recovery policy, the bootstrap links
+        # and the probe: each random.Random is 2.5 KiB of state, and a process
+        # may run a thousand nodes. Their draws interleave; nothing here needs
+        # them apart (the simulator seeds its own per node).
+        self._rng = random.Random(self._seed)
         self.handshake_timeout = handshake_timeout
         self.dial_timeout = dial_timeout
         self.address: str | None = None
@@ -130,10 +135,10 @@ class Node(Relaying, Probing, Recovery, Reporting):
         self._backoff_policy = backoff or BackoffPolicy()
         self.recovery = RecoveryPolicy(RecoveryConfig(backoff=self._backoff_policy,
                                                       start_jitter=start_jitter),
-                                       random.Random(self._seed ^ 0xBAC0FF))
+                                       self._rng)
         self.heartbeat_interval = heartbeat_interval
         self.cache_interval = cache_interval
-        rng = random.Random(self._seed ^ 0xB007)
+        rng = self._rng
         if role == "bridge":  # one registration per bootstrap server: each keeps its own registry
             self.links = [BootstrapLink(self, [url], self._backoff_policy, rng, bridge_secret)
                           for url in bootstrap]
@@ -167,7 +172,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
                     tg.start_soon(self._listener.serve, self._inbound)
                 self.address = self._advertise or (self._listener.address if self._listener else None)
                 info = NodeInfo(self.id, self.address, self.role)
-                self.engine = Engine(info, anyio.current_time(), random.Random(self._seed), self._config)
+                self.engine = Engine(info, anyio.current_time(), self._rng, self._config)
                 self.managers.start(tg)
                 tg.start_soon(self._timer_loop)
                 tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -126,9 +127,14 @@ class PeerConnection:
 
     @property
     def ip(self) -> str | None:
-        """The peer's IP address as the transport sees it, when it has one."""
+        """The peer's IP address as the transport sees it, when it has one.
+
+        Interned: the routing table keeps it with each contact, and peers
+        behind one address (a NAT, a host running several nodes) then share
+        one string rather than hold a copy each.
+        """
         host, sep, _ = self.conn.remote_address.rpartition(":")
-        return host.strip("[]") if sep and host else None
+        return sys.intern(host.strip("[]")) if sep and host else None
 
     def send(self, msg: wire.Message) -> bool:
         """Send or queue a message; False when the peer is not reading."""

@@ -13,6 +13,8 @@ __all__ = ["Probing"]
 class Probing:
     """Keeps ``last_probe``: whether a find_node finished within 2 s lately."""
 
+    _rng: random.Random
+
     async def _probe_loop(self) -> None:
         """Health (ARCHITECTURE §4): a find_node for a random id must finish within 2 s.
 
@@ -22,7 +24,6 @@ class Probing:
         at a third of the cost — it matters when many nodes share a machine.
         """
         await self._joined.wait()
-        rng = random.Random(self._seed ^ 0x5EED)
         while True:
             now = anyio.current_time()
             recent = self._last_lookup
@@ -31,11 +32,11 @@ class Probing:
                                    "source": "lookup"}
             else:
                 with anyio.move_on_after(2.0) as scope:
-                    self._probe_op = self._engine.find_node(rng.randbytes(32), now,
+                    self._probe_op = self._engine.find_node(self._rng.randbytes(32), now,
                                                             self._config.refresh_k)
                     await self._wait(self._probe_op)
                 took = anyio.current_time() - now
                 self.last_probe = {"ok": not scope.cancelled_caught, "seconds": round(took, 3),
                                    "at": time.time(), "source": "probe"}
             # Jittered: nodes that started together must not probe together.
-            await anyio.sleep(self.probe_interval * rng.uniform(0.8, 1.2))
+            await anyio.sleep(self.probe_interval * self._rng.uniform(0.8, 1.2))
