@@ -158,9 +158,15 @@ def _texts(value: object, name: str, count: int, limit: int) -> tuple[str, ...]:
     return tuple([_text(item, f"{name}[{i}]", limit) for i, item in enumerate(value)])
 
 
+_ROLE_NAMES: Final = {role: role for role in ROLES}
+
+
 def _role(value: object) -> str:
-    if isinstance(value, str) and value in ROLES:
-        return value
+    # Our own copy of the name, not the decoded one: a node keeps the role of
+    # every contact and connection, and a few constants serve them all.
+    role = _ROLE_NAMES.get(value) if isinstance(value, str) else None
+    if role is not None:
+        return role
     raise _invalid(f"'role' must be one of {', '.join(ROLES)}, got {_show(value)}.")
 
 
@@ -256,16 +262,18 @@ def _d_hello(o: _Obj) -> Hello:
     version = o["v"]
     if _major(version) is None:  # decode() checked it, but encode() comes here directly
         raise _invalid(f"'v' must be a \"major.minor\" string, got {_show(version)}.")
-    return Hello(
-        version,
-        _hex(o["key"], "key", _ID),
-        _nonce(o["nonce"]),
-        _role(o["role"]),
-        _texts(o["listen"], "listen", MAX_LISTEN, MAX_ADDR),
-        _opt_addr(o["advertise"], "advertise"),
-        _texts(o["caps"], "caps", MAX_CAPS, MAX_CAP),
-        _text(o["agent"], "agent", MAX_AGENT, empty=True),
-    )
+    # The fields are checked in this order (the first bad one is named). A
+    # verified hello is kept for the connection's life; its version, agent
+    # and capabilities are the same few words from every peer: interned, no
+    # connection holds copies of its own.
+    key, nonce, role = _hex(o["key"], "key", _ID), _nonce(o["nonce"]), _role(o["role"])
+    listen = _texts(o["listen"], "listen", MAX_LISTEN, MAX_ADDR)
+    advertise = _opt_addr(o["advertise"], "advertise")
+    if listen and advertise == listen[0]:
+        advertise = listen[0]
+    caps = tuple([sys.intern(cap) for cap in _texts(o["caps"], "caps", MAX_CAPS, MAX_CAP)])
+    agent = sys.intern(_text(o["agent"], "agent", MAX_AGENT, empty=True))
+    return Hello(sys.intern(version), key, nonce, role, listen, advertise, caps, agent)
 
 
 def _d_auth(o: _Obj) -> Auth:

@@ -358,8 +358,9 @@ async def test_an_open_connection_keeps_no_handshake_leftovers():
     # connection ends). Three things each end or node used to keep for
     # nothing: the upgrade's HTTP headers (websockets' parser holds the
     # request or response for the connection's life), an empty inbox deque
-    # a push-mode connection never reads, and a Mersenne Twister (2.5 KiB)
-    # for each of the engine, the recovery policy, the links and the probe.
+    # a push-mode connection never reads, copies of the hello's version,
+    # agent and capabilities, and a Mersenne Twister (2.5 KiB) for each of
+    # the engine, the recovery policy, the links and the probe.
     import gc
 
     from websockets.datastructures import Headers
@@ -376,5 +377,8 @@ async def test_an_open_connection_keeps_no_handshake_leftovers():
         assert sum(1 for o in gc.get_objects() if type(o) is random.Random) - before == 2
         assert [len(o) for o in gc.get_objects() if type(o) is Headers and len(o)] == []
         assert [end.conn._inbox for end in ends] == [None, None]
+        # Each end decoded the other's hello: the words every peer sends are one copy.
+        assert ends[0].peer.agent is ends[1].peer.agent
+        assert ends[0].peer.caps[0] is ends[1].peer.caps[0]
         await a.aclose()
         await b.aclose()
