@@ -146,7 +146,9 @@ class Node(Relaying, Probing, Recovery, Reporting):
             self.links = [BootstrapLink(self, bootstrap, self._backoff_policy, rng)] if bootstrap else []
         self._bridges: list[NodeInfo] = []
         self._relay_bridge: bytes | None = None
-        self._recover_wake: anyio.Event | None = None  # the recovery loop's wake-up
+        # The timer loop's other looks, once joined: the recovery policy, the probe.
+        self._recover_at = self._probe_at = float("inf")
+        self._recovering = False  # an attempt to reconnect is running
         self._replies = Replies()  # reconnect requests to bridges
         self._relay_lock = anyio.Lock()
         self._relay_answers = 0
@@ -176,8 +178,6 @@ class Node(Relaying, Probing, Recovery, Reporting):
                 self.managers.start(tg)
                 tg.start_soon(self._timer_loop)
                 tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
-                tg.start_soon(self._probe_loop)
-                tg.start_soon(self._recover_loop)
                 if self._listen is None and self.role == "node":  # reached through a bridge
                     tg.start_soon(self._relay_loop)
                 if self.data_dir:
@@ -300,7 +300,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
 
     def _done(self, action: Done) -> None:
         if action.kind == "find_node" and not self._joined.is_set() and action.result.target == self.id:
-            self._joined.set()
+            self._set_joined()
         # A probe's own lookup is not evidence for the next one.
         if action.kind != "put" and action.op != self._probe_op and action.result.queried:  # type: ignore[union-attr]
             self._last_lookup = (action.finished_at, action.finished_at - action.started_at)
@@ -310,17 +310,24 @@ class Node(Relaying, Probing, Recovery, Reporting):
             waiter[0].set()
 
     async def _timer_loop(self) -> None:
+        """The engine's timers, and the looks of the recovery policy and the probe:
+        one task for all (each waiting task costs a node ~4 KiB)."""
         while True:
             engine = self._engine
-            self._sleep_until = engine.get_timer()
+            self._sleep_until = min(engine.get_timer(), self._recover_at, self._probe_at)
             with anyio.move_on_after(max(0.0, self._sleep_until - anyio.current_time())):
                 await self._wake.wait()
             self._wake = anyio.Event()
             # Our own processing must not wake us again: only actions processed
             # by other tasks while we sleep can move the timer earlier.
             self._sleep_until = float("-inf")
-            engine.handle_timer(anyio.current_time())
+            now = anyio.current_time()
+            engine.handle_timer(now)
             self._process()
+            if self._recover_at <= now:
+                self._recover_at = self._recovery_look(now)
+            if self._probe_at <= now:
+                self._probe_at = self._probe_look(now)
 
     # -- connections ------------------------------------------------------------------
 
@@ -461,8 +468,8 @@ class Node(Relaying, Probing, Recovery, Reporting):
             self._process()
             if peer_id == self._relay_bridge:  # A5.5: on to the next bridge
                 self._relay_lost()
-            if not self.conns and self._recover_wake is not None:
-                self._recover_wake.set()  # the recovery loop looks at once
+            if not self.conns and self._joined.is_set():
+                self._look(recover=anyio.current_time())  # the recovery policy looks at once
         elif peer_id in self.conns:  # the tie-break closed this duplicate
             self._engine.connection_superseded(peer_id, anyio.current_time())
             self._process()

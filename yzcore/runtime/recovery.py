@@ -64,7 +64,7 @@ class Recovery:
             if intro is not None and intro.genesis:
                 log.info("the bootstrap server knows no other node: this is the first one")
                 self.recovery.joined(True, anyio.current_time())
-                self._joined.set()
+                self._set_joined()
                 return
             if intro is not None:
                 seeds = await self._dial_all(self._intro_seeds(intro))
@@ -77,7 +77,7 @@ class Recovery:
                 self._record(str(ErrorCode.NO_PEERS), None,
                              f"none of {len(cached)} cached peers, {len(self._peers)} --peer URLs "
                              "and the bootstrap introductions answered; retrying with backoff")
-            self._joined.set()
+            self._set_joined()
 
     def _intro_seeds(self, intro: wire.Introductions) -> list[NodeInfo]:
         peers = list(intro.peers)
@@ -119,32 +119,58 @@ class Recovery:
 
     # -- after losing everything ----------------------------------------------------
 
-    async def _recover_loop(self) -> None:
-        """Reconnect when every connection is gone (A1.3, A7.1), as the shared policy says."""
-        await self._joined.wait()
+    def _look(self, *, recover: float | None = None, probe: float | None = None) -> None:
+        """Have the timer loop look at the recovery policy or the probe at these times."""
+        if recover is not None:
+            self._recover_at = min(self._recover_at, recover)
+        if probe is not None:
+            self._probe_at = min(self._probe_at, probe)
+        if min(self._recover_at, self._probe_at) < self._sleep_until:
+            self._wake.set()  # it sleeps past them: wake it
+
+    def _set_joined(self) -> None:
+        """The join ended (whether or not it found peers): the looks begin."""
+        self._joined.set()
+        self._look(recover=anyio.current_time(), probe=anyio.current_time())
+
+    def _recovery_look(self, now: float) -> float:
+        """The timer loop's look at how connected the node is: starts an attempt to
+        reconnect when the shared policy says (A1.3, A7.1); returns when to look next.
+
+        Connected, a node has nothing to do until its last connection closes
+        (which makes the timer loop look at once) or, seldom, its table
+        shrinks: it looks every ``HEALTHY_POLL`` seconds, not each second (a
+        thousand nodes in one process woke a thousand times a second). No task
+        waits in between: a waiting anyio task is ~4 KiB, a node's memory.
+        """
+        if self._recovering:
+            return float("inf")  # the attempt asks for the next look when it ends
         policy = self.recovery
-        self._recover_wake = anyio.Event()  # set when the last connection closes
-        while True:
-            now = anyio.current_time()
-            policy.observe(now, len(self.conns), len(self._engine.table))
-            step = policy.next_step(now)
+        policy.observe(now, len(self.conns), len(self._engine.table))
+        step = policy.next_step(now)
+        if step is not None and not self._stopping:
+            self._recovering = True
+            self._tg.start_soon(self._recover, step, now)  # type: ignore[union-attr]
+            return float("inf")
+        poll = HEALTHY_POLL if policy.lost_since is None else 1.0
+        return now + min(poll, max(0.05, policy.get_timer() - now))
+
+    async def _recover(self, step: str | None, began: float) -> None:
+        """One attempt: the policy's sources in order until one gives peers."""
+        policy = self.recovery
+        try:
             while step is not None and not self._stopping:
                 seeds = await self._recover_from(step)
                 if seeds:
                     self._engine.bootstrap(seeds, anyio.current_time())
                     self._process()
                     log.info("reconnected through %s after %.1f s", step,
-                             anyio.current_time() - (policy.lost_since or now),
+                             anyio.current_time() - (policy.lost_since or began),
                              extra={"source": step, "peers": len(seeds)})
                 step = policy.step_done(step, bool(seeds), anyio.current_time())
-            # Connected, it has nothing to do until its last connection closes
-            # (or, seldom, its table shrinks): it sleeps, rather than look each
-            # second. A thousand nodes in one process woke a thousand times a second.
-            poll = HEALTHY_POLL if policy.lost_since is None else 1.0
-            with anyio.move_on_after(min(poll, max(0.05, policy.get_timer() - anyio.current_time()))):
-                await self._recover_wake.wait()
-            if self._recover_wake.is_set():
-                self._recover_wake = anyio.Event()
+        finally:
+            self._recovering = False
+            self._look(recover=anyio.current_time())
 
     async def _recover_from(self, source: str) -> list[NodeInfo]:
         """One step of an attempt: the peers of ``source`` that answered."""
