@@ -159,6 +159,24 @@ def _texts(value: object, name: str, count: int, limit: int) -> tuple[str, ...]:
 
 
 _ROLE_NAMES: Final = {role: role for role in ROLES}
+_WORDS: dict[str, str] = {}  # see _word
+_MAX_WORDS: Final = 256
+
+
+def _word(text: str) -> str:
+    """One shared copy of a word peers repeat (a version, an agent, a capability).
+
+    Bounded, not ``sys.intern``: the words come from peers, and one that
+    sent a new word each time must not grow the process (on some CPython
+    builds interned strings are never freed). Past the bound, words are
+    kept as they came.
+    """
+    word = _WORDS.get(text)
+    if word is None:
+        word = text
+        if len(_WORDS) < _MAX_WORDS:
+            _WORDS[text] = text
+    return word
 
 
 def _role(value: object) -> str:
@@ -264,16 +282,16 @@ def _d_hello(o: _Obj) -> Hello:
         raise _invalid(f"'v' must be a \"major.minor\" string, got {_show(version)}.")
     # The fields are checked in this order (the first bad one is named). A
     # verified hello is kept for the connection's life; its version, agent
-    # and capabilities are the same few words from every peer: interned, no
+    # and capabilities are the same few words from every peer: shared, no
     # connection holds copies of its own.
     key, nonce, role = _hex(o["key"], "key", _ID), _nonce(o["nonce"]), _role(o["role"])
     listen = _texts(o["listen"], "listen", MAX_LISTEN, MAX_ADDR)
     advertise = _opt_addr(o["advertise"], "advertise")
     if listen and advertise == listen[0]:
         advertise = listen[0]
-    caps = tuple([sys.intern(cap) for cap in _texts(o["caps"], "caps", MAX_CAPS, MAX_CAP)])
-    agent = sys.intern(_text(o["agent"], "agent", MAX_AGENT, empty=True))
-    return Hello(sys.intern(version), key, nonce, role, listen, advertise, caps, agent)
+    caps = tuple([_word(cap) for cap in _texts(o["caps"], "caps", MAX_CAPS, MAX_CAP)])
+    agent = _word(_text(o["agent"], "agent", MAX_AGENT, empty=True))
+    return Hello(_word(version), key, nonce, role, listen, advertise, caps, agent)
 
 
 def _d_auth(o: _Obj) -> Auth:

@@ -70,8 +70,8 @@ class Node(Relaying, Probing, Recovery, Reporting):
         role: "node", "bridge" or "browser".
         bridge_secret: A bridge's shared secret, proved to each bootstrap server.
         config: Protocol knobs.
-        seed: Seeds the engine's random source (reproducible tests); None
-            draws one from the OS.
+        seed: Seeds the node's one random source (engine, recovery, probe:
+            their draws interleave as timing has it); None draws one from the OS.
         handshake_timeout: Seconds a new connection has to complete its hello.
         dial_timeout: Seconds a dial may take.
         probe_interval: Seconds between health checks (ARCHITECTURE §4).

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -41,6 +40,8 @@ __all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake"]
 log = logging.getLogger("yzcore.node")
 
 SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
+MAX_IPS = 4096  # peers' IP strings shared among connections (PeerConnection.ip)
+_IPS: dict[str, str] = {}
 
 # Outbound dials (connect and hello) in progress at once in one process, all
 # its nodes together. A dial waits for a slot before its timeouts start: a
@@ -129,12 +130,21 @@ class PeerConnection:
     def ip(self) -> str | None:
         """The peer's IP address as the transport sees it, when it has one.
 
-        Interned: the routing table keeps it with each contact, and peers
-        behind one address (a NAT, a host running several nodes) then share
-        one string rather than hold a copy each.
+        Shared: the routing table keeps it with each contact, and peers behind
+        one address (a NAT, a host running several nodes) then hold one
+        string rather than a copy each. The cache is bounded (the addresses
+        are the peers' to choose) and starts over when full.
         """
         host, sep, _ = self.conn.remote_address.rpartition(":")
-        return sys.intern(host.strip("[]")) if sep and host else None
+        if not sep or not host:
+            return None
+        host = host.strip("[]")
+        ip = _IPS.get(host)
+        if ip is None:
+            if len(_IPS) >= MAX_IPS:
+                _IPS.clear()
+            ip = _IPS[host] = host
+        return ip
 
     def send(self, msg: wire.Message) -> bool:
         """Send or queue a message; False when the peer is not reading."""

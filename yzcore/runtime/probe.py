@@ -25,6 +25,8 @@ class Probing:
         closest), which proves the same routing at a third of the cost — it
         matters when many nodes share a machine. Returns when to look next.
         """
+        if self._stopping:
+            return float("inf")
         recent = self._last_lookup
         if recent is not None and now - recent[0] < self.probe_interval and recent[1] <= 2.0:
             self.last_probe = {"ok": True, "seconds": round(recent[1], 3), "at": time.time(),

@@ -130,6 +130,8 @@ class Recovery:
 
     def _set_joined(self) -> None:
         """The join ended (whether or not it found peers): the looks begin."""
+        if self._joined.is_set():
+            return  # a lookup of our own id ended it already: the looks have begun
         self._joined.set()
         self._look(recover=anyio.current_time(), probe=anyio.current_time())
 
@@ -170,7 +172,7 @@ class Recovery:
                 step = policy.step_done(step, bool(seeds), anyio.current_time())
         finally:
             self._recovering = False
-            self._look(recover=anyio.current_time())
+            self._look(recover=anyio.current_time() + 0.05)  # attempts never back to back
 
     async def _recover_from(self, source: str) -> list[NodeInfo]:
         """One step of an attempt: the peers of ``source`` that answered."""
