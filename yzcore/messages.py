@@ -194,6 +194,27 @@ def _show(value: object) -> str:
     return type(value).__name__
 
 
+_SHARED: dict[str, str] = {}
+MAX_SHARED: Final = 4096
+
+
+def shared(text: str) -> str:
+    """One copy of a string many connections keep: the version, agent and
+    capabilities every peer's hello repeats, peers' IP addresses.
+
+    Bounded, not ``sys.intern``: the strings come from peers, and one that
+    sent a new one each time must not grow the process (on some CPython
+    builds interned strings are never freed). Past the bound, strings are
+    kept as they came.
+    """
+    copy = _SHARED.get(text)
+    if copy is None:
+        copy = text
+        if len(_SHARED) < MAX_SHARED:
+            _SHARED[text] = text
+    return copy
+
+
 def _major(version: object) -> str | None:
     """The major part of a valid ``major.minor`` string, else None."""
     if not isinstance(version, str) or len(version) > _MAX_VERSION:

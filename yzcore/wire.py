@@ -78,6 +78,7 @@ from yzcore.messages import (  # noqa: F401 - the codec's own helpers
     _SIG,
     _major,
     _mismatch_text,
+    shared,
 )
 
 # wire is the public face of the messages: it re-exports all of them.
@@ -159,24 +160,6 @@ def _texts(value: object, name: str, count: int, limit: int) -> tuple[str, ...]:
 
 
 _ROLE_NAMES: Final = {role: role for role in ROLES}
-_WORDS: dict[str, str] = {}  # see _word
-_MAX_WORDS: Final = 256
-
-
-def _word(text: str) -> str:
-    """One shared copy of a word peers repeat (a version, an agent, a capability).
-
-    Bounded, not ``sys.intern``: the words come from peers, and one that
-    sent a new word each time must not grow the process (on some CPython
-    builds interned strings are never freed). Past the bound, words are
-    kept as they came.
-    """
-    word = _WORDS.get(text)
-    if word is None:
-        word = text
-        if len(_WORDS) < _MAX_WORDS:
-            _WORDS[text] = text
-    return word
 
 
 def _role(value: object) -> str:
@@ -289,9 +272,9 @@ def _d_hello(o: _Obj) -> Hello:
     advertise = _opt_addr(o["advertise"], "advertise")
     if listen and advertise == listen[0]:
         advertise = listen[0]
-    caps = tuple([_word(cap) for cap in _texts(o["caps"], "caps", MAX_CAPS, MAX_CAP)])
-    agent = _word(_text(o["agent"], "agent", MAX_AGENT, empty=True))
-    return Hello(_word(version), key, nonce, role, listen, advertise, caps, agent)
+    caps = tuple([shared(cap) for cap in _texts(o["caps"], "caps", MAX_CAPS, MAX_CAP)])
+    agent = shared(_text(o["agent"], "agent", MAX_AGENT, empty=True))
+    return Hello(shared(version), key, nonce, role, listen, advertise, caps, agent)
 
 
 def _d_auth(o: _Obj) -> Auth:

@@ -138,12 +138,12 @@ class Node(Relaying, Probing, Recovery, Reporting):
                                        self._rng)
         self.heartbeat_interval = heartbeat_interval
         self.cache_interval = cache_interval
-        rng = self._rng
         if role == "bridge":  # one registration per bootstrap server: each keeps its own registry
-            self.links = [BootstrapLink(self, [url], self._backoff_policy, rng, bridge_secret)
+            self.links = [BootstrapLink(self, [url], self._backoff_policy, self._rng, bridge_secret)
                           for url in bootstrap]
         else:
-            self.links = [BootstrapLink(self, bootstrap, self._backoff_policy, rng)] if bootstrap else []
+            self.links = ([BootstrapLink(self, bootstrap, self._backoff_policy, self._rng)]
+                          if bootstrap else [])
         self._bridges: list[NodeInfo] = []
         self._relay_bridge: bytes | None = None
         # The timer loop's other looks, once joined: the recovery policy, the probe.

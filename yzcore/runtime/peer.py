@@ -28,6 +28,7 @@ from yzcore.exceptions import (
     WireError,
 )
 from yzcore.identity import Identity
+from yzcore.messages import shared
 from yzcore.protocol.handshake import Handshake, PeerInfo
 from yzcore.transport import Connection, PushConnection
 from yzcore.wire import NodeInfo
@@ -40,8 +41,6 @@ __all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake"]
 log = logging.getLogger("yzcore.node")
 
 SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
-MAX_IPS = 4096  # peers' IP strings shared among connections (PeerConnection.ip)
-_IPS: dict[str, str] = {}
 
 # Outbound dials (connect and hello) in progress at once in one process, all
 # its nodes together. A dial waits for a slot before its timeouts start: a
@@ -131,20 +130,10 @@ class PeerConnection:
         """The peer's IP address as the transport sees it, when it has one.
 
         Shared: the routing table keeps it with each contact, and peers behind
-        one address (a NAT, a host running several nodes) then hold one
-        string rather than a copy each. The cache is bounded (the addresses
-        are the peers' to choose) and starts over when full.
+        one address (a NAT, a host running several nodes) then hold one string.
         """
         host, sep, _ = self.conn.remote_address.rpartition(":")
-        if not sep or not host:
-            return None
-        host = host.strip("[]")
-        ip = _IPS.get(host)
-        if ip is None:
-            if len(_IPS) >= MAX_IPS:
-                _IPS.clear()
-            ip = _IPS[host] = host
-        return ip
+        return shared(host.strip("[]")) if sep and host else None
 
     def send(self, msg: wire.Message) -> bool:
         """Send or queue a message; False when the peer is not reading."""
