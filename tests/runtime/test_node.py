@@ -355,7 +355,7 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector(how):
 
 async def test_an_open_connection_keeps_no_handshake_leftovers():
     # Memory per node is a target (1,000 nodes in a process hold ~6,000
-    # connection ends). Three things each end or node used to keep for
+    # connection ends). Four things each end or node used to keep for
     # nothing: the upgrade's HTTP headers (websockets' parser holds the
     # request or response for the connection's life), an empty inbox deque
     # a push-mode connection never reads, copies of the hello's version,
