@@ -13,6 +13,7 @@ next::
     ├── RemoteProtocolError          REMOTE_PROTOCOL   the peer broke the protocol
     │   └── WireError                (per instance)    a bad frame or an error reply
     │       └── HandshakeError       (per instance)    the signed hello failed
+    ├── PubSubFailed                 (per instance)    no home took a subscription or message
     ├── KeyFileError                 KEY_FILE_INVALID  <data_dir>/node.key is unusable
     │   └── KeyFilePermissionError   KEY_FILE_PERMISSIONS  node.key is open to others
     └── TransportError               TRANSPORT_ERROR   a transport could not carry a message
@@ -44,6 +45,7 @@ __all__ = [
     "EncodeError",
     "WireError",
     "HandshakeError",
+    "PubSubFailed",
     "KeyFileError",
     "KeyFilePermissionError",
     "TransportError",
@@ -171,6 +173,22 @@ class HandshakeError(WireError):
 
     The connection must be closed; the peer never enters a routing table.
     """
+
+
+class PubSubFailed(YzError):
+    """No home node of a channel took a subscription or a published message.
+
+    Attributes:
+        code: A wire error code: ``NO_PEERS`` (no server node found to hold the
+            channel), ``TIMEOUT`` (no home answered), or the code a home
+            refused with (``RATE_LIMITED``, ``OVER_CAPACITY``).
+    """
+
+    def __init__(self, code: str, message: str, *, advice: str | None = None) -> None:
+        from yzcore.messages import advice as advice_for  # messages imports this module
+
+        self.code = code
+        super().__init__(message, advice=advice or advice_for(code))
 
 
 class KeyFileError(YzError):

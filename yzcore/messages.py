@@ -53,7 +53,7 @@ __all__ = [
     "REPLY_TYPES",
 ]
 
-PROTOCOL_VERSION: Final = "1.0"  #: ``major.minor``; peers interoperate within one major
+PROTOCOL_VERSION: Final = "1.1"  #: ``major.minor``; peers interoperate within one major
 MAX_FRAME: Final = 64 * 1024  #: largest frame in bytes, either way
 ROLES: Final = ("node", "bridge", "browser", "bootstrap")  #: the roles a peer may claim
 MAX_RID: Final = 2**53  #: request ids are integers 0 <= rid < MAX_RID (exact in JavaScript)

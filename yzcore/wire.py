@@ -17,7 +17,8 @@ It never raises anything else for any input. :func:`encode` applies the same
 rules to what this node sends, so a bug here is caught as a
 :class:`~yzcore.exceptions.EncodeError` before a peer ever sees it.
 
-The full message table is in ``docs/reference/wire.md``.
+The full message table is in ``docs/reference/wire.md``. This module re-exports
+every message, the service and pubsub ones included.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import orjson
 
 from yzcore.exceptions import EncodeError, InvalidArgument, WireError
 from yzcore import messages as _messages
-from yzcore import messages_service as _service
+from yzcore import messages_pubsub as _pubsub, messages_service as _service
+from yzcore.messages_pubsub import *  # noqa: F403 - re-exported through __all__
 from yzcore.messages_service import *  # noqa: F403 - re-exported through __all__
 from yzcore.messages import (  # noqa: F401 - all re-exported through __all__
     PROTOCOL_VERSION,
@@ -81,8 +83,8 @@ from yzcore.messages import (  # noqa: F401 - the codec's own helpers
     shared,
 )
 
-# wire is the public face of the messages: it re-exports all of them.
-__all__ = [*_messages.__all__, *_service.__all__, "encode", "decode", "error_reply"]
+__all__ = [*_messages.__all__, *_service.__all__, *_pubsub.__all__,
+           "encode", "decode", "error_reply"]
 
 # -- field checks -------------------------------------------------------------
 # Each takes a wire value (as orjson produced it, or as an encoder built it)
@@ -114,9 +116,8 @@ def _hex(value: object, name: str, size: int) -> bytes:
             # fromhex also accepts spaces (fewer bytes) and upper case.
             if len(raw) == size and raw.hex() == value:
                 return raw
-    raise _invalid(
-        f"{name!r} must be {size} bytes as {2 * size} lowercase hex digits, got {_show(value)}."
-    )
+    raise _invalid(f"{name!r} must be {size} bytes as {2 * size} lowercase hex digits, "
+                   f"got {_show(value)}.")
 
 
 def _nonce(value: object) -> bytes:
@@ -492,8 +493,8 @@ def error_reply(err: WireError) -> Error:
     return Error(rid, code, text, retry)
 
 
-# The service messages (bootstrap, bridges, relay) go through this same codec.
-_svc_decoders, _svc_encoders = _service.codecs(sys.modules[__name__])
-_DECODERS.update(_svc_decoders)
-_ENCODERS.update(_svc_encoders)
-MESSAGE_TYPES.update({cls.TYPE: cls for cls in _service.SERVICE_TYPES})  # type: ignore[misc]
+# The service messages (bootstrap, bridges, relay) and pubsub's go through this same codec.
+for _more, _types in ((_service, _service.SERVICE_TYPES), (_pubsub, _pubsub.PUBSUB_TYPES)):
+    _decoders, _encoders = _more.codecs(sys.modules[__name__])
+    _DECODERS.update(_decoders), _ENCODERS.update(_encoders)
+    MESSAGE_TYPES.update({cls.TYPE: cls for cls in _types})  # type: ignore[misc]

@@ -28,7 +28,7 @@ from yzcore.protocol.handshake import (
     PeerInfo,
     transcript,
 )
-from yzcore.wire import Auth, Error, ErrorCode, FindNode, Hello, Ping, decode, encode
+from yzcore.wire import PROTOCOL_VERSION, Auth, Error, ErrorCode, FindNode, Hello, Ping, decode, encode
 
 RNG = random.Random(1234)
 ALICE = Identity.from_private_bytes(bytes(range(32)))
@@ -74,7 +74,7 @@ def test_two_endpoints_verify_each_other():
     run(a, b)
     assert a.done and b.done
     assert a.peer == PeerInfo(BOB.node_id, BOB.public_key, "browser", (), None, ("webrtc",),
-                              "1.0", DEFAULT_AGENT)
+                              PROTOCOL_VERSION, DEFAULT_AGENT)
     assert b.peer is not None
     assert b.peer.id == ALICE.node_id == hashlib.sha256(ALICE.public_key).digest()
     assert b.peer.advertise == "ws://10.0.0.1:9000/dht"
@@ -207,9 +207,9 @@ def test_version_2_against_1_is_refused_naming_both():
     future = dataclasses.replace(make(BOB).start(), version="2.0")
     err = refused(a, over_the_wire(future))
     assert err.code == ErrorCode.VERSION_MISMATCH
-    assert "peer speaks protocol 2.0, this node speaks 1.0" in str(err)
+    assert f"peer speaks protocol 2.0, this node speaks {PROTOCOL_VERSION}" in str(err)
     reply = wire.error_reply(err)
-    assert reply.code == "VERSION_MISMATCH" and "2.0" in reply.message and "1.0" in reply.message
+    assert reply.code == "VERSION_MISMATCH" and "2.0" in reply.message and PROTOCOL_VERSION in reply.message
 
 
 def test_a_newer_minor_version_is_welcome():

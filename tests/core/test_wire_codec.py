@@ -157,19 +157,19 @@ def test_every_frame_carries_version_and_type(msg):
 def test_the_documented_wire_form():
     # The examples of docs/reference/wire.md, byte for byte.
     assert encode(FindNode(7, bytes(32))) == (
-        b'{"v":"1.0","t":"find_node","rid":7,"target":"' + b"0" * 64 + b'"}'
+        b'{"v":"1.1","t":"find_node","rid":7,"target":"' + b"0" * 64 + b'"}'
     )
     assert encode(Nodes(7, (NodeInfo(b"\x01" * 32, "wss://n1.example/dht"),
                             NodeInfo(b"\x02" * 32, None, "browser")))) == (
-        b'{"v":"1.0","t":"nodes","rid":7,"nodes":['
+        b'{"v":"1.1","t":"nodes","rid":7,"nodes":['
         b'{"id":"' + b"01" * 32 + b'","addr":"wss://n1.example/dht","role":"node"},'
         b'{"id":"' + b"02" * 32 + b'","addr":null,"role":"browser"}]}'
     )
     assert encode(Error(3, ErrorCode.RATE_LIMITED, "slow down", 1.5)) == (
-        b'{"v":"1.0","t":"error","rid":3,"code":"RATE_LIMITED","message":"slow down",'
+        b'{"v":"1.1","t":"error","rid":3,"code":"RATE_LIMITED","message":"slow down",'
         b'"retry_after":1.5}'
     )
-    assert encode(Ping(0)) == b'{"v":"1.0","t":"ping","rid":0}'
+    assert encode(Ping(0)) == b'{"v":"1.1","t":"ping","rid":0}'
 
 
 def test_type_names_and_classes():
@@ -180,6 +180,8 @@ def test_type_names_and_classes():
         "introduce", "introductions", "reconnect", "heartbeat", "challenge", "register",
         "registered", "signal", "relay", "relay_ready", "relay_open", "relay_accept",
         "dial_back", "dial_back_result",
+        # pubsub (protocol 1.1)
+        "pubsub.sub", "pubsub.unsub", "pubsub.pub", "pubsub.ok", "pubsub.msg",
     }
     assert all(cls.TYPE == name for name, cls in wire.MESSAGE_TYPES.items())
     assert wire.REQUEST_TYPES == (Ping, FindNode, FindValue, Store)

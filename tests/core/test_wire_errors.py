@@ -268,7 +268,7 @@ def test_version_mismatch_names_both_versions():
         wire.check_version("2.0")
     err = info.value
     assert err.code == ErrorCode.VERSION_MISMATCH
-    assert "peer speaks protocol 2.0, this node speaks 1.0" in str(err)
+    assert f"peer speaks protocol 2.0, this node speaks {PROTOCOL_VERSION}" in str(err)
     assert "upgrade" in str(err)
 
 
@@ -276,7 +276,7 @@ def test_version_mismatch_names_both_versions():
 def test_version_mismatch_with_a_garbled_version_still_names_ours():
     with pytest.raises(WireError) as info:
         wire.check_version("banana")
-    assert "'banana'" in str(info.value) and "1.0" in str(info.value)
+    assert "'banana'" in str(info.value) and PROTOCOL_VERSION in str(info.value)
 
 
 def test_a_valid_hello_of_another_major_decodes_for_the_handshake_to_refuse():
@@ -290,7 +290,7 @@ def test_a_frame_of_another_major_that_we_cannot_read_blames_the_version():
     # would have hidden it.
     err = decode_error(orjson.dumps({"v": "2.0", "t": "hello", "pubkey": "..", "rid": 9}))
     assert err.code == ErrorCode.VERSION_MISMATCH
-    assert "peer speaks protocol 2.0, this node speaks 1.0" in str(err)
+    assert f"peer speaks protocol 2.0, this node speaks {PROTOCOL_VERSION}" in str(err)
     assert "'key'" in str(err)  # and the concrete problem
     assert err.rid == 9
     err = decode_error(orjson.dumps({"v": "3.1", "t": "hello2"}))
@@ -381,7 +381,7 @@ def test_error_reference_lists_every_exception_class_and_code():
 
 def test_wire_reference_examples_decode():
     text = (DOCS / "wire.md").read_text(encoding="utf-8")
-    examples = [line for line in text.splitlines() if line.startswith('{"v":"1.0"')]
+    examples = [line for line in text.splitlines() if line.startswith('{"v":"%s"' % PROTOCOL_VERSION)]
     assert len(examples) == len(wire.MESSAGE_TYPES) + 1  # value appears twice
     for line in examples:
         frame = line.replace("a1a1…a1", "a1" * 32).replace("b2b2…b2", "b2" * 32)

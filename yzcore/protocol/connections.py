@@ -53,6 +53,9 @@ class PeerState:
         dialing: A dial is in flight or waiting for a slot.
         kept: Counted among the long-lived connections.
         pinned: Kept whatever the peer says (a bridge and the node it relays for).
+        held: Open for pubsub (a channel's home, or a subscriber it holds):
+            never closed for idleness or capacity, and counted neither as
+            kept nor against ``conn_max`` or ``conn_cap``.
         outbound: We dialled the open connection.
         last_active: ``now`` of the last message either way.
         queue: Messages waiting for the connection.
@@ -63,6 +66,7 @@ class PeerState:
     dialing: bool = False
     kept: bool = False
     pinned: bool = False
+    held: bool = False
     outbound: bool = False
     last_active: float = 0.0
     queue: list[Message] = field(default_factory=list)
@@ -226,6 +230,15 @@ class ConnectionPolicy:
             self._keep(peer)
             peer.pinned = True
 
+    def hold(self, peer_id: bytes, held: bool) -> None:
+        """Hold the connection to ``peer_id`` open (or stop), for pubsub: a
+        subscriber holds its channels' homes, a home the subscribers it
+        serves. A held connection is not kept (B7.2 counts those), but
+        neither idleness nor the cap closes it; the runtime's limits bound them."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.connected:
+            peer.held = held
+
     def _keep(self, peer: PeerState) -> None:
         """Count ``peer`` among the kept; once connected, ask it to keep us too (Keep)."""
         if not peer.kept:
@@ -292,8 +305,9 @@ class ConnectionPolicy:
         # long-lived connection, so idleness alone does not close them.
         busy = self.rpc.busy_peers()
         transient = sorted((p.last_active, i) for i, p in self.peers.items()
-                           if p.connected and not p.kept and i not in busy)
-        connected = len(self.connected())
+                           if p.connected and not p.kept and not p.held and i not in busy)
+        # Held connections count against pubsub's own limits, not these.
+        connected = sum(1 for p in self.peers.values() if p.connected and not p.held)
         excess = connected - cfg.conn_cap
         shed = connected - cfg.conn_max
         for last_active, peer_id in transient:

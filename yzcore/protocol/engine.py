@@ -223,7 +223,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if peer is None:
             return
         peer.connected = peer.dialing = False
-        peer.kept = peer.pinned = False
+        peer.kept = peer.pinned = peer.held = False
         self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=error)
         self._prune(peer_id)
@@ -246,7 +246,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer = self.peers.get(peer_id)
         if peer is None:
             return
-        peer.dialing = peer.kept = peer.pinned = False
+        peer.dialing = peer.kept = peer.pinned = peer.held = False
         self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=True)
         self._prune(peer_id)
