@@ -1,4 +1,5 @@
-"""The operator's commands of ``yz``: ``config show``, ``diagnose``, ``health``, and ``client``.
+"""The operator's commands of ``yz``: ``config show``, ``diagnose``, ``health``, ``client``,
+and the pubsub clients ``pub`` and ``sub``.
 
 Apart from :mod:`yzcore.cli` to keep each module to one screenful of jobs; the
 parser there calls :func:`add_ops_commands`.
@@ -112,6 +113,51 @@ def _peer_to_peer(args: argparse.Namespace) -> int:
     return _client(args, connect if args.action == "connect" else serve)
 
 
+def _pub(args: argparse.Namespace) -> int:
+    """``yz pub CHANNEL DATA``: publish once, say how many homes took it."""
+    from yzcore.cli import _client
+
+    async def act(node: Any) -> int:
+        result = await node.publish(args.channel, args.data)
+        print(json.dumps({"channel": args.channel, "mid": result.mid.hex(), "homes": result.homes,
+                          "reached": result.reached}) if args.json
+              else f"published on {args.channel!r}: {result.homes} homes took it, "
+                   f"{result.reached} subscribers or more reached")
+        return 0
+
+    return _client(args, act)
+
+
+def _sub(args: argparse.Namespace) -> int:
+    """``yz sub CHANNEL``: print each message as it arrives (a JSON line each with --json);
+    stop after --count messages, or at --timeout, or Ctrl-C."""
+    from yzcore.cli import _client
+
+    duration, args.timeout = args.timeout, None  # a subscriber's --timeout is how long it listens
+
+    async def act(node: Any) -> int:
+        sub = await node.subscribe(args.channel)
+        print(f"subscribed to {args.channel!r} at {sub.homes} homes", file=sys.stderr, flush=True)
+        got = 0
+        with anyio.move_on_after(duration if duration is not None else float("inf")):
+            async for pub in sub:
+                print(json.dumps({"channel": pub.channel, "data": pub.data,
+                                  "sender": pub.sender.hex(), "mid": pub.mid.hex()}) if args.json
+                      else f"{pub.sender.hex()[:16]}: {pub.data}", flush=True)
+                got += 1
+                if got == args.count:
+                    break
+        await sub.aclose()
+        if got < args.count:
+            print(f"error [TIMEOUT] {got} of {args.count} messages within --timeout "
+                  f"{duration:g} s; check that something publishes on the channel.",
+                  file=sys.stderr)
+            return 1
+        return 0
+
+    return _client(args, act)
+
+
 def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
     """Register config, diagnose, health and client on the parser (``command`` makes a subcommand)."""
     p = command("client", _light_client, "the Python light client: join as a browser-class peer "
@@ -124,6 +170,16 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p.add_argument("--duration", type=float, metavar="SECONDS", help="serve: stop after this long")
     p.add_argument("action", choices=("find-node", "put", "get", "connect", "serve"))
     p.add_argument("words", nargs="*", metavar="ARG", help="ID, KEY VALUE, KEY or nothing")
+    p = command("pub", _pub, "publish a message on a pubsub channel")
+    p.add_argument("channel", help="the channel's name (its key is sha256 of it)")
+    p.add_argument("data", help="the message (at most 16 KiB of text)")
+    client_options(p)
+    p = command("sub", _sub, "subscribe to a pubsub channel and print its messages")
+    p.add_argument("channel", help="the channel's name")
+    p.add_argument("--count", type=int, default=0, help="stop after this many messages "
+                   "(default: run until --timeout or Ctrl-C; fewer by --timeout exits 1)")
+    client_options(p)
+    p.set_defaults(timeout=None)  # a subscriber listens until told otherwise
     p = command("config", _config_show, "print the effective configuration and where each value came from")
     p.add_argument("action", choices=("show",))
     p.add_argument("--role", default="node", choices=("node", "bridge"))

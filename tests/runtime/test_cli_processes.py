@@ -71,6 +71,29 @@ def test_five_cli_processes_form_a_network_without_any_bootstrap_server(five_nod
     assert json.loads(status.stdout)["connections"]["ws"] >= 3
 
 
+@pytest.mark.req("B7.5")
+def test_yz_sub_receives_what_yz_pub_publishes_between_processes(five_nodes):
+    tmp, procs, infos = five_nodes
+    sub = subprocess.Popen([*YZ, "sub", "alerts", "--via", infos[1]["address"], "--count", "2",
+                            "--json", "--timeout", "60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = sub.stderr.readline()  # type: ignore[union-attr]
+        assert "subscribed to 'alerts' at 3 homes" in ready, ready
+        for i in range(2):
+            pub = yz("pub", "alerts", f"alert {i}", "--via", infos[3 + i]["address"], "--json")
+            assert pub.returncode == 0, pub.stderr
+            assert json.loads(pub.stdout)["homes"] == 3 and json.loads(pub.stdout)["reached"] == 1
+        out, err = sub.communicate(timeout=30)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+    assert sub.returncode == 0, err
+    assert [json.loads(line)["data"] for line in out.splitlines()] == ["alert 0", "alert 1"]
+    homes = [json.loads(yz("status", info["address"], "--json").stdout)["pubsub"] for info in infos]
+    assert sum(h["home_channels"] for h in homes) == 0  # the subscriber left: nothing held
+
+
 def test_a_killed_node_is_routed_around_and_restarts_with_its_id(five_nodes):
     tmp, procs, infos = five_nodes
     assert yz("put", "survivor", "still here", "--via", infos[0]["address"]).returncode == 0

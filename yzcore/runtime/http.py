@@ -112,6 +112,7 @@ class HttpEndpoints:
                            "registered": link.registered} for link in node.links],
             "managers": node.managers.status(),
             "relay": node.relay_status(),
+            "pubsub": node.pubsub_status(),
         }
 
     def metrics(self) -> bytes:

@@ -42,6 +42,7 @@ from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.managers import Managers
 from yzcore.runtime.peer import PeerConnection, describe_failure, dial_slots, handshake
 from yzcore.runtime.probe import Probing
+from yzcore.runtime.pubsub import PubSub
 from yzcore.runtime.recovery import Recovery
 from yzcore.runtime.relay import Relaying
 from yzcore.runtime.replies import Replies
@@ -53,9 +54,10 @@ __all__ = ["Node"]
 
 log = logging.getLogger("yzcore.node")
 _OVER_CAPACITY = wire.ErrorCode.OVER_CAPACITY
+_LOCAL_TYPES = frozenset((*wire.SERVICE_TYPES, *wire.PUBSUB_TYPES))  # the runtime's, not engine's
 
 
-class Node(Relaying, Probing, Recovery, Reporting):
+class Node(Relaying, Probing, Recovery, Reporting, PubSub):
     """A yzcore server node.
 
     Args:
@@ -156,6 +158,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
         self.http = HttpEndpoints(self)
         self.managers = Managers(self)  # the connection-manager factory (B6.3)
         self._relay_init()
+        self._ps = None  # pubsub's state, made when first needed
 
     # -- life cycle -------------------------------------------------------------
 
@@ -401,11 +404,6 @@ class Node(Relaying, Probing, Recovery, Reporting):
             await self._serve(pc)
         return True
 
-    def _keeps(self, new: PeerConnection) -> bool:
-        """Of two connections to one peer, keep the one the smaller id dialled."""
-        dialled_by_us = new.outbound
-        return dialled_by_us == (self.id < new.peer.id)
-
     def _register(self, pc: PeerConnection) -> bool:
         """Make ``pc`` the peer's connection, at once; False when it must be closed."""
         peer_id = pc.peer.id
@@ -413,7 +411,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
             return False
         old = self.conns.get(peer_id)
         if old is not None:
-            if not self._keeps(pc):
+            if pc.outbound != (self.id < peer_id):  # keep the one the smaller id dialled
                 pc.send(wire.Error(None, wire.ErrorCode.DUPLICATE_CONNECTION, "already connected"))
                 # Whatever the engine queued for the dial goes out on the kept one.
                 self._engine.connection_opened(old.info, anyio.current_time(), outbound=old.outbound)
@@ -427,10 +425,6 @@ class Node(Relaying, Probing, Recovery, Reporting):
             self._engine.pin(peer_id)
         self._process()
         return True
-
-    def _relays_for(self, pc: PeerConnection) -> bool:
-        """Whether this node relays for ``pc``'s peer (a bridge's job), so must keep it."""
-        return False
 
     def _attach(self, pc: PeerConnection) -> None:
         """Push mode: the transport calls us with each message and with the end."""
@@ -468,6 +462,7 @@ class Node(Relaying, Probing, Recovery, Reporting):
             self._process()
             if peer_id == self._relay_bridge:  # A5.5: on to the next bridge
                 self._relay_lost()
+            self._ps_closed(peer_id)
             if not self.conns and self._joined.is_set():
                 self._look(recover=anyio.current_time())  # the recovery policy looks at once
         elif peer_id in self.conns:  # the tie-break closed this duplicate
@@ -486,13 +481,15 @@ class Node(Relaying, Probing, Recovery, Reporting):
             return pc.send(wire.error_reply(err))
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
+        if isinstance(msg, wire.Error) and msg.rid is not None and self._ps_answer(msg, pc.peer.id):
+            return True  # a home refused one of pubsub's requests
         # OVER_CAPACITY is the engine's (it keeps no more connections); a duplicate
         # closed by the tie-break is nothing to do; other notices are logged.
         if isinstance(msg, wire.Error) and msg.rid is None and msg.code != _OVER_CAPACITY:
             if msg.code != wire.ErrorCode.DUPLICATE_CONNECTION:
                 self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
             return True
-        if isinstance(msg, wire.SERVICE_TYPES):
+        if type(msg) in _LOCAL_TYPES:  # messages are final classes: no subclass to miss
             self._service(pc, msg)
             return True
         self._engine.receive(pc.peer.id, msg, anyio.current_time())

@@ -308,7 +308,7 @@ class Recovery:
     # -- service messages on DHT connections ---------------------------------------------
 
     def _service(self, pc: PeerConnection, msg: wire.Message) -> None:
-        """Non-DHT messages on a peer connection: relay requests and their replies."""
+        """Non-DHT messages on a peer connection: relay requests and their replies, pubsub."""
         if isinstance(msg, wire.RelayOpen):
             # Our bridge; or, for a browser-class peer, a server node it dialled over WebSocket
             # (a role claimed on any other connection is only a claim).
@@ -324,6 +324,8 @@ class Recovery:
                                + wire.advice(ErrorCode.WRONG_ROLE)))
         elif isinstance(msg, wire.Introductions):
             self._replies.answer(msg, pc.peer.id)
+        elif isinstance(msg, wire.PUBSUB_TYPES):
+            self._pubsub(pc, msg)  # type: ignore[attr-defined]
 
     # -- the peer cache ---------------------------------------------------------------
 

@@ -32,6 +32,10 @@ MAX_RELAYS_PER_PEER = 64
 class Relaying:
     """The relay half of a server node (a mixin of :class:`~yzcore.runtime.node.Node`)."""
 
+    def _relays_for(self, pc: PeerConnection) -> bool:
+        """Whether this node relays for ``pc``'s peer (a bridge's job), so must keep it."""
+        return False
+
     def _relay_init(self) -> None:
         # token -> (answered, [(the peer's connection, set when the splice ends)])
         self._waiting: dict[bytes, tuple[anyio.Event, list[tuple[Connection, anyio.Event]]]] = {}

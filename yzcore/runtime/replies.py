@@ -15,15 +15,20 @@ __all__ = ["Replies"]
 class Replies:
     """The requests one side has sent outside the engine (service messages)."""
 
-    def __init__(self) -> None:
-        self._rid = 0
+    def __init__(self, first: int = 1) -> None:
+        """``first``: the first request id (requests of another table use others)."""
+        self._rid = first - 1
         self._waiting: dict[int, tuple[anyio.Event, list[wire.Message], bytes]] = {}
+
+    def next_rid(self) -> int:
+        """A request id for a request whose reply nobody waits for."""
+        self._rid += 1
+        return self._rid
 
     async def ask(self, pc: PeerConnection, make: Callable[[int], wire.Message],
                   timeout: float) -> wire.Message | None:
         """Send ``make(rid)`` on ``pc`` and wait for its reply; None if none came in time."""
-        self._rid += 1
-        rid = self._rid
+        rid = self.next_rid()
         event = anyio.Event()
         slot: list[wire.Message] = []
         self._waiting[rid] = (event, slot, pc.peer.id)
@@ -42,6 +47,12 @@ class Replies:
         waiter[1].append(msg)
         waiter[0].set()
         return True
+
+    def wake_peer(self, peer: bytes) -> None:
+        """``peer``'s connection is gone: its requests end with no reply."""
+        for event, _, sender in self._waiting.values():
+            if sender == peer:
+                event.set()
 
     def wake_all(self) -> None:
         """The connection is gone: every request waiting on it ends with no reply."""

@@ -1,0 +1,443 @@
+"""Pubsub on a node: subscribe, publish, and hold channels as one of their homes.
+
+How channels work is in :mod:`yzcore.pubsub`. A mixin of
+:class:`~yzcore.runtime.node.Node`: it uses the node's connections, lookups and
+error log. Nothing is made until the node first sees or uses pubsub, so a
+node that never does pays one attribute for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from yzcore import wire
+from yzcore.exceptions import InvalidArgument, PubSubFailed
+from yzcore.pubsub import DEFAULT_TTL, ChannelHomes, Publication, Seen, channel_key, homes_for
+from yzcore.ratelimit import RateLimiter
+from yzcore.runtime.peer import PeerConnection
+from yzcore.runtime.replies import Replies
+from yzcore.wire import MAX_PUBLICATION, ErrorCode, NodeInfo
+
+__all__ = ["PubSub", "PublishResult", "Subscription"]
+
+log = logging.getLogger("yzcore.pubsub")
+
+REPLY_TIMEOUT = 5.0  #: seconds a home has to answer
+RETRY_MAX = 30.0  #: longest wait between two attempts to find a home again
+_RID_BASE = 2**40  # pubsub's request ids, apart from the engine's: an error reply finds its request
+_SERVER_ROLES = ("node", "bridge")
+
+
+def _limiter() -> RateLimiter:
+    """Subscribes and publishes one peer may ask of a home: 50/s, bursts of 100."""
+    return RateLimiter(rate=50.0, burst=100.0, global_rate=2000.0, global_burst=4000.0,
+                       bypass_rate=0.0, bypass_burst=0.0, max_keys=4096)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What :meth:`PubSub.publish` achieved.
+
+    Attributes:
+        mid: The message id.
+        homes: Homes that took the message (of up to 3).
+        reached: Subscribers the best-connected home passed it on to: a
+            lower bound on how many received it (each subscriber is held by
+            several homes, so the homes' counts overlap).
+    """
+
+    mid: bytes
+    homes: int
+    reached: int
+
+
+class Subscription:
+    """This node's subscription to a channel: an async iterator of :class:`Publication`.
+
+    Messages wait in a buffer of ``buffer`` entries; when it is full, new ones
+    are dropped and counted in :attr:`dropped`. Leave with :meth:`aclose` (or
+    ``async with``); the homes let go of the channel once this node has no
+    subscription to it left.
+    """
+
+    def __init__(self, node: PubSub, channel: _Channel, buffer: int) -> None:
+        self._node = node
+        self._channel = channel
+        self._send: MemoryObjectSendStream[Publication]
+        self._recv: MemoryObjectReceiveStream[Publication]
+        self._send, self._recv = anyio.create_memory_object_stream[Publication](buffer)
+        self.dropped = 0
+
+    @property
+    def channel(self) -> str:
+        """The channel's name."""
+        return self._channel.name
+
+    @property
+    def homes(self) -> int:
+        """How many homes hold the subscription now (this node counts when it is one)."""
+        return len(self._channel.homes) + self._channel.local
+
+    async def receive(self) -> Publication:
+        """The next message; raises ``anyio.EndOfStream`` once closed."""
+        return await self._recv.receive()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Publication:
+        try:
+            return await self._recv.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Leave the channel (idempotent)."""
+        self._node._ps_leave(self)
+        self._send.close()
+        self._recv.close()
+
+    def _deliver(self, pub: Publication) -> None:
+        try:
+            self._send.send_nowait(pub)
+        except anyio.WouldBlock:
+            self.dropped += 1
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+
+class _Channel:
+    """A channel this node subscribes to, shared by its local subscriptions."""
+
+    __slots__ = ("name", "key", "subs", "homes", "local", "wake", "ready", "error")
+
+    def __init__(self, name: str, key: bytes) -> None:
+        self.name = name
+        self.key = key
+        self.subs: set[Subscription] = set()
+        self.homes: set[bytes] = set()  # remote homes that took the subscription
+        self.local = False  # this node is one of the homes
+        self.wake = anyio.Event()  # a home was lost, or the last subscription left
+        self.ready = anyio.Event()  # the first round is over
+        self.error: PubSubFailed | None = None
+
+
+class _State:
+    __slots__ = ("channels", "homes", "seen", "replies", "limiter")
+
+    def __init__(self) -> None:
+        self.channels: dict[bytes, _Channel] = {}  # what this node subscribes to
+        self.homes = ChannelHomes()  # what it holds for others
+        self.seen = Seen()  # messages its subscriptions have had
+        self.replies = Replies(first=_RID_BASE)
+        self.limiter = _limiter()
+
+
+class PubSub:
+    """Pubsub channels (a mixin of :class:`~yzcore.runtime.node.Node`)."""
+
+    id: bytes
+    role: str
+    address: str | None
+    conns: dict[bytes, PeerConnection]
+    engine: Any
+    _tg: Any
+    _stopping: bool
+    _ps: _State | None
+
+    # -- the user's side ---------------------------------------------------------
+
+    async def subscribe(self, name: str, *, buffer: int = 256,
+                        ttl: float = DEFAULT_TTL) -> Subscription:
+        """Subscribe to the channel ``name``; returns once a home holds the subscription.
+
+        The first subscription anywhere creates the channel (B7.5). The node
+        keeps it up by itself: it renews it every ``ttl / 2`` seconds, looking
+        the homes up afresh, and at once when a home's connection closes.
+
+        Raises:
+            PubSubFailed: no home could be found or none took the subscription.
+            InvalidArgument: a bad channel name, ``buffer`` or ``ttl``.
+        """
+        key = channel_key(name)
+        if type(buffer) is not int or buffer < 1 or not 1.0 <= ttl <= 600.0:
+            raise InvalidArgument(f"buffer must be an integer >= 1 and ttl from 1 to 600 s, "
+                                  f"got {buffer!r} and {ttl!r}.")
+        if self.engine is None:
+            raise RuntimeError("the node is not started; call `await node.start(task_group)` first")
+        ps = self._ps_state()
+        ch = ps.channels.get(key)
+        if ch is None:
+            ch = ps.channels[key] = _Channel(name, key)
+            self._tg.start_soon(self._ps_channel, ch, ttl)
+        sub = Subscription(self, ch, buffer)
+        ch.subs.add(sub)
+        await ch.ready.wait()
+        if ch.error is not None:
+            ch.subs.discard(sub)
+            raise ch.error
+        return sub
+
+    async def publish(self, name: str, data: str) -> PublishResult:
+        """Publish ``data`` on the channel ``name``: every subscriber receives it once.
+
+        Raises:
+            PubSubFailed: no home could be found or none took the message.
+            InvalidArgument: a bad channel name, or ``data`` that is not a
+                string of at most 16 KiB characters.
+        """
+        key = channel_key(name)
+        if not isinstance(data, str) or len(data) > MAX_PUBLICATION:
+            raise InvalidArgument(f"data must be a string of at most {MAX_PUBLICATION} "
+                                  f"characters, got {type(data).__name__} of {len(data)}.")
+        homes = await self._ps_homes(key, name)
+        mid = os.urandom(16)
+        self._ps_local(key, mid, self.id, data)  # this node's own subscriptions
+        counts: dict[bytes, int] = {}
+        errors: list[wire.Message | None] = []
+
+        async def one(home: NodeInfo) -> None:
+            if home.id == self.id:
+                counts[home.id] = self._ps_fanout(key, mid, self.id, data)
+                return
+            reply = await self._ps_ask(home, lambda rid: wire.Publish(rid, key, mid, data))
+            if isinstance(reply, wire.PubSubOk):
+                counts[home.id] = reply.count
+            else:
+                errors.append(reply)
+
+        async with anyio.create_task_group() as tg:
+            for home in homes:
+                tg.start_soon(one, home)
+        if not counts:
+            raise self._ps_failure(f"no home of channel {name!r} took the message", errors)
+        return PublishResult(mid, len(counts), max(counts.values()))
+
+    # -- keeping a subscription up ----------------------------------------------------
+
+    async def _ps_channel(self, ch: _Channel, ttl: float) -> None:
+        """Subscribe at the channel's homes, and again whenever it is due or one is lost."""
+        ps = self._ps_state()
+        retry = 1.0
+        try:
+            while ch.subs and not self._stopping:
+                ch.wake = anyio.Event()
+                try:
+                    error = await self._ps_round(ch, ttl)
+                except Exception as exc:  # a bug here must not take the node down  # noqa: BLE001
+                    log.exception("pubsub round for %r failed", ch.name,
+                                  extra={"code": ErrorCode.INTERNAL})
+                    error = PubSubFailed(ErrorCode.INTERNAL, f"subscribing failed: {exc}")
+                if not ch.ready.is_set():
+                    ch.error = error
+                    ch.ready.set()
+                    if error is not None:
+                        return
+                if error is None:
+                    retry, wait = 1.0, ttl / 2
+                else:  # every home lost: look again soon, then less and less often
+                    log.warning("%s", error, extra={"code": error.code})
+                    wait, retry = retry, min(2 * retry, RETRY_MAX)
+                with anyio.move_on_after(wait):
+                    await ch.wake.wait()
+                if ch.subs and ch.wake.is_set():
+                    await anyio.sleep(0.2)  # a lost home: let the lookup learn it is gone
+        finally:
+            if ps.channels.get(ch.key) is ch:
+                del ps.channels[ch.key]
+            ch.ready.set()
+            for sub in list(ch.subs):
+                sub._send.close()
+            left, ch.homes = ch.homes, set()
+            for peer in left:  # nobody waits for these replies
+                pc = self.conns.get(peer)
+                if pc is not None:
+                    pc.send(wire.Unsubscribe(ps.replies.next_rid(), ch.key))
+                self._ps_hold(peer)
+
+    async def _ps_round(self, ch: _Channel, ttl: float) -> PubSubFailed | None:
+        """One look for the homes and one subscribe at each; None when one holds it."""
+        try:
+            homes = await self._ps_homes(ch.key, ch.name)
+        except PubSubFailed as exc:
+            return exc
+        took: set[bytes] = set()
+        errors: list[wire.Message | None] = []
+
+        async def one(home: NodeInfo) -> None:
+            reply = await self._ps_ask(home, lambda rid: wire.Subscribe(rid, ch.key, ttl))
+            if isinstance(reply, wire.PubSubOk):
+                took.add(home.id)
+            else:
+                errors.append(reply)
+
+        async with anyio.create_task_group() as tg:
+            for home in homes:
+                if home.id != self.id:
+                    tg.start_soon(one, home)
+        ch.local = any(h.id == self.id for h in homes)
+        before, ch.homes = ch.homes, took
+        for peer in before - took:  # no longer a home: let it go
+            pc = self.conns.get(peer)
+            if pc is not None:
+                pc.send(wire.Unsubscribe(self._ps_state().replies.next_rid(), ch.key))
+        for peer in before | took:
+            self._ps_hold(peer)
+        if took or ch.local:
+            return None
+        return self._ps_failure(f"no home of channel {ch.name!r} took the subscription", errors)
+
+    async def _ps_homes(self, key: bytes, name: str) -> list[NodeInfo]:
+        found = await self.find_node(key)  # type: ignore[attr-defined]
+        candidates = list(found.nodes)
+        if self.role in _SERVER_ROLES and self.address:  # this node may be a home itself
+            candidates.append(NodeInfo(self.id, self.address, self.role))
+        homes = homes_for(key, candidates)
+        if not homes:
+            raise PubSubFailed(ErrorCode.NO_PEERS, f"no server node found to hold channel "
+                               f"{name!r}: this node has no peers yet")
+        return homes
+
+    async def _ps_ask(self, home: NodeInfo, make: Any) -> wire.Message | None:
+        pc = self.conns.get(home.id)
+        if pc is None:
+            await self._dial(home)  # type: ignore[attr-defined]
+            pc = self.conns.get(home.id)
+            if pc is None:
+                return None
+        return await self._ps_state().replies.ask(pc, make, REPLY_TIMEOUT)
+
+    @staticmethod
+    def _ps_failure(what: str, errors: list[wire.Message | None]) -> PubSubFailed:
+        refusal = next((e for e in errors if isinstance(e, wire.Error)), None)
+        if refusal is not None:
+            return PubSubFailed(refusal.code, f"{what}: {refusal.message}")
+        return PubSubFailed(ErrorCode.TIMEOUT, f"{what}: no home answered within "
+                            f"{REPLY_TIMEOUT:g} s")
+
+    def _ps_leave(self, sub: Subscription) -> None:
+        ps = self._ps
+        ch = sub._channel
+        if ps is not None and sub in ch.subs:
+            ch.subs.discard(sub)
+            if not ch.subs:
+                ch.wake.set()
+
+    # -- messages ------------------------------------------------------------------
+
+    def _pubsub(self, pc: PeerConnection, msg: wire.Message) -> None:
+        """A pubsub message from a verified peer."""
+        ps = self._ps_state()
+        peer = pc.peer.id
+        if isinstance(msg, wire.PubSubOk):
+            ps.replies.answer(msg, peer)
+            return
+        if isinstance(msg, wire.Delivery):
+            ch = ps.channels.get(msg.channel)
+            if ch is not None and peer in ch.homes:  # only a home we asked may push
+                self._ps_local(msg.channel, msg.mid, msg.sender, msg.data)
+            return
+        assert isinstance(msg, (wire.Subscribe, wire.Unsubscribe, wire.Publish))
+        if self.role not in _SERVER_ROLES:
+            pc.send(wire.Error(msg.rid, ErrorCode.WRONG_ROLE, "this is a browser-class peer: it "
+                               "holds no channels; ask the server nodes closest to the channel"))
+            return
+        now = anyio.current_time()
+        d = ps.limiter.check(peer, "pubsub", now)
+        if not d.allowed:
+            text = (f"{d.scope} limit of {d.limit:g} pubsub requests/s (burst {d.burst:g}) "
+                    f"reached; retry in {d.retry_after:.3f}s")
+            self._record(ErrorCode.RATE_LIMITED, peer, text)  # type: ignore[attr-defined]
+            pc.send(wire.Error(msg.rid, ErrorCode.RATE_LIMITED, text, d.retry_after))
+            return
+        for freed in ps.homes.expire(now):
+            self._ps_hold(freed)
+        if isinstance(msg, wire.Subscribe):
+            held = ps.homes.subscribe(peer, msg.channel, msg.ttl, now)
+            if isinstance(held, tuple):
+                pc.send(wire.Error(msg.rid, held[0], held[1]))
+                return
+            pc.send(wire.PubSubOk(msg.rid, held))
+        elif isinstance(msg, wire.Unsubscribe):
+            pc.send(wire.PubSubOk(msg.rid, ps.homes.unsubscribe(peer, msg.channel)))
+        else:
+            pc.send(wire.PubSubOk(msg.rid, self._ps_fanout(msg.channel, msg.mid, peer, msg.data)))
+        self._ps_hold(peer)
+
+    def _ps_fanout(self, key: bytes, mid: bytes, sender: bytes, data: str) -> int:
+        """As a home: pass a message on to the subscribers held here; how many."""
+        ps = self._ps_state()
+        now = anyio.current_time()
+        if not ps.homes.seen.add(mid, now):
+            return 0  # a copy (the publisher retried)
+        self._ps_local(key, mid, sender, data)
+        delivery = wire.Delivery(key, mid, sender, data)
+        sent = 0
+        for peer in ps.homes.subscribers(key, now):
+            pc = self.conns.get(peer)
+            if peer != sender and pc is not None and pc.send(delivery):
+                sent += 1
+        return sent
+
+    def _ps_local(self, key: bytes, mid: bytes, sender: bytes, data: str) -> None:
+        """Hand a message to this node's own subscriptions, once."""
+        ps = self._ps_state()
+        ch = ps.channels.get(key)
+        if ch is not None and ch.subs and ps.seen.add(mid, anyio.current_time()):
+            pub = Publication(ch.name, data, sender, mid)
+            for sub in list(ch.subs):
+                sub._deliver(pub)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _ps_answer(self, msg: wire.Error, peer: bytes) -> bool:
+        """An error reply to one of pubsub's requests (False: someone else's)."""
+        return (self._ps is not None and msg.rid is not None and msg.rid >= _RID_BASE
+                and self._ps.replies.answer(msg, peer))
+
+    def _ps_hold(self, peer: bytes) -> None:
+        """Hold the connection to ``peer`` open while pubsub needs it, and only then."""
+        ps = self._ps
+        if ps is None or self.engine is None:
+            return
+        held = ps.homes.holds(peer) or any(peer in ch.homes for ch in ps.channels.values())
+        self.engine.hold(peer, held)
+
+    def _ps_closed(self, peer: bytes) -> None:
+        """``peer``'s connection closed: its subscriptions here go; ours there are lost."""
+        ps = self._ps
+        if ps is None:
+            return
+        ps.homes.drop_peer(peer)
+        ps.replies.wake_peer(peer)
+        for ch in ps.channels.values():
+            if peer in ch.homes:
+                ch.homes.discard(peer)
+                ch.wake.set()
+
+    def _ps_state(self) -> _State:
+        if self._ps is None:
+            self._ps = _State()
+        return self._ps
+
+    def pubsub_status(self) -> dict[str, int]:
+        """Channels this node subscribes to, and what it holds as a home (``/status``)."""
+        ps = self._ps
+        if ps is None:
+            return {"subscribed": 0, "home_channels": 0, "home_subscriptions": 0}
+        channels, subscriptions = ps.homes.stats()
+        return {"subscribed": len(ps.channels), "home_channels": channels,
+                "home_subscriptions": subscriptions}
+
