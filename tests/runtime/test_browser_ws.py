@@ -7,6 +7,7 @@ Debian's Chromium through Playwright's Python API (``executable_path``; never
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.request
@@ -63,3 +64,51 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
     assert out.returncode == 0 and out.stdout.strip() == 'ü ✓ "quoted"', (out.stdout, out.stderr)
     # The node saw a verified browser-class peer: the signed hello from WebCrypto checked out.
     assert len(my_id) == 64
+
+
+@pytest.mark.req("B7.5", "B3.1")
+def test_a_browser_and_python_clients_share_a_pubsub_channel(procs):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, first = procs.node("n0")
+    infos = [first] + [procs.node(f"n{i}", "--peer", first["address"])[1] for i in range(1, 6)]
+    sub = subprocess.Popen([*YZ, "sub", "room", "--via", infos[1]["address"], "--count", "2",
+                            "--json", "--timeout", "90"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = sub.stderr.readline()  # type: ignore[union-attr]
+        assert "subscribed to 'room' at 3 homes" in ready, ready
+        with sync_api.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(http_url(infos[3]["address"]) + "/demo")
+            page.wait_for_selector("body[data-joined=yes]", timeout=20000)
+            homes = page.evaluate("""async () => { window.got = [];
+                window.sub = await window.yz.subscribe("room", (m) => window.got.push(m));
+                return window.sub.homes(); }""")
+            assert homes == 3
+            out = subprocess.run([*YZ, "pub", "room", "from python", "--via", infos[4]["address"],
+                                  "--json"], capture_output=True, text=True, timeout=60, check=False)
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["homes"] == 3
+            page.wait_for_function("window.got.length >= 1", timeout=10000)
+            sent = page.evaluate("async () => await window.yz.publish('room', 'from the browser')")
+            assert sent["homes"] == 3 and sent["reached"] >= 1
+            page.wait_for_function("window.got.length >= 2", timeout=10000)
+            page.wait_for_timeout(300)  # no copy follows
+            got = page.evaluate("() => window.got.map((m) => [m.channel, m.data, m.sender])")
+            my_id = page.evaluate("() => window.yz.idHex")
+            assert [g[:2] for g in got] == [["room", "from python"], ["room", "from the browser"]]
+            assert got[1][2] == my_id  # its own message, delivered once
+            page.evaluate("() => window.sub.close()")
+            browser.close()
+        assert not errors, errors
+        lines, err = sub.communicate(timeout=30)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+    assert sub.returncode == 0, err
+    received = [json.loads(line) for line in lines.splitlines()]
+    assert [m["data"] for m in received] == ["from python", "from the browser"]
+    assert received[1]["sender"] == my_id  # the home verified the browser's signed hello

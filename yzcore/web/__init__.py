@@ -1,5 +1,5 @@
 """Files a node serves to browsers: ``/yz-browser.js`` (the browser-class client, with
-``/yz-peer.js``, which it imports) and ``/demo``.
+``/yz-peer.js`` and ``/yz-pubsub.js``, which it imports) and ``/demo``.
 
 Plain files in this package, read once and served as they are (no build step).
 """
@@ -15,6 +15,7 @@ __all__ = ["ASSETS", "asset"]
 ASSETS = {
     "/yz-browser.js": ("yz-browser.js", "text/javascript; charset=utf-8"),
     "/yz-peer.js": ("yz-peer.js", "text/javascript; charset=utf-8"),  # imported by yz-browser.js
+    "/yz-pubsub.js": ("yz-pubsub.js", "text/javascript; charset=utf-8"),  # and this one
     "/demo": ("demo.html", "text/html; charset=utf-8"),
 }
 

@@ -4,7 +4,8 @@
 // `yz find-node --via URL` does: it accepts no connections, dials nodes over
 // WebSocket, proves its Ed25519 key with the signed hello (WebCrypto; the key
 // is kept in IndexedDB, so the browser keeps its id), and runs iterative
-// lookups itself: findNode, put and get. It counts messages and bytes per
+// lookups itself: findNode, put and get; and it subscribes and publishes on
+// pubsub channels (yz-pubsub.js). It counts messages and bytes per
 // path (ws, webrtc, relay) and direction; counting never changes what is sent (B3.3).
 //
 // Other browser-class peers it reaches over a WebRTC DataChannel, set up with
@@ -16,6 +17,8 @@
 //   await yz.join("ws://NODE:PORT/dht");
 //   await yz.put("greeting", "hello");
 //   console.log(await yz.get("greeting"), yz.counters);
+//   const sub = await yz.subscribe("alerts", (m) => console.log(m.data));  // sub.close()
+//   await yz.publish("alerts", "hello");
 //   await yz.listen("ws://BOOTSTRAP:PORT/dht");      // take WebRTC offers
 //   const peer = await yz.connectPeer(otherIdHex);   // peer.path: "webrtc" or "relay"
 //   await peer.request({ t: "ping" });
@@ -25,6 +28,7 @@ import {
   byDistance, distance, emptyCounters, gathered, hello, hex, isHex, isWsUrl, less, loadKeys,
   openSocket, sha256, short, unhex, utf8,
 } from "./yz-peer.js";
+import { Channels } from "./yz-pubsub.js";
 
 const MAX_ANSWERING = 16, MAX_ANSWERING_PER_PEER = 2;  // offers answered at once (as the Python side)
 const MAX_RELAY_ANSWERS = 16;  // relayed connections set up at once for dialers
@@ -57,6 +61,7 @@ export class YzClient {
     this.rtcConfig = { iceServers: [] };
     this.onpeer = null;           // called with each Peer another peer opened to this one
     this.bootstrap = null; this.listening = null; this.closed = false;
+    this.pubsub = new Channels(this);
   }
 
   count(path, dir, type, frame) {
@@ -173,6 +178,13 @@ export class YzClient {
   /** The value stored under sha256(`name`), or null. */
   async get(name) { return (await this.lookup(await YzClient.keyFor(name), true)).value; }
 
+  /** Subscribe to the channel `name`: `onmessage({channel, data, sender, mid})` once per
+   *  message; resolves once a home holds the subscription (`{channel, homes(), close()}`). */
+  subscribe(name, onmessage, ttl) { return this.pubsub.subscribe(name, onmessage, ttl); }
+
+  /** Publish `data` on the channel `name`: `{mid, homes, reached}`. */
+  publish(name, data) { return this.pubsub.publish(name, data); }
+
   // -- peers: one connection per id -------------------------------------------------
 
   /** Keep one connection per peer id; answers the one kept (the other is closed). */
@@ -194,7 +206,10 @@ export class YzClient {
   }
 
   forget(peer) {
-    if (this.peers.get(peer.info.id) === peer) this.peers.delete(peer.info.id);
+    if (this.peers.get(peer.info.id) === peer) {
+      this.peers.delete(peer.info.id);
+      this.pubsub.closed(peer);  // subscribe again where it was a home
+    }
   }
 
   /** Up to 8 URLs of server nodes this client holds connections to (bridges first). */

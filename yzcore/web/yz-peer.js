@@ -266,6 +266,9 @@ class Peer {
         case "signal":  // only a relay fills in frm; a peer-to-peer link could claim any sender
           if (this.path === "ws" && this.info.role !== "browser") c.onSignal(this, msg);
           return;
+        case "pubsub.msg": case "pubsub.sub": case "pubsub.unsub": case "pubsub.pub":
+          c.pubsub.onMessage(this, msg);
+          return;
         case "relay_open":
           if (this.path === "ws" && SERVERS.includes(this.info.role)) c.acceptRelay(this, msg.token);
           return;
