@@ -1,5 +1,6 @@
-"""The B7.3 and B7.4 gates on the standard network: a find_node averages at most
-2 s, and a put moves its value to its replicas at over 1 KB/s.
+"""The B7.3, B7.4 and B7.5 gates on the standard network: a find_node averages at
+most 2 s, a put moves its value to its replicas at over 1 KB/s, and a new pubsub
+channel is usable (created, then a message published on it received) in under 5 s.
 
 The standard network is the one `yz up` runs (ARCHITECTURE §3): 17 server
 nodes (its 15 nodes and 2 bridges) on real WebSockets on 127.0.0.1, in this
@@ -27,6 +28,7 @@ from yzcore.runtime import Node
 STANDARD_NODES = 17
 MEAN_LIMIT_S = 2.0
 MIN_RATE = 1000.0  # bytes a second (B7.4)
+CHANNEL_LIMIT_S = 5.0  # B7.5
 
 
 @asynccontextmanager
@@ -88,3 +90,27 @@ def test_a_put_moves_its_value_at_over_1_kb_per_second(benchmark, network, size)
     benchmark.extra_info["bytes_per_s"] = round(rate)
     print(f"put of {size} B to {STANDARD_NODES - 1} replicas: {rate / 1000:.0f} KB/s")
     assert rate > MIN_RATE, f"{rate:.0f} B/s is under the {MIN_RATE:.0f} B/s of B7.4"
+
+
+@pytest.mark.req("B7.5")
+def test_a_new_channel_is_usable_within_five_seconds(benchmark, network) -> None:
+    portal, nodes = network
+    rng = random.Random(5)
+    homes: list[int] = []
+
+    async def create_and_use() -> None:
+        name = f"channel-{rng.randbytes(8).hex()}"  # a new channel every round
+        subscriber, publisher = rng.sample(nodes, 2)
+        sub = await subscriber.subscribe(name)
+        result = await publisher.publish(name, "first")
+        with anyio.fail_after(CHANNEL_LIMIT_S):
+            assert (await sub.receive()).data == "first"
+        homes.append(min(sub.homes, result.homes))
+        await sub.aclose()
+
+    benchmark.group = "B7.5 pubsub channel creation, standard network"
+    benchmark.pedantic(lambda: portal.call(create_and_use), rounds=30, warmup_rounds=2)
+    mean = benchmark.stats.stats.mean
+    assert set(homes) == {3}, homes
+    print(f"new channel, subscribed and first message received: mean {mean * 1000:.1f} ms")
+    assert mean < CHANNEL_LIMIT_S, f"channel creation mean {mean:.3f} s is over the 5 s of B7.5"
