@@ -149,9 +149,9 @@ def _sub(args: argparse.Namespace) -> int:
                     break
         await sub.aclose()
         if got < args.count:
-            print(f"error [TIMEOUT] {got} of {args.count} messages within --timeout "
-                  f"{duration:g} s; check that something publishes on the channel.",
-                  file=sys.stderr)
+            within = f"within --timeout {duration:g} s" if duration is not None else "before the end"
+            print(f"error [TIMEOUT] {got} of {args.count} messages {within}; check that something "
+                  "publishes on the channel.", file=sys.stderr)
             return 1
         return 0
 
@@ -172,7 +172,7 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p.add_argument("words", nargs="*", metavar="ARG", help="ID, KEY VALUE, KEY or nothing")
     p = command("pub", _pub, "publish a message on a pubsub channel")
     p.add_argument("channel", help="the channel's name (its key is sha256 of it)")
-    p.add_argument("data", help="the message (at most 16 KiB of text)")
+    p.add_argument("data", help="the message (at most 16 KiB as JSON)")
     client_options(p)
     p = command("sub", _sub, "subscribe to a pubsub channel and print its messages")
     p.add_argument("channel", help="the channel's name")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Final
 __all__ = [
     "MAX_PUBLICATION",
     "PUBSUB_TYPES",
+    "publication_fits",
     "Delivery",
     "PubSubOk",
     "Publish",
@@ -24,7 +25,9 @@ __all__ = [
     "Unsubscribe",
 ]
 
-MAX_PUBLICATION: Final = 16 * 1024  #: longest published data, in characters
+#: Longest published data: bytes of its JSON string (escapes and UTF-8 counted), so a
+#: message always fits in a frame, whichever message carries it.
+MAX_PUBLICATION: Final = 16 * 1024
 _MID: Final = 16  # bytes of a message id
 _COUNT: Final = 2**31
 
@@ -67,7 +70,7 @@ class Publish:
         channel: The channel key.
         mid: The message id (16 bytes, chosen by the publisher): homes and
             subscribers drop a message they have already seen.
-        data: The message, a string of at most :data:`MAX_PUBLICATION` characters.
+        data: The message, a string of at most :data:`MAX_PUBLICATION` bytes as JSON.
     """
 
     TYPE: ClassVar[str] = "pubsub.pub"
@@ -114,6 +117,18 @@ class Delivery:
 PUBSUB_TYPES: Final = (Subscribe, Unsubscribe, Publish, PubSubOk, Delivery)
 
 
+def publication_fits(value: object) -> bool:
+    """Whether ``value`` is a string of at most :data:`MAX_PUBLICATION` bytes as JSON."""
+    if not isinstance(value, str) or len(value) > MAX_PUBLICATION:
+        return False
+    import orjson
+
+    try:
+        return len(orjson.dumps(value)) - 2 <= MAX_PUBLICATION  # not counting the quotes
+    except TypeError:  # a lone surrogate: not UTF-8
+        return False
+
+
 _Codecs = tuple[dict[str, Callable[[Any], Any]], dict[type, Callable[[Any], Any]]]
 
 
@@ -132,9 +147,9 @@ def codecs(w: ModuleType) -> _Codecs:
         return w._hex(o["mid"], "mid", _MID)  # type: ignore[no-any-return]
 
     def data(value: object) -> str:
-        if isinstance(value, str) and len(value) <= MAX_PUBLICATION:
-            return value
-        raise invalid(f"'data' must be a string of at most {MAX_PUBLICATION} characters, "
+        if publication_fits(value):
+            return value  # type: ignore[return-value]
+        raise invalid(f"'data' must be a string of at most {MAX_PUBLICATION} bytes as JSON, "
                       f"got {show(value)}.")
 
     def count(value: object) -> int:

@@ -35,9 +35,11 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_CHANNELS",
     "MAX_NAME",
+    "MAX_PEERS",
     "MAX_PEER_CHANNELS",
     "MAX_SUBSCRIBERS",
     "MAX_TTL",
+    "MIN_TTL",
     "REPLICAS",
     "ChannelHomes",
     "Publication",
@@ -49,10 +51,12 @@ __all__ = [
 REPLICAS: Final = 3  #: homes per channel
 DEFAULT_TTL: Final = 120.0  #: seconds a subscription is held unless renewed
 MAX_TTL: Final = 600.0  #: a home holds no subscription longer than this
+MIN_TTL: Final = 1.0  #: nor shorter
 MAX_NAME: Final = 256  #: longest channel name, in characters
 MAX_CHANNELS: Final = 4096  #: channels one home holds at most
 MAX_SUBSCRIBERS: Final = 1024  #: subscribers of one channel one home holds at most
 MAX_PEER_CHANNELS: Final = 64  #: channels one peer may have held by one home
+MAX_PEERS: Final = 1024  #: subscribers (peers, so held connections) one home holds at most
 SEEN_TTL: Final = 120.0  #: seconds a message id is remembered
 SEEN_MAX: Final = 16384  #: message ids remembered at most
 _SERVER_ROLES: Final = ("node", "bridge")
@@ -126,33 +130,38 @@ class Seen:
 class ChannelHomes:
     """What this node holds as a home: subscribers of channels, until they expire.
 
-    Every subscriber is a connected peer: the runtime drops a peer's
-    subscriptions the moment its connection closes (:meth:`drop_peer`).
+    Every subscriber is a connected peer whose connection the runtime holds
+    open, so the subscribers are bounded (:data:`MAX_PEERS`) and a peer's
+    subscriptions go the moment its connection closes (:meth:`drop_peer`).
+    The runtime calls :meth:`expire` every second while anything is held.
     """
 
     def __init__(self, *, max_channels: int = MAX_CHANNELS,
                  max_subscribers: int = MAX_SUBSCRIBERS,
-                 max_peer_channels: int = MAX_PEER_CHANNELS) -> None:
+                 max_peer_channels: int = MAX_PEER_CHANNELS, max_peers: int = MAX_PEERS) -> None:
         self.max_channels = max_channels
         self.max_subscribers = max_subscribers
         self.max_peer_channels = max_peer_channels
+        self.max_peers = max_peers
         self._channels: dict[bytes, dict[bytes, float]] = {}  # key -> subscriber -> expiry
         self._by_peer: dict[bytes, set[bytes]] = {}  # subscriber -> keys
         self.seen = Seen()
 
     def subscribe(self, peer: bytes, key: bytes, ttl: float,
                   now: float) -> tuple[ErrorCode, str] | int:
-        """Hold ``peer``'s subscription to ``key`` for ``ttl`` seconds (at most
-        :data:`MAX_TTL`); renewing one moves its expiry.
+        """Hold ``peer``'s subscription to ``key`` for ``ttl`` seconds (from
+        :data:`MIN_TTL` to :data:`MAX_TTL`); renewing one moves its expiry.
 
         Returns:
             The channel's subscriber count here, or the code and sentence of
             a refusal (``OVER_CAPACITY``) when a limit would be passed.
         """
-        self.expire(now)
         subs = self._channels.get(key)
         mine = self._by_peer.get(peer, ())
         if subs is None or peer not in subs:
+            if not mine and len(self._by_peer) >= self.max_peers:
+                return (ErrorCode.OVER_CAPACITY, f"this home holds subscriptions of "
+                        f"{self.max_peers} peers already; retry later")
             if key not in mine and len(mine) >= self.max_peer_channels:
                 return (ErrorCode.OVER_CAPACITY, f"this home holds {self.max_peer_channels} "
                         "channels for one peer at most; unsubscribe from one first")
@@ -164,7 +173,7 @@ class ChannelHomes:
                         "subscribers at this home already")
         if subs is None:
             subs = self._channels[key] = {}
-        subs[peer] = now + min(ttl, MAX_TTL)
+        subs[peer] = now + min(max(ttl, MIN_TTL), MAX_TTL)
         self._by_peer.setdefault(peer, set()).add(key)
         return len(subs)
 
@@ -191,6 +200,10 @@ class ChannelHomes:
             if not subs:
                 del self._channels[key]
         return len(keys)
+
+    def holding(self) -> bool:
+        """Whether any subscription is held here."""
+        return bool(self._by_peer)
 
     def holds(self, peer: bytes) -> bool:
         """Whether ``peer`` has a subscription held here (its connection must stay)."""

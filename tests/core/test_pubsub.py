@@ -15,6 +15,7 @@ from yzcore.protocol.actions import Close
 from yzcore.protocol.engine import Engine, EngineConfig
 from yzcore.pubsub import (
     MAX_TTL,
+    MIN_TTL,
     ChannelHomes,
     Seen,
     channel_key,
@@ -56,10 +57,14 @@ def test_a_home_holds_subscriptions_until_they_expire_or_are_withdrawn():
     assert h.stats() == (0, 0)
 
 
-def test_a_home_caps_the_ttl():
+def test_a_home_bounds_the_ttl():
     h = ChannelHomes()
     h.subscribe(A, K1, 1e9, 0.0)
+    h.subscribe(B, K1, 0.0, 0.0)
+    assert h.subscribers(K1, MIN_TTL - 0.1) == [A, B]
+    assert h.subscribers(K1, MIN_TTL) == [A]
     assert h.subscribers(K1, MAX_TTL - 1) == [A] and h.subscribers(K1, MAX_TTL) == []
+    assert sorted(h.expire(MAX_TTL)) == [A, B] and not h.holding()
 
 
 def test_a_closed_connection_drops_every_subscription_of_its_peer():
@@ -69,6 +74,16 @@ def test_a_closed_connection_drops_every_subscription_of_its_peer():
     h.subscribe(B, K1, 60.0, 0.0)
     assert h.drop_peer(A) == 3
     assert h.stats() == (1, 1) and h.subscribers(K1, 1.0) == [B]
+
+
+def test_a_home_holds_the_subscriptions_of_a_bounded_number_of_peers():
+    h = ChannelHomes(max_peers=2)
+    assert h.subscribe(A, K1, 60, 0) == 1 and h.subscribe(B, K2, 60, 0) == 1
+    code, text = h.subscribe(C, K1, 60, 0)  # type: ignore[misc]
+    assert code == ErrorCode.OVER_CAPACITY and "2 peers" in text
+    assert h.subscribe(A, K3, 60, 0) == 1  # a peer it holds already may add a channel
+    h.drop_peer(B)
+    assert h.subscribe(C, K1, 60, 0) == 2
 
 
 def test_each_limit_of_a_home_is_refused_with_over_capacity():
@@ -116,6 +131,11 @@ def test_pubsub_messages_survive_the_codec(msg):
     ({"t": "pubsub.pub", "rid": 1, "ch": "a" * 64, "mid": "00", "data": ""}, "'mid'"),
     ({"t": "pubsub.pub", "rid": 1, "ch": "a" * 64, "mid": "0" * 32, "data": 5}, "'data'"),
     ({"t": "pubsub.pub", "rid": 1, "ch": "a" * 64, "mid": "0" * 32, "data": "x" * 16385},
+     "'data'"),
+    # 16,384 characters, but more bytes as JSON: a delivery of it would not fit a frame
+    ({"t": "pubsub.pub", "rid": 1, "ch": "a" * 64, "mid": "0" * 32,
+      "data": "\U0001F600" * 16180 + "\u4e00" * 204}, "'data'"),
+    ({"t": "pubsub.pub", "rid": 1, "ch": "a" * 64, "mid": "0" * 32, "data": "\u0001" * 2731},
      "'data'"),
     ({"t": "pubsub.ok", "rid": 1, "count": -1}, "'count'"),
     ({"t": "pubsub.msg", "ch": "a" * 64, "mid": "0" * 32, "from": "x", "data": ""}, "'from'"),
@@ -169,3 +189,11 @@ def test_holding_a_peer_with_no_connection_does_nothing():
     a, b = _engine(rng), _engine(rng)
     a.hold(b.info.id, True)
     assert b.info.id not in a.peers
+
+
+def test_the_largest_publication_fits_a_frame_whichever_message_carries_it():
+    for data in ("x" * 16384, "\U0001F600" * 4096, "\u0001" * 2730, '"' * 8192):
+        assert wire.publication_fits(data)
+        wire.encode(wire.Publish(1, K1, b"m" * 16, data))  # neither raises FRAME_TOO_LARGE
+        wire.encode(wire.Delivery(K1, b"m" * 16, A, data))
+    assert not wire.publication_fits("\ud800") and not wire.publication_fits(5)

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import anyio
 
@@ -71,6 +71,24 @@ def json_line(proc: subprocess.Popen[str], timeout: float) -> dict:
     if not ready:
         raise AssertionError(f"no line from {proc.args} within {timeout} s")
     return json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+
+
+def line_with(stream: IO[str], text: str, timeout: float) -> str:
+    """The first line ``stream`` prints that contains ``text``, within ``timeout`` seconds
+    (other lines, such as log warnings, are skipped)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stream], [], [], left)
+        if not ready:
+            break
+        line = stream.readline()
+        if not line:
+            break
+        if text in line:
+            return line
+        seen.append(line)
+    raise AssertionError(f"no line with {text!r} within {timeout} s; got {seen!r}")
 
 
 class Procs:

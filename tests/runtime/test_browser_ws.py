@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from .chromium import launch
-from .procs import http_url
+from .procs import http_url, line_with
 
 YZ = [sys.executable, "-m", "yzcore.cli"]
 
@@ -75,8 +75,7 @@ def test_a_browser_and_python_clients_share_a_pubsub_channel(procs):
                             "--json", "--timeout", "90"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        ready = sub.stderr.readline()  # type: ignore[union-attr]
-        assert "subscribed to 'room' at 3 homes" in ready, ready
+        line_with(sub.stderr, "subscribed to 'room' at 3 homes", 30)  # type: ignore[arg-type]
         with sync_api.sync_playwright() as p:
             browser = launch(p)
             page = browser.new_page()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.runtime.procs import line_with
+
 YZ = [sys.executable, "-m", "yzcore.cli"]
 
 
@@ -78,8 +80,7 @@ def test_yz_sub_receives_what_yz_pub_publishes_between_processes(five_nodes):
                             "--json", "--timeout", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        ready = sub.stderr.readline()  # type: ignore[union-attr]
-        assert "subscribed to 'alerts' at 3 homes" in ready, ready
+        line_with(sub.stderr, "subscribed to 'alerts' at 3 homes", 30)  # type: ignore[arg-type]
         for i in range(2):
             pub = yz("pub", "alerts", f"alert {i}", "--via", infos[3 + i]["address"], "--json")
             assert pub.returncode == 0, pub.stderr

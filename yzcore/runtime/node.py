@@ -158,7 +158,6 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub):
         self.http = HttpEndpoints(self)
         self.managers = Managers(self)  # the connection-manager factory (B6.3)
         self._relay_init()
-        self._ps = None  # pubsub's state, made when first needed
 
     # -- life cycle -------------------------------------------------------------
 

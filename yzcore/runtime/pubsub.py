@@ -22,7 +22,7 @@ from yzcore.pubsub import DEFAULT_TTL, ChannelHomes, Publication, Seen, channel_
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import PeerConnection
 from yzcore.runtime.replies import Replies
-from yzcore.wire import MAX_PUBLICATION, ErrorCode, NodeInfo
+from yzcore.wire import MAX_PUBLICATION, ErrorCode, NodeInfo, publication_fits
 
 __all__ = ["PubSub", "PublishResult", "Subscription"]
 
@@ -135,7 +135,7 @@ class _Channel:
 
 
 class _State:
-    __slots__ = ("channels", "homes", "seen", "replies", "limiter")
+    __slots__ = ("channels", "homes", "seen", "replies", "limiter", "expiring")
 
     def __init__(self) -> None:
         self.channels: dict[bytes, _Channel] = {}  # what this node subscribes to
@@ -143,6 +143,7 @@ class _State:
         self.seen = Seen()  # messages its subscriptions have had
         self.replies = Replies(first=_RID_BASE)
         self.limiter = _limiter()
+        self.expiring = False  # the loop that lets expired subscriptions go runs
 
 
 class PubSub:
@@ -155,7 +156,7 @@ class PubSub:
     engine: Any
     _tg: Any
     _stopping: bool
-    _ps: _State | None
+    _ps: _State | None = None  # made when first needed
 
     # -- the user's side ---------------------------------------------------------
 
@@ -166,6 +167,8 @@ class PubSub:
         The first subscription anywhere creates the channel (B7.5). The node
         keeps it up by itself: it renews it every ``ttl / 2`` seconds, looking
         the homes up afresh, and at once when a home's connection closes.
+        More subscriptions to a channel this node already subscribes to share
+        its network subscription, and return as soon as the first one has.
 
         Raises:
             PubSubFailed: no home could be found or none took the subscription.
@@ -180,11 +183,16 @@ class PubSub:
         ps = self._ps_state()
         ch = ps.channels.get(key)
         if ch is None:
-            ch = ps.channels[key] = _Channel(name, key)
+            ch = _Channel(name, key)
             self._tg.start_soon(self._ps_channel, ch, ttl)
+            ps.channels[key] = ch
         sub = Subscription(self, ch, buffer)
         ch.subs.add(sub)
-        await ch.ready.wait()
+        try:
+            await ch.ready.wait()
+        except BaseException:  # cancelled: nobody will read it
+            self._ps_leave(sub)
+            raise
         if ch.error is not None:
             ch.subs.discard(sub)
             raise ch.error
@@ -196,12 +204,13 @@ class PubSub:
         Raises:
             PubSubFailed: no home could be found or none took the message.
             InvalidArgument: a bad channel name, or ``data`` that is not a
-                string of at most 16 KiB characters.
+                string of at most 16 KiB as JSON.
         """
         key = channel_key(name)
-        if not isinstance(data, str) or len(data) > MAX_PUBLICATION:
-            raise InvalidArgument(f"data must be a string of at most {MAX_PUBLICATION} "
-                                  f"characters, got {type(data).__name__} of {len(data)}.")
+        if not publication_fits(data):
+            raise InvalidArgument(f"data must be a string of at most {MAX_PUBLICATION} bytes as "
+                                  f"JSON (UTF-8, escapes counted), got {type(data).__name__}"
+                                  + (f" of {len(data)} characters." if isinstance(data, str) else "."))
         homes = await self._ps_homes(key, name)
         mid = os.urandom(16)
         self._ps_local(key, mid, self.id, data)  # this node's own subscriptions
@@ -257,6 +266,9 @@ class PubSub:
         finally:
             if ps.channels.get(ch.key) is ch:
                 del ps.channels[ch.key]
+            if not ch.ready.is_set():  # stopped before the first round was over
+                ch.error = PubSubFailed(ErrorCode.SHUTTING_DOWN, f"the node stopped before "
+                                        f"channel {ch.name!r} was subscribed")
             ch.ready.set()
             for sub in list(ch.subs):
                 sub._send.close()
@@ -275,11 +287,14 @@ class PubSub:
             return exc
         took: set[bytes] = set()
         errors: list[wire.Message | None] = []
+        before = set(ch.homes)
 
         async def one(home: NodeInfo) -> None:
             reply = await self._ps_ask(home, lambda rid: wire.Subscribe(rid, ch.key, ttl))
-            if isinstance(reply, wire.PubSubOk):
+            if isinstance(reply, wire.PubSubOk) and home.id in self.conns:
                 took.add(home.id)
+                ch.homes.add(home.id)  # at once: its deliveries count, its connection is held
+                self._ps_hold(home.id)
             else:
                 errors.append(reply)
 
@@ -288,14 +303,13 @@ class PubSub:
                 if home.id != self.id:
                     tg.start_soon(one, home)
         ch.local = any(h.id == self.id for h in homes)
-        before, ch.homes = ch.homes, took
         for peer in before - took:  # no longer a home: let it go
+            ch.homes.discard(peer)
             pc = self.conns.get(peer)
             if pc is not None:
                 pc.send(wire.Unsubscribe(self._ps_state().replies.next_rid(), ch.key))
-        for peer in before | took:
             self._ps_hold(peer)
-        if took or ch.local:
+        if ch.homes or ch.local:
             return None
         return self._ps_failure(f"no home of channel {ch.name!r} took the subscription", errors)
 
@@ -362,19 +376,31 @@ class PubSub:
             self._record(ErrorCode.RATE_LIMITED, peer, text)  # type: ignore[attr-defined]
             pc.send(wire.Error(msg.rid, ErrorCode.RATE_LIMITED, text, d.retry_after))
             return
-        for freed in ps.homes.expire(now):
-            self._ps_hold(freed)
         if isinstance(msg, wire.Subscribe):
             held = ps.homes.subscribe(peer, msg.channel, msg.ttl, now)
             if isinstance(held, tuple):
                 pc.send(wire.Error(msg.rid, held[0], held[1]))
                 return
             pc.send(wire.PubSubOk(msg.rid, held))
+            if not ps.expiring:
+                ps.expiring = True
+                self._tg.start_soon(self._ps_expire)
         elif isinstance(msg, wire.Unsubscribe):
             pc.send(wire.PubSubOk(msg.rid, ps.homes.unsubscribe(peer, msg.channel)))
         else:
             pc.send(wire.PubSubOk(msg.rid, self._ps_fanout(msg.channel, msg.mid, peer, msg.data)))
         self._ps_hold(peer)
+
+    async def _ps_expire(self) -> None:
+        """While this node holds subscriptions: every second, let go of those that ran out."""
+        ps = self._ps_state()
+        try:
+            while ps.homes.holding():
+                await anyio.sleep(1.0)
+                for freed in ps.homes.expire(anyio.current_time()):
+                    self._ps_hold(freed)
+        finally:
+            ps.expiring = False
 
     def _ps_fanout(self, key: bytes, mid: bytes, sender: bytes, data: str) -> int:
         """As a home: pass a message on to the subscribers held here; how many."""

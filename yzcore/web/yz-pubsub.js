@@ -14,6 +14,7 @@
 import { YzError, hex } from "./yz-peer.js";
 
 const HOMES = 3, TTL = 120, SEEN_MAX = 4096, RETRY_MAX_MS = 30000, MAX_DATA = 16384;
+const jsonBytes = (s) => new TextEncoder().encode(JSON.stringify(s)).length - 2;
 
 export class Channels {
   constructor(client) {
@@ -24,10 +25,12 @@ export class Channels {
 
   async subscribe(name, onmessage, ttl = TTL) {
     if (typeof onmessage !== "function") throw new YzError("INVALID_ARGUMENT", "subscribe(name, onmessage): onmessage must be a function");
+    if (!(ttl >= 1 && ttl <= 600)) throw new YzError("INVALID_ARGUMENT", "ttl must be from 1 to 600 seconds");
     const key = await this.client.constructor.keyFor(name);
     let ch = this.channels.get(key);
     if (!ch) {
-      ch = { name, key, ttl, homes: new Set(), handlers: new Set(), timer: null, retry: 1000, ready: false, first: null };
+      ch = { name, key, ttl, homes: new Set(), handlers: new Set(), timer: null, retry: 1000, ready: false,
+        running: false, again: false, first: null };
       this.channels.set(key, ch);
       ch.first = this.round(ch);
     }
@@ -37,7 +40,7 @@ export class Channels {
   }
 
   async publish(name, data) {
-    if (typeof data !== "string" || data.length > MAX_DATA) throw new YzError("INVALID_ARGUMENT", `data must be a string of at most ${MAX_DATA} characters`);
+    if (typeof data !== "string" || jsonBytes(data) > MAX_DATA) throw new YzError("INVALID_ARGUMENT", `data must be a string of at most ${MAX_DATA} bytes as JSON`);
     const key = await this.client.constructor.keyFor(name);
     const mid = hex(crypto.getRandomValues(new Uint8Array(16)));
     this.deliver(key, mid, this.client.idHex, data);  // this browser's own subscriptions
@@ -51,6 +54,8 @@ export class Channels {
   /** One look for the homes and one subscribe at each. The first round throws when no
    *  home took the subscription; later ones keep trying, less and less often. */
   async round(ch) {
+    if (ch.running) { ch.again = true; return; }  // one round at a time; another right after
+    ch.running = true; ch.again = false;
     clearTimeout(ch.timer);
     let error = null;
     try {
@@ -61,13 +66,18 @@ export class Channels {
       ch.homes = took;
       if (!took.size) error = this.failure(`no home of channel ${JSON.stringify(ch.name)} took the subscription`, replies, homes);
     } catch (e) { error = e; }
-    if (this.channels.get(ch.key) !== ch) return;  // left meanwhile
+    ch.running = false;
+    if (this.channels.get(ch.key) !== ch) {  // left meanwhile: let go of the homes it just took
+      for (const id of ch.homes) this.client.peers.get(id)?.send({ t: "pubsub.unsub", rid: this.client.nextRid++, ch: ch.key });
+      return;
+    }
     if (error && !ch.ready) { this.drop(ch); throw error; }  // subscribe() fails
     if (error) console.warn(`yz: ${error.code}: ${error.message}; trying again in ${ch.retry} ms`);
     ch.ready = true;
     const wait = error ? ch.retry : ch.ttl * 500;  // renewed every ttl/2
     ch.retry = error ? Math.min(2 * ch.retry, RETRY_MAX_MS) : 1000;
-    ch.timer = setTimeout(() => this.round(ch), wait);
+    clearTimeout(ch.timer);
+    ch.timer = setTimeout(() => this.round(ch), ch.again ? 200 : wait);
   }
 
   async ask(home, msg) {
