@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     def server_options(p: argparse.ArgumentParser, port: int) -> None:
         p.add_argument("--listen", default=f"127.0.0.1:{port}",
                        help="HOST:PORT (or a ws:// URL) to listen on; port 0 picks a free one")
-        p.add_argument("--advertise", help="the URL others should dial (default: the listen URL)")
+        p.add_argument("--advertise", help="the URL others should dial (default: the listen URL; "
+                       "on 0.0.0.0 or [::], this host's address, followed as it changes)")
         p.add_argument("--data-dir", help="keeps the key (and a node's peer cache) across restarts")
         p.add_argument("--parent-watch", action="store_true", help=argparse.SUPPRESS)
 

@@ -43,6 +43,7 @@ from yzcore.runtime.managers import Managers
 from yzcore.runtime.peer import PeerConnection, describe_failure, dial_slots, handshake
 from yzcore.runtime.probe import Probing
 from yzcore.runtime.pubsub import PubSub
+from yzcore.runtime.readdress import Readdressing
 from yzcore.runtime.recovery import Recovery
 from yzcore.runtime.relay import Relaying
 from yzcore.runtime.replies import Replies
@@ -57,7 +58,7 @@ _OVER_CAPACITY = wire.ErrorCode.OVER_CAPACITY
 _LOCAL_TYPES = frozenset((*wire.SERVICE_TYPES, *wire.PUBSUB_TYPES))  # the runtime's, not engine's
 
 
-class Node(Relaying, Probing, Recovery, Reporting, PubSub):
+class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
     """A yzcore server node.
 
     Args:
@@ -174,10 +175,12 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub):
                 if self._listen:
                     self._listener = await transport_for(self._listen).listen(self._listen, http=self.http)
                     tg.start_soon(self._listener.serve, self._inbound)
-                self.address = self._advertise or (self._listener.address if self._listener else None)
+                self.address = self._advertise or self._own_address()
                 info = NodeInfo(self.id, self.address, self.role)
                 self.engine = Engine(info, anyio.current_time(), self._rng, self._config)
                 self.managers.start(tg)
+                if self._advertise is None and self._watching_interfaces:  # A6.5
+                    tg.start_soon(self._interface_loop)
                 tg.start_soon(self._timer_loop)
                 tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
                 if self._listen is None and self.role == "node":  # reached through a bridge
@@ -410,7 +413,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub):
             return False
         old = self.conns.get(peer_id)
         if old is not None:
-            if pc.outbound != (self.id < peer_id):  # keep the one the smaller id dialled
+            # Keep the one the smaller id dialled; a peer that moved (A6.5): its new one.
+            if pc.outbound != (self.id < peer_id) and pc.info.addr == old.info.addr:
                 pc.send(wire.Error(None, wire.ErrorCode.DUPLICATE_CONNECTION, "already connected"))
                 # Whatever the engine queued for the dial goes out on the kept one.
                 self._engine.connection_opened(old.info, anyio.current_time(), outbound=old.outbound)

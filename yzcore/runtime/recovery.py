@@ -250,17 +250,11 @@ class Recovery:
 
     def _moved_to(self, bridge: NodeInfo, address: str) -> None:
         moved = self.address is not None
-        self._relay_bridge, self.address = bridge.id, address
-        self._engine.readdress(address)
+        self._relay_bridge = bridge.id
         self._engine.pin(bridge.id)
         log.info("reachable through bridge %s as %s", bridge.id.hex()[:16], address,
                  extra={"peer_id": bridge.id.hex(), "transport": "bridge"})
-        for link in self.links:  # the bootstrap server learns the new address
-            link.close()
-        if moved:  # peers hold our old address from our hellos: hello again (A4.5)
-            for peer_id, pc in list(self.conns.items()):
-                if peer_id != bridge.id:
-                    self._tg.start_soon(pc.close)  # type: ignore[union-attr]
+        self._readdress(address, hello_again=moved, keep=bridge.id)  # type: ignore[attr-defined]
 
     def _relay_lost(self) -> None:
         if not self._stopping:
