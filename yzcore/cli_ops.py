@@ -149,7 +149,8 @@ def _sub(args: argparse.Namespace) -> int:
                     break
         await sub.aclose()
         if got < args.count:
-            within = f"within --timeout {duration:g} s" if duration is not None else "before the end"
+            within = (f"within --timeout {duration:g} s" if duration is not None
+                      else "before the subscription ended")
             print(f"error [TIMEOUT] {got} of {args.count} messages {within}; check that something "
                   "publishes on the channel.", file=sys.stderr)
             return 1

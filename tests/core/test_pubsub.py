@@ -150,7 +150,8 @@ def test_a_bad_pubsub_message_is_invalid_and_names_its_field(fields, named):
 
 def _engine(rng: random.Random, **config: object) -> Engine:
     info = NodeInfo(rng.randbytes(32), f"mem://{rng.random()}", "node")
-    return Engine(info, 0.0, random.Random(rng.random()), EngineConfig(**config))  # type: ignore[arg-type]
+    cfg = EngineConfig(**config)  # type: ignore[arg-type]
+    return Engine(info, 0.0, random.Random(rng.random()), cfg)
 
 
 def _closes(e: Engine) -> list[Close]:

@@ -381,7 +381,8 @@ def test_error_reference_lists_every_exception_class_and_code():
 
 def test_wire_reference_examples_decode():
     text = (DOCS / "wire.md").read_text(encoding="utf-8")
-    examples = [line for line in text.splitlines() if line.startswith('{"v":"%s"' % PROTOCOL_VERSION)]
+    head = '{"v":"%s"' % PROTOCOL_VERSION
+    examples = [line for line in text.splitlines() if line.startswith(head)]
     assert len(examples) == len(wire.MESSAGE_TYPES) + 1  # value appears twice
     for line in examples:
         frame = line.replace("a1a1…a1", "a1" * 32).replace("b2b2…b2", "b2" * 32)

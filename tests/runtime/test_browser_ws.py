@@ -87,8 +87,9 @@ def test_a_browser_and_python_clients_share_a_pubsub_channel(procs):
                 window.sub = await window.yz.subscribe("room", (m) => window.got.push(m));
                 return window.sub.homes(); }""")
             assert homes == 3
-            out = subprocess.run([*YZ, "pub", "room", "from python", "--via", infos[4]["address"],
-                                  "--json"], capture_output=True, text=True, timeout=60, check=False)
+            out = subprocess.run([*YZ, "pub", "room", "from python", "--via",
+                                  infos[4]["address"], "--json"],
+                                 capture_output=True, text=True, timeout=60, check=False)
             assert out.returncode == 0, out.stderr
             assert json.loads(out.stdout)["homes"] == 3
             page.wait_for_function("window.got.length >= 1", timeout=10000)

@@ -53,8 +53,8 @@ def test_a_node_follows_its_host_address_and_its_peers_learn_the_new_one(procs):
         assert found["nodes"][0]["address"] == x["address"]
         # Renumber the interface that holds X's address.
         dev = "yza" if old.hostname == ADDRESSES[0] else "yzb"
-        subprocess.run(["ip", "-n", ns, "addr", "del", f"{old.hostname}/24", "dev", dev], check=True)
-        subprocess.run(["ip", "-n", ns, "addr", "add", f"{SPARE}/24", "dev", dev], check=True)
+        for change in (["del", f"{old.hostname}/24"], ["add", f"{SPARE}/24"]):
+            subprocess.run(["ip", "-n", ns, "addr", *change, "dev", dev], check=True)
         now = host_addresses()
         status, took = wait_for("X advertises another address", lambda: (
             (s := yz_json("status", local)) and s["address"] != x["address"] and s), 20)

@@ -208,9 +208,10 @@ class PubSub:
         """
         key = channel_key(name)
         if not publication_fits(data):
-            raise InvalidArgument(f"data must be a string of at most {MAX_PUBLICATION} bytes as "
-                                  f"JSON (UTF-8, escapes counted), got {type(data).__name__}"
-                                  + (f" of {len(data)} characters." if isinstance(data, str) else "."))
+            size = f" of {len(data)} characters" if isinstance(data, str) else ""
+            raise InvalidArgument(f"data must be a string of at most {MAX_PUBLICATION} bytes "
+                                  "as JSON (UTF-8, escapes counted), got "
+                                  f"{type(data).__name__}{size}.")
         homes = await self._ps_homes(key, name)
         mid = os.urandom(16)
         self._ps_local(key, mid, self.id, data)  # this node's own subscriptions
