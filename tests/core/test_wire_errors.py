@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.core._wire_examples import _DROP, GOOD, HEX32, NODE, good
+import yzcore
 from yzcore import wire
 from yzcore.exceptions import (
     EncodeError,
@@ -389,3 +390,11 @@ def test_wire_reference_examples_decode():
         frame = frame.replace("5e5e…5e", "5e" * 32).replace("c3c3…c3", "c3" * 64)
         msg = decode(frame)
         assert encode(msg).decode() == frame  # and it is exactly what encode writes
+
+
+@pytest.mark.req("B3.2")
+def test_the_browser_client_speaks_this_protocol_version():
+    # Two builds that disagree about the version without saying so is how the network
+    # yzcore replaces died: the browser client's constant follows this one.
+    js = (Path(yzcore.__file__).parent / "web" / "yz-peer.js").read_text(encoding="utf-8")
+    assert f'export const PROTOCOL_VERSION = "{PROTOCOL_VERSION}";' in js

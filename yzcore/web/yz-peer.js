@@ -5,7 +5,7 @@
 // peer (Peer) that answers ping/find_node and carries requests. The protocol:
 // docs/reference/wire.md and docs/reference/webrtc.md.
 
-export const PROTOCOL_VERSION = "1.0";
+export const PROTOCOL_VERSION = "1.1";  // as yzcore.wire.PROTOCOL_VERSION
 const AGENT = "yz-browser/0.2";
 const PREFIX = new TextEncoder().encode("yz-hello-v1\0");
 const K = 20, ALPHA = 3, TIMEOUT_MS = 5000;
