@@ -1,6 +1,6 @@
 """Pubsub channels over real WebSockets on 127.0.0.1: creating one, every subscriber
-getting each message once, a lost home replaced, leaving, held connections, and bad
-requests answered with their codes."""
+getting each message once, a lost home replaced, leaving, held connections, bad
+requests answered with their codes, and nodes behind NAT using a channel through bridges."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import pytest
 from yzcore import wire
 from yzcore.exceptions import InvalidArgument, PubSubFailed
 from yzcore.protocol.config import EngineConfig
+from yzcore.ids import distance
 from yzcore.pubsub import channel_key
 from yzcore.runtime import Node
 from yzcore.runtime.pubsub import Subscription
+from tests.runtime.procs import free_port
 from tests.runtime.test_node import next_reply, next_reply_to, raw_peer, start_network
+from tests.runtime.test_relay_and_recovery import _wait_bridges
 
 pytestmark = [pytest.mark.anyio, pytest.mark.req("B7.5")]
 
@@ -212,3 +215,44 @@ async def test_a_channel_needs_a_server_node_and_a_valid_name():
             await lonely.publish("x", "y" * 16385)
         assert lonely.pubsub_status()["subscribed"] == 0
         await lonely.aclose()
+
+
+@pytest.mark.req("B7.5", "A1.5")
+async def test_nodes_behind_nat_hold_and_use_a_channel_through_bridges(procs):
+    port = free_port()
+    boot = f"ws://127.0.0.1:{port}/dht"
+    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", "2",
+                "--bridge-heartbeat", "1")
+    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, 2))
+    c = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
+    d = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
+    async with anyio.create_task_group() as tg:
+        for node in (c, d):
+            await node.start(tg)
+            await node.joined()
+        await wait_for(lambda: c.address.startswith("bridge://")
+                       and d.address.startswith("bridge://"))
+        # Four server nodes (two bridges, C and D): the homes of most channels include
+        # a node behind NAT, reached through its bridge. Pick one whose homes do.
+        name = next(f"nat-{i}" for i in range(100) if _nat_home(f"nat-{i}", c, d))
+        sub_c = await c.subscribe(name)
+        sub_d = await d.subscribe(name)
+        assert sub_c.homes >= 2 and sub_d.homes >= 2
+        await d.publish(name, "from d")
+        await c.publish(name, "from c")
+        for sub in (sub_c, sub_d):
+            got = await collect(sub, 2)
+            assert sorted(p.data for p in got) == ["from c", "from d"]
+        # The one of C and D that is not a home holds a relayed connection to the one that is.
+        assert any(n.engine.peers[i].held for n in (c, d) for i, pc in n.conns.items()
+                   if pc.conn.transport == "bridge")
+        await c.aclose()
+        await d.aclose()
+        tg.cancel_scope.cancel()
+
+
+def _nat_home(name: str, c: Node, d: Node) -> bool:
+    """Whether C or D is among the 3 of the four server nodes closest to the channel."""
+    key = channel_key(name)
+    ids = {c.id, d.id, *(contact.id for contact in c.engine.table.contacts())}
+    return bool({c.id, d.id} & set(sorted(ids, key=lambda i: distance(i, key))[:3]))
