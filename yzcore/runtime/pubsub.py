@@ -374,7 +374,8 @@ class PubSub:
         if not d.allowed:
             text = (f"{d.scope} limit of {d.limit:g} pubsub requests/s (burst {d.burst:g}) "
                     f"reached; retry in {d.retry_after:.3f}s")
-            self._record(ErrorCode.RATE_LIMITED, peer, text)  # type: ignore[attr-defined]
+            self._record(ErrorCode.RATE_LIMITED, peer, text,  # type: ignore[attr-defined]
+                         throttle=True)  # a flood: a log line a second, each one counted
             pc.send(wire.Error(msg.rid, ErrorCode.RATE_LIMITED, text, d.retry_after))
             return
         if isinstance(msg, wire.Subscribe):
