@@ -16,9 +16,8 @@ from yzcore.ids import distance
 from yzcore.pubsub import channel_key
 from yzcore.runtime import Node
 from yzcore.runtime.pubsub import Subscription
-from tests.runtime.procs import free_port
 from tests.runtime.test_node import next_reply, next_reply_to, raw_peer, start_network
-from tests.runtime.test_relay_and_recovery import _wait_bridges
+from tests.runtime.test_relay_and_recovery import bootstrap_with_bridges
 
 pytestmark = [pytest.mark.anyio, pytest.mark.req("B7.5")]
 
@@ -219,11 +218,7 @@ async def test_a_channel_needs_a_server_node_and_a_valid_name():
 
 @pytest.mark.req("B7.5", "A1.5")
 async def test_nodes_behind_nat_hold_and_use_a_channel_through_bridges(procs):
-    port = free_port()
-    boot = f"ws://127.0.0.1:{port}/dht"
-    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", "2",
-                "--bridge-heartbeat", "1")
-    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, 2))
+    boot = await bootstrap_with_bridges(procs)
     c = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
     d = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
     async with anyio.create_task_group() as tg:

@@ -25,11 +25,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.mark.req("A1.5", "A5.2", "A5.5")
 async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_bridge(procs):
-    port = free_port()
-    boot = f"ws://127.0.0.1:{port}/dht"
-    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", "2",
-                "--bridge-heartbeat", "1")
-    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, 2))
+    boot = await bootstrap_with_bridges(procs)
     c = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
     d = Node(listen=None, bootstrap=[boot], heartbeat_interval=1)
     async with anyio.create_task_group() as tg:
@@ -88,6 +84,16 @@ async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_
         await c.aclose()
         await d.aclose()
         tg.cancel_scope.cancel()
+
+
+async def bootstrap_with_bridges(procs, count: int = 2) -> str:
+    """A bootstrap server process running ``count`` bridges, all registered; its URL."""
+    port = free_port()
+    boot = f"ws://127.0.0.1:{port}/dht"
+    procs.start("boot", "bootstrap", "--listen", f"127.0.0.1:{port}", "--bridges", str(count),
+                "--bridge-heartbeat", "1")
+    await anyio.to_thread.run_sync(lambda: _wait_bridges(boot, count))
+    return boot
 
 
 def _wait_bridges(boot: str, count: int) -> None:
