@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar, Final
 
+import orjson
+
 __all__ = [
     "MAX_PUBLICATION",
     "PUBSUB_TYPES",
@@ -121,8 +123,6 @@ def publication_fits(value: object) -> bool:
     """Whether ``value`` is a string of at most :data:`MAX_PUBLICATION` bytes as JSON."""
     if not isinstance(value, str) or len(value) > MAX_PUBLICATION:
         return False
-    import orjson
-
     try:
         return len(orjson.dumps(value)) - 2 <= MAX_PUBLICATION  # not counting the quotes
     except TypeError:  # a lone surrogate: not UTF-8

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from yzcore.exceptions import InvalidArgument
-from yzcore.ids import distance, key_for
+from yzcore.ids import closest, key_for
 from yzcore.wire import ErrorCode, NodeInfo
 
 __all__ = [
@@ -82,7 +82,7 @@ def homes_for(key: bytes, candidates: Iterable[NodeInfo], count: int = REPLICAS)
     """The ``count`` server nodes (role ``node`` or ``bridge``) among ``candidates``
     closest to ``key``, nearest first; browser-class peers hold nothing."""
     unique = {c.id: c for c in candidates if c.role in _SERVER_ROLES}
-    return sorted(unique.values(), key=lambda c: distance(c.id, key))[:count]
+    return [unique[i] for i in closest(key, list(unique), count)]
 
 
 @dataclass(frozen=True, slots=True)

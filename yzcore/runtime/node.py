@@ -179,7 +179,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
                 info = NodeInfo(self.id, self.address, self.role)
                 self.engine = Engine(info, anyio.current_time(), self._rng, self._config)
                 self.managers.start(tg)
-                if self._advertise is None and self._watching_interfaces:  # A6.5
+                if self._follows_interfaces():  # A6.5
                     tg.start_soon(self._interface_loop)
                 tg.start_soon(self._timer_loop)
                 tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter

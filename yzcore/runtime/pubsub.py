@@ -18,7 +18,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from yzcore import wire
 from yzcore.exceptions import InvalidArgument, PubSubFailed
-from yzcore.pubsub import DEFAULT_TTL, ChannelHomes, Publication, Seen, channel_key, homes_for
+from yzcore.pubsub import (
+    DEFAULT_TTL, MAX_TTL, MIN_TTL, ChannelHomes, Publication, Seen, channel_key, homes_for,
+)
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import PeerConnection
 from yzcore.runtime.replies import Replies
@@ -175,9 +177,9 @@ class PubSub:
             InvalidArgument: a bad channel name, ``buffer`` or ``ttl``.
         """
         key = channel_key(name)
-        if type(buffer) is not int or buffer < 1 or not 1.0 <= ttl <= 600.0:
-            raise InvalidArgument(f"buffer must be an integer >= 1 and ttl from 1 to 600 s, "
-                                  f"got {buffer!r} and {ttl!r}.")
+        if type(buffer) is not int or buffer < 1 or not MIN_TTL <= ttl <= MAX_TTL:
+            raise InvalidArgument(f"buffer must be an integer >= 1 and ttl from {MIN_TTL:g} to "
+                                  f"{MAX_TTL:g} s, got {buffer!r} and {ttl!r}.")
         if self.engine is None:
             raise RuntimeError("the node is not started; call `await node.start(task_group)` first")
         ps = self._ps_state()
@@ -274,11 +276,8 @@ class PubSub:
             for sub in list(ch.subs):
                 sub._send.close()
             left, ch.homes = ch.homes, set()
-            for peer in left:  # nobody waits for these replies
-                pc = self.conns.get(peer)
-                if pc is not None:
-                    pc.send(wire.Unsubscribe(ps.replies.next_rid(), ch.key))
-                self._ps_hold(peer)
+            for peer in left:
+                self._ps_let_go(peer, ch.key)
 
     async def _ps_round(self, ch: _Channel, ttl: float) -> PubSubFailed | None:
         """One look for the homes and one subscribe at each; None when one holds it."""
@@ -306,10 +305,7 @@ class PubSub:
         ch.local = any(h.id == self.id for h in homes)
         for peer in before - took:  # no longer a home: let it go
             ch.homes.discard(peer)
-            pc = self.conns.get(peer)
-            if pc is not None:
-                pc.send(wire.Unsubscribe(self._ps_state().replies.next_rid(), ch.key))
-            self._ps_hold(peer)
+            self._ps_let_go(peer, ch.key)
         if ch.homes or ch.local:
             return None
         return self._ps_failure(f"no home of channel {ch.name!r} took the subscription", errors)
@@ -341,6 +337,14 @@ class PubSub:
             return PubSubFailed(refusal.code, f"{what}: {refusal.message}")
         return PubSubFailed(ErrorCode.TIMEOUT, f"{what}: no home answered within "
                             f"{REPLY_TIMEOUT:g} s")
+
+    def _ps_let_go(self, home: bytes, key: bytes) -> None:
+        """Withdraw from ``home`` (nobody waits for its reply); release its connection
+        unless something else holds it. The caller has taken it out of the homes."""
+        pc = self.conns.get(home)
+        if pc is not None:
+            pc.send(wire.Unsubscribe(self._ps_state().replies.next_rid(), key))
+        self._ps_hold(home)
 
     def _ps_leave(self, sub: Subscription) -> None:
         ps = self._ps

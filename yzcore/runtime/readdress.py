@@ -29,19 +29,24 @@ class Readdressing:
     """The advertised address (a mixin of :class:`~yzcore.runtime.node.Node`)."""
 
     interface_interval = 5.0  #: seconds between two looks at this host's addresses (A6.5)
-    _watching_interfaces = False
+
+    def _follows_interfaces(self) -> bool:
+        """Whether this node picks its advertised address among the host's (and so
+        watches them): it listens on every interface and was given no ``--advertise``."""
+        listener = self._listener  # type: ignore[attr-defined]
+        return (self._advertise is None and listener is not None  # type: ignore[attr-defined]
+                and is_wildcard(urlsplit(listener.address).hostname))
 
     def _own_address(self) -> str | None:
         """What to advertise when ``--advertise`` is not given: the listener's address, or
-        for a listener on every interface one of this host's addresses (then watched)."""
+        for a listener on every interface one of this host's addresses."""
         listener = self._listener  # type: ignore[attr-defined]
         if listener is None:
             return None
-        url = urlsplit(listener.address)
-        if not is_wildcard(url.hostname):
+        if not self._follows_interfaces():
             return listener.address  # type: ignore[no-any-return]
-        self._watching_interfaces = True
-        return _on_host(url, host_addresses()) or listener.address  # type: ignore[no-any-return]
+        address: str = listener.address
+        return _on_host(urlsplit(address), host_addresses()) or address
 
     async def _interface_loop(self) -> None:
         """Advertise another of this host's addresses once the advertised one has left it."""

@@ -62,13 +62,13 @@ export class Channels {
       const homes = (await this.client.lookup(ch.key)).nodes.slice(0, HOMES);
       const replies = await Promise.all(homes.map((h) => this.ask(h, { t: "pubsub.sub", ch: ch.key, ttl: ch.ttl })));
       const took = new Set(homes.filter((h, i) => replies[i].t === "pubsub.ok").map((h) => h.id));
-      for (const id of ch.homes) if (!took.has(id)) this.client.peers.get(id)?.send({ t: "pubsub.unsub", rid: this.client.nextRid++, ch: ch.key });
+      for (const id of ch.homes) if (!took.has(id)) this.unsub(ch, id);
       ch.homes = took;
       if (!took.size) error = this.failure(`no home of channel ${JSON.stringify(ch.name)} took the subscription`, replies, homes);
     } catch (e) { error = e; }
     ch.running = false;
     if (this.channels.get(ch.key) !== ch) {  // left meanwhile: let go of the homes it just took
-      for (const id of ch.homes) this.client.peers.get(id)?.send({ t: "pubsub.unsub", rid: this.client.nextRid++, ch: ch.key });
+      for (const id of ch.homes) this.unsub(ch, id);
       return;
     }
     if (error && !ch.ready) { this.drop(ch); throw error; }  // subscribe() fails
@@ -79,6 +79,9 @@ export class Channels {
     clearTimeout(ch.timer);
     ch.timer = setTimeout(() => this.round(ch), ch.again ? 200 : wait);
   }
+
+  /** Withdraw from the home `id` (nobody waits for its reply). */
+  unsub(ch, id) { this.client.peers.get(id)?.send({ t: "pubsub.unsub", rid: this.client.nextRid++, ch: ch.key }); }
 
   async ask(home, msg) {
     try { return await (await this.client.connect(home.addr, home.id)).request(msg); }
@@ -94,7 +97,7 @@ export class Channels {
   leave(ch, onmessage) {
     ch.handlers.delete(onmessage);
     if (!ch.handlers.size && this.channels.get(ch.key) === ch) {
-      for (const id of ch.homes) this.client.peers.get(id)?.send({ t: "pubsub.unsub", rid: this.client.nextRid++, ch: ch.key });
+      for (const id of ch.homes) this.unsub(ch, id);
       this.drop(ch);
     }
   }
