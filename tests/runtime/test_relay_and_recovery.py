@@ -223,6 +223,37 @@ async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.req("A7.1", "A2.1")
+async def test_a_node_that_is_no_bridge_refuses_reconnection_and_the_next_bridge_is_asked():
+    """The refusal reaches the request that asked (its request ids are apart from the
+    engine's): logged with its code, and the next bridge is asked without a 5 s wait."""
+    from yzcore.bridge import Bridge
+
+    async with anyio.create_task_group() as tg:
+        first = Node()
+        await first.start(tg)
+        bridge = Bridge(listen="ws://127.0.0.1:0/dht", peers=[first.address])
+        await bridge.start(tg)
+        others = [Node(peers=[first.address]) for _ in range(3)]
+        for n in others:
+            await n.start(tg)
+            await n.joined()
+        await until("the bridge knows the network", lambda: len(bridge.conns) >= 3, 10)
+        lost = Node()
+        await lost.start(tg)
+        # The first "bridge" is a plain node (a stale cache entry, say).
+        lost._bridges = [wire.NodeInfo(first.id, first.address, "bridge"),
+                         wire.NodeInfo(bridge.id, bridge.address, "bridge")]
+        assert await lost._reconnect()
+        refused = [e for e in lost.errors if e["code"] == "WRONG_ROLE"]
+        assert [e["peer"] for e in refused] == [first.id.hex()]
+        assert "refused to reconnect us" in refused[0]["message"]
+        assert bridge.id in lost.conns
+        for n in [lost, *others, bridge, first]:
+            await n.aclose()
+        tg.cancel_scope.cancel()
+
+
 @pytest.mark.req("A5.2")
 async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_a_failed_hello():
     from yzcore.bridge import Bridge

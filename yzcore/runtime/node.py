@@ -46,7 +46,7 @@ from yzcore.runtime.pubsub import PubSub
 from yzcore.runtime.readdress import Readdressing
 from yzcore.runtime.recovery import Recovery
 from yzcore.runtime.relay import Relaying
-from yzcore.runtime.replies import Replies
+from yzcore.runtime.replies import SERVICE_RIDS, Replies
 from yzcore.runtime.reporting import Reporting
 from yzcore.transport import Connection, Listener, transport_for
 from yzcore.wire import NodeInfo
@@ -152,7 +152,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         # The timer loop's other looks, once joined: the recovery policy, the probe.
         self._recover_at = self._probe_at = float("inf")
         self._recovering = False  # an attempt to reconnect is running
-        self._replies = Replies()  # reconnect requests to bridges
+        self._replies = Replies(first=SERVICE_RIDS)  # reconnect requests to bridges
         self._relay_lock = anyio.Lock()
         self._relay_answers = 0
         self.fatal: BaseException | None = None
@@ -484,10 +484,10 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             return pc.send(wire.error_reply(err))
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
-        if isinstance(msg, wire.Error) and msg.rid is not None and self._ps_answer(msg, pc.peer.id):
-            return True  # a home refused one of pubsub's requests
-        # OVER_CAPACITY is the engine's (it keeps no more connections); a duplicate
-        # closed by the tie-break is nothing to do; other notices are logged.
+        if isinstance(msg, wire.Error) and msg.rid is not None and (  # refused: its asker reads it
+                self._replies.answer(msg, pc.peer.id) or self._ps_answer(msg, pc.peer.id)):
+            return True
+        # OVER_CAPACITY is the engine's; a tie-break's duplicate is nothing; other notices logged.
         if isinstance(msg, wire.Error) and msg.rid is None and msg.code != _OVER_CAPACITY:
             if msg.code != wire.ErrorCode.DUPLICATE_CONNECTION:
                 self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")

@@ -23,7 +23,7 @@ from yzcore.pubsub import (
 )
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import PeerConnection
-from yzcore.runtime.replies import Replies
+from yzcore.runtime.replies import PUBSUB_RIDS, Replies
 from yzcore.wire import MAX_PUBLICATION, ErrorCode, NodeInfo, publication_fits
 
 __all__ = ["PubSub", "PublishResult", "Subscription"]
@@ -32,7 +32,6 @@ log = logging.getLogger("yzcore.pubsub")
 
 REPLY_TIMEOUT = 5.0  #: seconds a home has to answer
 RETRY_MAX = 30.0  #: longest wait between two attempts to find a home again
-_RID_BASE = 2**40  # pubsub's request ids, apart from the engine's: an error reply finds its request
 _SERVER_ROLES = ("node", "bridge")
 
 
@@ -143,7 +142,7 @@ class _State:
         self.channels: dict[bytes, _Channel] = {}  # what this node subscribes to
         self.homes = ChannelHomes()  # what it holds for others
         self.seen = Seen()  # messages its subscriptions have had
-        self.replies = Replies(first=_RID_BASE)
+        self.replies = Replies(first=PUBSUB_RIDS)
         self.limiter = _limiter()
         self.expiring = False  # the loop that lets expired subscriptions go runs
 
@@ -436,8 +435,7 @@ class PubSub:
 
     def _ps_answer(self, msg: wire.Error, peer: bytes) -> bool:
         """An error reply to one of pubsub's requests (False: someone else's)."""
-        return (self._ps is not None and msg.rid is not None and msg.rid >= _RID_BASE
-                and self._ps.replies.answer(msg, peer))
+        return self._ps is not None and self._ps.replies.answer(msg, peer)
 
     def _ps_hold(self, peer: bytes) -> None:
         """Hold the connection to ``peer`` open while pubsub needs it, and only then."""

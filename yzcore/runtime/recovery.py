@@ -211,6 +211,9 @@ class Recovery:
             if isinstance(reply, wire.Introductions):
                 seeds = await self._dial_all(list(reply.peers))
                 return seeds + [bridge] if bridge.id in self.conns else seeds
+            if isinstance(reply, wire.Error):  # refused at once: the next bridge, with no wait
+                self._record(str(reply.code), bridge.id,
+                             f"bridge {bridge.addr} refused to reconnect us: {reply.message}")
         return []
 
     # -- relayed through a bridge ----------------------------------------------------

@@ -9,7 +9,13 @@ import anyio
 from yzcore import wire
 from yzcore.runtime.peer import PeerConnection
 
-__all__ = ["Replies"]
+__all__ = ["PUBSUB_RIDS", "Replies", "SERVICE_RIDS"]
+
+# Request-id ranges, one per table of requests a node sends on its peer connections. The
+# engine numbers its requests from 1; the other tables start far above, so an error reply
+# (which carries only the rid) finds the one request it answers.
+PUBSUB_RIDS = 2**40  #: pubsub's subscribes and publishes
+SERVICE_RIDS = 2**41  #: the node's service requests: reconnection asked of bridges
 
 
 class Replies:
