@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 
 import yzcore
-from yzcore.cli_ops import add_ops_commands
+from yzcore.cli_ops import add_ops_commands, record_attempt, rollback_values
 from yzcore.exceptions import YzError
 from yzcore.ids import id_from_hex, key_for
 
@@ -125,7 +125,8 @@ def _run_node(node: Any, args: argparse.Namespace) -> int:
     async def run() -> None:
         async with anyio.create_task_group() as tg:
             await node.start(tg)
-            _announce(id=node.id.hex(), role=node.role, address=node.address)
+            _announce(id=node.id.hex(), role=node.role, address=node.address,
+                      **record_attempt(node, args))
             async with anyio.create_task_group() as watch:
                 async def fatal() -> None:  # the node stopped itself (e.g. a refused bridge)
                     while node.fatal is None:
@@ -150,7 +151,8 @@ def _settings(args: argparse.Namespace, role: str = "node") -> dict[str, Any]:
     flags = {k: getattr(args, k, None) for k in ("probe_interval", "heartbeat_interval", "backoff_base",
                                                  "backoff_cap", "start_jitter")}
     flags["metrics"] = False if getattr(args, "no_metrics", False) else None
-    return resolve(args.profile, flags=flags, sets=args.set, role=role)
+    return resolve(args.profile, flags=flags, sets=args.set, role=role,
+                   rollback=rollback_values(args))
 
 
 def _node_kwargs(args: argparse.Namespace, role: str = "node") -> dict[str, Any]:
@@ -409,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="minimal: the smallest known-good configuration, for emergencies")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any knob `yz config show` lists, e.g. maintenance_interval_settled=1")
+        p.add_argument("--rollback", metavar="N", help="start from attempt N's values (a number "
+                       "or commit prefix `yz config history` lists) in place of a profile")
 
     p = command("node", _node, "run a server node")
     node_options(p, 8080)

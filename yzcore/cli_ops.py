@@ -1,5 +1,6 @@
-"""The operator's commands of ``yz``: ``config show``, ``diagnose``, ``health``, ``client``,
-and the pubsub clients ``pub`` and ``sub``.
+"""The operator's commands of ``yz``: ``config show|history``, ``diagnose``, ``health``,
+``client``, and the pubsub clients ``pub`` and ``sub``; the configuration history a node
+started from the command line records (B8.4).
 
 Apart from :mod:`yzcore.cli` to keep each module to one screenful of jobs; the
 parser there calls :func:`add_ops_commands`.
@@ -9,18 +10,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import time
 from typing import Any
 
 import anyio
 
-__all__ = ["add_ops_commands"]
+__all__ = ["add_ops_commands", "record_attempt", "rollback_values"]
+
+log = logging.getLogger("yzcore.cli")
 
 
-def _config_show(args: argparse.Namespace) -> int:
+def rollback_values(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+    """``--rollback N``: attempt N's values, from the history in ``--data-dir`` (B8.4)."""
+    from yzcore.exceptions import InvalidConfig
+    from yzcore.history import LIST_THEM, ConfigHistory
+
+    if args.rollback is None:
+        return None
+    if not args.data_dir:
+        raise InvalidConfig("--rollback needs --data-dir.", advice=LIST_THEM)
+    attempt = ConfigHistory(args.data_dir).find(args.rollback)
+    return f"rollback to attempt {attempt.number}", attempt.settings()
+
+
+def record_attempt(node: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Record a started node's configuration in its data dir's history; the announce's fields."""
+    from yzcore import __version__
+    from yzcore.config import overrides
+    from yzcore.exceptions import HistoryError
+    from yzcore.history import ConfigHistory, snapshot
+    from yzcore.wire import PROTOCOL_VERSION
+
+    if not args.data_dir or node.settings is None:
+        return {}
+    config = snapshot(overrides(node.settings), version=__version__, protocol=PROTOCOL_VERSION,
+                      role=node.role)
+    history = ConfigHistory(args.data_dir)
+    try:
+        note = (f"rollback to attempt {history.find(args.rollback).number}"
+                if getattr(args, "rollback", None) else None)
+        attempt, new = history.record(config, now=int(time.time()), author=node.id.hex()[:16],
+                                      note=note)
+    except HistoryError as exc:
+        log.warning("%s %s", exc, exc.advice, extra={"code": exc.code, "node_id": node.id.hex()})
+        return {}
+    if new:
+        log.info("configuration %s (commit %s)", attempt.message, attempt.commit[:12],
+                 extra={"node_id": node.id.hex()})
+    return {"attempt": attempt.number, "commit": attempt.commit}
+
+
+def _config(args: argparse.Namespace) -> int:
     from yzcore.cli import _settings
     from yzcore.config import table
+    from yzcore.exceptions import InvalidConfig
+    from yzcore.history import LIST_THEM, ConfigHistory
 
+    if args.action == "history":
+        if not args.data_dir:
+            raise InvalidConfig("yz config history needs --data-dir.", advice=LIST_THEM)
+        attempts = ConfigHistory(args.data_dir).attempts()
+        if args.json:
+            print(json.dumps([{"attempt": a.number, "commit": a.commit, "time": a.time,
+                               "message": a.message, "config": a.config} for a in attempts]))
+        else:
+            for a in attempts:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.time))
+                print(f"{a.number:>3}  {a.commit[:12]}  {when}Z  {a.message.partition(': ')[2]}")
+            if not attempts:
+                print(f"no attempts recorded in {args.data_dir}")
+        return 0
     s = _settings(args, args.role)
     print(json.dumps({k: {"value": v.value, "source": v.source} for k, v in sorted(s.items())})
           if args.json else table(s))
@@ -181,8 +242,10 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
                    "(default: run until --timeout or Ctrl-C; fewer by --timeout exits 1)")
     client_options(p)
     p.set_defaults(timeout=None)  # a subscriber listens until told otherwise
-    p = command("config", _config_show, "print the effective configuration and where each value came from")
-    p.add_argument("action", choices=("show",))
+    p = command("config", _config, "show: the effective configuration and where each value came "
+                "from; history: the configurations a node in --data-dir was started with")
+    p.add_argument("action", choices=("show", "history"))
+    p.add_argument("--data-dir", help="the node's data directory (history; show --rollback)")
     p.add_argument("--role", default="node", choices=("node", "bridge"))
     p.add_argument("--no-metrics", action="store_true")
     config_options(p)

@@ -13,6 +13,9 @@ Values are resolved in this order, each overriding the one before:
 5. ``--set KEY=VALUE``, for any knob, e.g. to restore the maintenance
    intervals of an earlier release when rolling back (B8.2).
 
+``--rollback N`` starts from attempt N's recorded values in place of a
+profile (:mod:`yzcore.history`, B8.4).
+
 ``yz config show`` prints the result; a node's ``/status`` reports its
 profile and every value that is not a default.
 """
@@ -84,7 +87,8 @@ def _parse(key: str, text: str, like: Any) -> Any:
 
 def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
             sets: Iterable[str] = (), environ: Mapping[str, str] | None = None,
-            role: str = "node") -> dict[str, Setting]:
+            role: str = "node", rollback: tuple[str, Mapping[str, Any]] | None = None
+            ) -> dict[str, Setting]:
     """The effective configuration.
 
     Args:
@@ -95,6 +99,8 @@ def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
         environ: The environment (default ``os.environ``).
         role: ``"bridge"`` changes one default: a bridge starts without jitter
             (a restarted bridge registers at once, A5.4).
+        rollback: ``(source, values)``: an earlier attempt's values (``--rollback``),
+            in place of a profile; the environment, flags and ``--set`` still apply.
 
     Raises:
         InvalidConfig: an unknown profile or key, or a value of the wrong type.
@@ -107,13 +113,26 @@ def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
         out["start_jitter"] = Setting(0.0, "default for a bridge")
     for key, value in PROFILES[profile].items():
         out[key] = Setting(value, f"profile {profile}")
+    if rollback is not None:
+        source, values = rollback
+        if profile != "default":
+            raise InvalidConfig(f"--profile {profile} and --rollback both say where to start "
+                                "from.", advice="Give one of them.")
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            raise InvalidConfig(f"{source} set {', '.join(unknown)}, which this release does "
+                                "not have.", advice="Run the release that attempt recorded "
+                                "(`yz config history --json` names it).")
+        for key, value in values.items():
+            out[key] = Setting(value, source)
     env = os.environ if environ is None else environ
     if "YZ_METRICS" in env:
         out["metrics"] = Setting(env["YZ_METRICS"].strip().lower() not in ("0", "false", "no", "off"),
                                  "YZ_METRICS")
     for key, value in (flags or {}).items():
         if value is not None:
-            out[key] = Setting(value, "--" + key.replace("_", "-"))
+            flag = "--no-metrics" if key == "metrics" else "--" + key.replace("_", "-")
+            out[key] = Setting(value, flag)
     for item in sets:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")

@@ -14,6 +14,7 @@ next::
     │   └── WireError                (per instance)    a bad frame or an error reply
     │       └── HandshakeError       (per instance)    the signed hello failed
     ├── PubSubFailed                 (per instance)    no home took a subscription or message
+    ├── HistoryError                 CONFIG_HISTORY    <data_dir>/history is unusable
     ├── KeyFileError                 KEY_FILE_INVALID  <data_dir>/node.key is unusable
     │   └── KeyFilePermissionError   KEY_FILE_PERMISSIONS  node.key is open to others
     └── TransportError               TRANSPORT_ERROR   a transport could not carry a message
@@ -46,6 +47,7 @@ __all__ = [
     "WireError",
     "HandshakeError",
     "PubSubFailed",
+    "HistoryError",
     "KeyFileError",
     "KeyFilePermissionError",
     "TransportError",
@@ -189,6 +191,16 @@ class PubSubFailed(YzError):
 
         self.code = code
         super().__init__(message, advice=advice or advice_for(code))
+
+
+class HistoryError(YzError):
+    """The configuration history (``<data_dir>/history``) cannot be read or written."""
+
+    code = "CONFIG_HISTORY"
+    advice = (
+        "A node starts anyway, without recording its configuration: make <data_dir>/history "
+        "writable by the node's user, or move it aside to begin a new history."
+    )
 
 
 class KeyFileError(YzError):

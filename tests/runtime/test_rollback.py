@@ -91,3 +91,41 @@ def test_a_minimal_network_and_health_back_to_its_baseline_after_a_rollback(proc
     assert back.returncode == 0 and verdict["back_to_baseline"] and verdict["now"]["share"] == 1.0, verdict
     unreachable = _health("--bootstrap", "ws://127.0.0.1:9/dht")
     assert unreachable.returncode == 2 and "[BOOTSTRAP_UNREACHABLE]" in unreachable.stdout
+
+
+@pytest.mark.req("B8.4", "B8.2")
+def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlier_one(procs, tmp_path):
+    data = tmp_path / "n"
+
+    def start(name: str, *args: str) -> dict:
+        proc, info = procs.node(name, *args)
+        node = get_json(info["address"], "/status")
+        proc.terminate()
+        proc.wait(timeout=10)
+        return {**info, "config": node["config"]}
+
+    first = start("n")
+    assert first["attempt"] == 1
+    assert start("n")["attempt"] == 1  # restarted unchanged: no new attempt
+    fix = start("n", "--set", "maintenance_interval_settled=2", "--no-metrics")
+    assert fix["attempt"] == 2 and fix["config"]["metrics"] == {"value": False, "source": "--no-metrics"}
+    back = start("n", "--rollback", "1")
+    assert back["attempt"] == 3 and "maintenance_interval_settled" not in back["config"]
+    assert "metrics" not in back["config"]  # attempt 1 ran with metrics, the default
+
+    listed = subprocess.run([*YZ, "config", "history", "--data-dir", str(data), "--json"],
+                            capture_output=True, text=True, timeout=30, check=True)
+    attempts = json.loads(listed.stdout)
+    assert [a["commit"] for a in attempts] == [first["commit"], fix["commit"], back["commit"]]
+    assert attempts[1]["message"] == ("attempt 2: maintenance_interval_settled default -> 2.0 "
+                                      "(--set), metrics default -> False (--no-metrics)")
+    assert attempts[2]["message"].startswith("attempt 3: rollback to attempt 1; ")
+    git = ["git", "--git-dir", str(data / "history")]
+    subprocess.run([*git, "fsck", "--strict"], check=True, timeout=30, capture_output=True)
+    log = subprocess.run([*git, "log", "--format=%s"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout.splitlines()
+    assert log == [a["message"] for a in reversed(attempts)]
+    wrong = subprocess.run([*YZ, "node", "--listen", "127.0.0.1:0", "--data-dir", str(data),
+                            "--rollback", "9"], capture_output=True, text=True, timeout=30)
+    assert wrong.returncode == 1 and "[INVALID_CONFIG] no attempt '9'" in wrong.stderr
+    assert "yz config history --data-dir DIR" in wrong.stderr
