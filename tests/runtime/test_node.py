@@ -266,6 +266,36 @@ async def test_bad_input_gets_its_error_code_and_the_node_keeps_serving():
             await node.aclose()
 
 
+@pytest.mark.req("A2.2", "A3.5")
+async def test_a_lookup_flood_is_refused_with_the_wait_and_logged_with_the_limit(caplog):
+    caplog.set_level(logging.WARNING, "yzcore.node")
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 3, seed=21)
+        ws = await raw_peer(nodes[0].address)
+        for rid in range(1, 301):  # far past any burst: the limiter must refuse some
+            await ws.send(wire.encode(wire.FindNode(rid, os.urandom(32))).decode())
+        refused: list[wire.Error] = []
+        with anyio.fail_after(10):
+            for _ in range(300):  # every request is answered: nodes, or a refusal with its wait
+                msg = wire.decode(await ws.recv())
+                if isinstance(msg, wire.Error):
+                    refused.append(msg)
+        assert refused and all(e.code == "RATE_LIMITED" and e.retry_after > 0 for e in refused)
+        lines = [r for r in caplog.records if getattr(r, "code", None) == "RATE_LIMITED"]
+        assert lines, "a refused lookup must be logged"
+        line = lines[0]
+        assert line.operation == "find_node" and line.limit_scope in ("peer", "global")
+        assert line.limit_per_s > 0 and line.limit_burst > 0 and line.retry_after > 0
+        assert f"limit of {line.limit_per_s:g}/s" in line.getMessage()
+        # A flood logs about a line a second, and /status counts every refusal.
+        assert len(lines) < len(refused) or len(refused) == 1
+        recorded = [e for e in nodes[0].errors if e["code"] == "RATE_LIMITED"]
+        assert len(recorded) == min(len(refused), nodes[0].errors.maxlen)
+        await ws.close()
+        for node in nodes:
+            await node.aclose()
+
+
 async def next_reply_to(ws, request: wire.Message) -> wire.Message:
     await ws.send(wire.encode(request).decode())
     with anyio.fail_after(5):

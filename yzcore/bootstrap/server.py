@@ -157,6 +157,8 @@ class BootstrapServer:
         client = _Client(pc)
         old = self.clients.get(peer.id)
         if old is None and len(self.clients) >= self.max_clients:
+            self._record("RATE_LIMITED", peer.id, f"client refused: {self.max_clients} clients "
+                         "(--max-clients) are connected; it may try again in 30 s")
             pc.send(wire.Error(None, ErrorCode.RATE_LIMITED, "this bootstrap server is full; "
                                "try another one", retry_after=30.0))
             await pc.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from yzcore.protocol.lookup import LookupResult
 from yzcore.wire import Message, NodeInfo
 
-__all__ = ["Send", "Dial", "Close", "Done", "PutResult", "Action"]
+__all__ = ["Send", "Dial", "Close", "Done", "Limited", "PutResult", "Action"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,28 @@ class Close:
 
 
 @dataclass(frozen=True, slots=True)
+class Limited:
+    """The rate limiter refused a peer's request (the reply is a :class:`Send` of its own):
+    to be logged with the limit and the wait (A2.2).
+
+    Attributes:
+        peer: Whose request.
+        operation: The limited operation ("find_node": lookups, find_value included).
+        scope: "peer" (this peer's bucket) or "global" (everyone's).
+        limit: The sustained rate allowed, per second.
+        burst: The burst allowed.
+        retry_after: Seconds until the peer may ask again.
+    """
+
+    peer: bytes
+    operation: str
+    scope: str
+    limit: float
+    burst: float
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
 class PutResult:
     """What a put achieved.
 
@@ -81,4 +103,4 @@ class Done:
     finished_at: float
 
 
-Action = Send | Dial | Close | Done
+Action = Send | Dial | Close | Done | Limited

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from yzcore import ratelimit, routing
-from yzcore.protocol.actions import Action, Done, PutResult, Send
+from yzcore.protocol.actions import Action, Done, Limited, PutResult, Send
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.connections import TABLE_ROLES, ConnectionPolicy, PeerState
 from yzcore.protocol.lookup import Lookup, LookupResult
@@ -326,6 +326,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
                     msg.rid, ErrorCode.RATE_LIMITED,
                     f"{d.scope} limit of {d.limit:g} lookups/s (burst {d.burst:g}) reached; "
                     f"retry in {d.retry_after:.3f}s", d.retry_after))
+                self._out.append(Limited(peer_id, "find_node", d.scope, d.limit, d.burst,
+                                         d.retry_after))
                 return
         if isinstance(msg, Ping):
             self._reply(peer_id, Pong(msg.rid))

@@ -28,6 +28,7 @@ from yzcore import wire
 from yzcore.exceptions import ConnectFailed, TransportUnavailable, WebRtcFailed
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import describe_failure
+from yzcore.runtime.reporting import limit_fields
 from yzcore.transport import Connection, get_transport, scheme_of, transport_for, webrtc_address
 from yzcore.wire import NodeInfo
 
@@ -249,7 +250,9 @@ class Managers:
         if not decision.allowed:
             self.node._record(str(wire.ErrorCode.RATE_LIMITED), pc.peer.id,
                               f"signal not passed on: over {decision.limit:g}/s; wait "
-                              f"{decision.retry_after:.2f} s")
+                              f"{decision.retry_after:.2f} s", throttle=True,
+                              fields=limit_fields("signal", decision.scope, decision.limit,
+                                                  decision.burst, decision.retry_after))
             return
         target = self.node.conns.get(msg.to)
         if target is not None:

@@ -1,14 +1,12 @@
 """The anyio node: the sans-I/O engine driven by real transports and a real clock.
 
-The node owns the connections; the engine owns every protocol decision. The
-loop is the one python-websockets uses: feed events in, carry the actions
-out. Handlers are attached before a connection's first message is read; a
-peer enters the routing table the moment its handshake verifies (A4.1); a
-closed connection leaves the active list at once (A4.2).
+The node owns the connections; the engine every protocol decision: feed events in, carry
+the actions out. Handlers are attached before a connection's first message is read; a peer
+enters the routing table the moment its handshake verifies (A4.1); a closed connection
+leaves the active list at once (A4.2).
 
-Exactly one connection per peer: when two nodes dial each other at the same
-time, both keep the connection dialled by the node with the smaller id and
-close the other, so they always agree without talking about it.
+Exactly one connection per peer: when two nodes dial each other at once, both keep the
+one dialled by the node with the smaller id, so they agree without talking about it.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.identity import Identity, load_or_create
 from yzcore.metrics import TransferMetrics
 from yzcore.metrics import enabled as metrics_enabled
-from yzcore.protocol.actions import Close, Dial, Done, PutResult, Send
+from yzcore.protocol.actions import Close, Dial, Done, Limited, PutResult, Send
 from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.engine import Engine
@@ -300,6 +298,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
                     self._tg.start_soon(pc.close)  # type: ignore[union-attr]
             elif isinstance(action, Done):
                 self._done(action)
+            elif isinstance(action, Limited):
+                self._limited(action)
         if engine.get_timer() < self._sleep_until:
             self._wake.set()
 

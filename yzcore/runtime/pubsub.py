@@ -24,6 +24,7 @@ from yzcore.pubsub import (
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import PeerConnection
 from yzcore.runtime.replies import PUBSUB_RIDS, Replies
+from yzcore.runtime.reporting import limit_fields
 from yzcore.wire import MAX_PUBLICATION, ErrorCode, NodeInfo, publication_fits
 
 __all__ = ["PubSub", "PublishResult", "Subscription"]
@@ -378,7 +379,8 @@ class PubSub:
             text = (f"{d.scope} limit of {d.limit:g} pubsub requests/s (burst {d.burst:g}) "
                     f"reached; retry in {d.retry_after:.3f}s")
             self._record(ErrorCode.RATE_LIMITED, peer, text,  # type: ignore[attr-defined]
-                         throttle=True)  # a flood: a log line a second, each one counted
+                         throttle=True,  # a flood: a log line a second, each one counted
+                         fields=limit_fields("pubsub", d.scope, d.limit, d.burst, d.retry_after))
             pc.send(wire.Error(msg.rid, ErrorCode.RATE_LIMITED, text, d.retry_after))
             return
         if isinstance(msg, wire.Subscribe):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import time
 
-__all__ = ["DIAL_LOG_EVERY", "Reporting"]
+from yzcore.protocol.actions import Limited
+
+__all__ = ["DIAL_LOG_EVERY", "Reporting", "limit_fields"]
 
 log = logging.getLogger("yzcore.node")
 DIAL_LOG_EVERY = 1.0  # seconds between two log lines of one failed-dial code
@@ -16,13 +18,15 @@ class Reporting:
     """``_record``: one place where an error becomes an entry, a metric and a log line."""
 
     def _record(self, code: str, peer: bytes | None, message: str, *,
-                 transport: str | None = None, throttle: bool = False) -> None:
+                 transport: str | None = None, throttle: bool = False,
+                 fields: dict[str, object] | None = None) -> None:
         """Keep a recent error for /status and log it with its code (A2.1).
 
         ``throttle`` (failed dials): one log line per code a second, saying how
         many like it went unlogged since; /status and the metrics still count
         each. A node whose cached peers all died dials dozens of them a second;
         with 750 nodes in one process, logging each failed dial took 23% of the CPU.
+        ``fields``: more for the log line's JSON (a rate limit's limit and wait).
         """
         if transport is None:
             pc = self.conns.get(peer) if peer else None
@@ -43,4 +47,20 @@ class Reporting:
             if unlogged:
                 message += f" ({unlogged} more {code} not logged in the last {now - last:.1f} s)"
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
-                                    "transport": transport, "unlogged": unlogged})
+                                    "transport": transport, "unlogged": unlogged, **(fields or {})})
+
+    def _limited(self, action: Limited) -> None:
+        """The engine refused a peer's request for its rate limit: say the limit and the wait."""
+        self._record("RATE_LIMITED", action.peer,
+                     f"{action.operation} from this peer refused: {action.scope} limit of "
+                     f"{action.limit:g}/s (burst {action.burst:g}); it may ask again in "
+                     f"{action.retry_after:.3f} s", throttle=True,
+                     fields=limit_fields(action.operation, action.scope, action.limit,
+                                         action.burst, action.retry_after))
+
+
+def limit_fields(operation: str, scope: str, limit: float, burst: float,
+                 retry_after: float) -> dict[str, object]:
+    """A rate limit's figures, as every log line of a limit hit carries them (A2.2)."""
+    return {"operation": operation, "limit_scope": scope, "limit_per_s": limit,
+            "limit_burst": burst, "retry_after": round(retry_after, 3)}
