@@ -23,17 +23,23 @@ def test_backoff_is_full_jitter_exponential_with_5_attempts_a_round():
     policy = BackoffPolicy(base=0.5, cap=8.0, attempts=5, round_pause=30.0)
     rng = random.Random(1)
     bounds = [0.5, 1.0, 2.0, 4.0]
+    shares: list[list[float]] = [[] for _ in bounds]  # each delay as a share of its bound
     for _ in range(200):
         b = Backoff(policy, rng)
         assert b.delay() == 0.0  # the first attempt goes at once
         ended = [b.failed()]
-        for bound in bounds:  # attempts 2..5 wait uniform(0, base * 2**(n-1))
-            assert 0.0 <= b.delay() <= bound
+        for n, bound in enumerate(bounds):  # attempts 2..5 wait uniform(0, base * 2**(n-1))
+            delay = b.delay()
+            assert 0.0 <= delay <= bound
+            shares[n].append(delay / bound)
             ended.append(b.failed())
         assert ended == [False, False, False, False, True]  # 5 attempts, then the round ends
         assert 15.0 <= b.delay() <= 30.0  # the pause before the next round
         b.succeeded()
         assert b.delay() == 0.0
+    for drawn in shares:  # full jitter: uniform over the whole window, not near its bound
+        assert 0.4 < sum(drawn) / len(drawn) < 0.6
+        assert min(drawn) < 0.05 and max(drawn) > 0.95
 
 
 @pytest.mark.req("A7.4")
@@ -44,8 +50,11 @@ def test_jitter_spreads_a_thousand_retries_over_the_window():
         b = Backoff(BackoffPolicy(base=4.0), rng)
         b.failed()
         delays.append(b.delay())
-    per_second = [sum(1 for d in delays if s <= d < s + 1) for s in range(4)]
-    assert max(per_second) < 320  # without jitter all 1,000 would land in the same instant
+    per_second = [sum(1 for d in delays if s <= d < s + 1) for s in range(3)]
+    per_second.append(sum(1 for d in delays if 3 <= d <= 4))  # the window's bound included
+    assert sum(per_second) == 1000  # every retry inside the window [0, 4]
+    assert max(per_second) < 320 and min(per_second) > 180  # spread evenly, not in one instant
+    assert len(set(delays)) > 990
 
 
 def test_introductions_are_spread_across_the_askers_buckets_and_healthy_first():

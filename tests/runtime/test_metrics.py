@@ -7,6 +7,7 @@ import random
 import anyio
 import pytest
 
+from yzcore import wire
 from yzcore.identity import Identity
 from yzcore.ids import key_for
 from yzcore.metrics import TransferMetrics, enabled, exposition
@@ -14,7 +15,7 @@ from yzcore.runtime import Node
 from yzcore.runtime.peer import PeerConnection
 
 from .procs import get_json, wait_for
-from .test_node import http_get, raw_peer, start_network
+from .test_node import http_get, next_reply, raw_peer, start_network
 
 
 class Broken(TransferMetrics):
@@ -72,7 +73,7 @@ async def test_a_broken_metrics_backend_never_breaks_a_message_path(monkeypatch)
         # nothing else changes (B5.2: sizes are frame lengths, nothing re-serialised).
         ws = await raw_peer(nodes[0].address)
         await ws.send("{not json")
-        await ws.recv()
+        assert (await next_reply(ws, wire.Error)).code == "MALFORMED_JSON"  # type: ignore[attr-defined]
         failures = sum(n.metrics.failures for n in nodes)
         assert failures > 20, failures  # every send and receive above failed to record
         status, body = await http_get(nodes[0].address.replace("ws://", "http://").replace("/dht", "/metrics"))

@@ -12,6 +12,7 @@ import urllib.request
 import anyio
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from yzcore import wire
 from yzcore.identity import Identity
@@ -257,9 +258,10 @@ async def test_bad_input_gets_its_error_code_and_the_node_keeps_serving():
         assert isinstance(reply_rid, wire.Nodes) and reply_rid.rid == 77  # still served
         # An oversized frame closes that connection (1009), nobody else's.
         await ws.send("x" * (wire.MAX_FRAME + 1))
-        with anyio.fail_after(5), pytest.raises(Exception):
+        with anyio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
             while True:
                 await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
         result = await nodes[2].find_node(nodes[0].id)
         assert result.nodes[0].id == nodes[0].id
         for node in nodes:

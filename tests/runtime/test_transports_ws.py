@@ -222,6 +222,8 @@ async def test_ws_sends_to_a_peer_that_reset_the_connection_fail_quietly(caplog)
                 conn.send_nowait(b"after the reset")
             except ConnectionClosed:
                 break
+        else:
+            pytest.fail("no send noticed the reset: the case under test never happened")
         await anyio.sleep(0.1)
         await conn.close()
     assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
