@@ -230,7 +230,6 @@ def test_a_deferred_query_is_still_retried_once_when_its_connection_closes_clean
     assert not lookup.retry(peer.id) and not lookup.defer(peer.id)  # each once
 
 
-@pytest.mark.req("B7.3")
 def test_request_table_fires_each_deadline_once_and_tracks_requests_by_peer():
     from yzcore.protocol.rpc import RpcTable
 

@@ -202,7 +202,6 @@ def test_requests_lost_with_a_duplicate_connection_are_asked_again_each_time():
     assert done.op == lookup and [n.id for n in done.result.nodes] == [peer.id]
 
 
-@pytest.mark.req("B7.3")
 def test_a_retried_query_keeps_the_first_requests_abandon_deadline():
     # Asked again after a clean close (a redial), a peer gets no more patience
     # than it had: a lookup goes around a peer that keeps not answering.
@@ -216,7 +215,6 @@ def test_a_retried_query_keeps_the_first_requests_abandon_deadline():
     assert late in rpc.expire(4.5)[1]
 
 
-@pytest.mark.req("B7.3")
 def test_a_request_waiting_for_its_dial_times_out_from_when_the_connection_opens():
     # A dial that waits for a slot, or loses SYNs, is the dial's business: its
     # own timeouts fail it. The request behind it is not failed for the wait,
@@ -240,7 +238,6 @@ def test_a_request_waiting_for_its_dial_times_out_from_when_the_connection_opens
     assert len(rpc) == 0
 
 
-@pytest.mark.req("B7.3", "A7.4")
 def test_a_finished_get_withdraws_its_requests_that_wait_for_dials_and_those_dials_are_not_made():
     # Under load a dial waits its turn; a get that found its value meanwhile
     # does not need it. Its requests still waiting for a connection are
@@ -271,8 +268,6 @@ def test_a_finished_get_withdraws_its_requests_that_wait_for_dials_and_those_dia
     assert any(p.owner == find for p in me.rpc._pending.values())
 
 
-@pytest.mark.req("B7.3")
-@pytest.mark.req("A7.4")
 def test_a_put_withdraws_its_lookups_waiting_requests_when_it_starts_storing():
     # The lookup of a put is over once the k closest have answered; its
     # queries still waiting for a dial are dropped then, not when the last

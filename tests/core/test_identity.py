@@ -188,7 +188,6 @@ def test_an_existing_directory_keeps_its_mode(tmp_path):
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
 
 
-@pytest.mark.req("B2.2")
 @pytest.mark.parametrize("size", [0, 31, 33, 64])
 def test_key_file_of_wrong_size_is_refused_with_a_code(tmp_path, size):
     key = tmp_path / KEY_FILE
@@ -206,7 +205,6 @@ def test_key_file_of_wrong_size_is_refused_with_a_code(tmp_path, size):
 
 
 @posix_only
-@pytest.mark.req("B2.2")
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
 def test_key_file_open_to_others_is_refused_with_a_code(tmp_path, mode):
     ident = load_or_create(tmp_path)
@@ -222,7 +220,6 @@ def test_key_file_open_to_others_is_refused_with_a_code(tmp_path, mode):
     assert load_or_create(tmp_path).node_id == ident.node_id
 
 
-@pytest.mark.req("B2.2")
 def test_key_path_that_is_a_directory_is_refused(tmp_path):
     (tmp_path / KEY_FILE).mkdir(mode=0o700)
     with pytest.raises(KeyFileError) as info:

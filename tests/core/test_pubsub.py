@@ -23,8 +23,6 @@ from yzcore.pubsub import (
 )
 from yzcore.wire import ErrorCode, NodeInfo
 
-pytestmark = pytest.mark.req("B7.5")
-
 A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
 K1, K2, K3 = key_for("one"), key_for("two"), key_for("three")
 

@@ -56,7 +56,6 @@ def test_refill_over_time(ratelimit):
     assert not d.allowed and d.retry_after == 0.25
 
 
-@pytest.mark.req("A3.5")
 def test_keys_are_peer_and_op(ratelimit):
     rl = ratelimit.RateLimiter(rate=1.0, burst=1.0)
     assert rl.check(b"p", FIND, 0.0).allowed
@@ -296,7 +295,6 @@ def test_cost_valid_only_at_some_scale(ratelimit):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.req("A3.5")
 def test_expire_drops_only_full_buckets(ratelimit):
     rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_burst=1000.0)
     drain(rl, b"a", 0.0, 2)  # empty
@@ -312,7 +310,6 @@ def test_expire_drops_only_full_buckets(ratelimit):
     assert rl.expire(3.0) == 0
 
 
-@pytest.mark.req("A3.5")
 def test_expire_loses_nothing(ratelimit):
     kept = ratelimit.RateLimiter(rate=2.0, burst=3.0, global_rate=1e6, global_burst=1e6)
     pruned = ratelimit.RateLimiter(rate=2.0, burst=3.0, global_rate=1e6, global_burst=1e6)
@@ -327,7 +324,6 @@ def test_expire_loses_nothing(ratelimit):
     assert len(pruned) <= len(kept)
 
 
-@pytest.mark.req("A3.5")
 def test_eviction_order_when_nothing_expires(ratelimit):
     rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_burst=1000.0, max_keys=4)
     for p in (b"a", b"b", b"c", b"d"):
@@ -339,7 +335,6 @@ def test_eviction_order_when_nothing_expires(ratelimit):
     assert not rl.check(b"c", FIND, 0.0).allowed  # c still remembered
 
 
-@pytest.mark.req("A3.5")
 def test_eviction_prefers_full_buckets(ratelimit):
     rl = ratelimit.RateLimiter(rate=1.0, burst=2.0, global_burst=1000.0, max_keys=4)
     drain(rl, b"a", 0.0, 2)
@@ -352,7 +347,6 @@ def test_eviction_prefers_full_buckets(ratelimit):
     assert not rl.check(b"a", FIND, 2.0, cost=2.0).allowed
 
 
-@pytest.mark.req("A3.5")
 @pytest.mark.parametrize("global_burst", [400.0, 1e9])
 def test_flood_of_distinct_peers_stays_bounded(ratelimit, global_burst):
     rl = ratelimit.RateLimiter(global_rate=200.0, global_burst=global_burst, max_keys=1000)
@@ -365,7 +359,6 @@ def test_flood_of_distinct_peers_stays_bounded(ratelimit, global_burst):
     assert rl.allowed_count + rl.denied_count == 100_000
 
 
-@pytest.mark.req("A3.5")
 def test_max_keys_one(ratelimit):
     rl = ratelimit.RateLimiter(rate=1.0, burst=1.0, max_keys=1)
     for i in range(10):

@@ -392,7 +392,6 @@ def test_wire_reference_examples_decode():
         assert encode(msg).decode() == frame  # and it is exactly what encode writes
 
 
-@pytest.mark.req("B3.2")
 def test_the_browser_client_speaks_this_protocol_version():
     # Two builds that disagree about the version without saying so is how the network
     # yzcore replaces died: the browser client's constant follows this one.

@@ -80,7 +80,7 @@ def test_a_killed_bridge_is_restarted_and_healthy_again_within_10_s_and_a_wrong_
     assert refusal and refusal[-1]["peer"] == info["id"]
 
 
-@pytest.mark.req("A1.2", "A7.2", "A7.3", "A1.4", "B2.2")
+@pytest.mark.req("A1.2", "A7.2", "A7.3", "B2.2")
 def test_nodes_outlive_their_bootstrap_servers_and_rejoin_through_the_second_url_or_cached_peers(procs):
     b1 = bootstrap(procs, "boot1")
     b2 = bootstrap(procs, "boot2")

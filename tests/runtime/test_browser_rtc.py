@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -114,14 +113,11 @@ def test_two_browsers_open_a_webrtc_datachannel_with_signals_through_the_bootstr
         nodes, browser, (a, a_id), (b, b_id) = _two_pages(p, procs, errors)
         assert a_id != b_id  # two contexts, two IndexedDBs, two identities
         b.evaluate(ON_PEER)
-        started = time.monotonic()
         got = a.evaluate("""async (id) => { const p = await window.yz.connectPeer(id);
             return { path: p.path, id: p.info.id, role: p.info.role }; }""", b_id)
-        took = time.monotonic() - started
         assert got == {"path": "webrtc", "id": b_id, "role": "browser"}, (
-            got, took, a.evaluate("() => window.yz.failures"))
-        assert took < 5, took  # no timeout, no fallback
-        assert a.evaluate("() => window.yz.failures") == []
+            got, a.evaluate("() => window.yz.failures"))
+        assert a.evaluate("() => window.yz.failures") == []  # no timeout, no fallback
         # Over the namespace's veth (ICE ignores loopback), host candidates only.
         pair = a.evaluate(PAIR, b_id)
         assert pair["local"] in ADDRESSES and pair["remote"] in ADDRESSES, pair
@@ -173,13 +169,10 @@ def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_nod
         # B gathers no candidate at all: ICE cannot succeed, A's dial times out.
         b.evaluate(ON_PEER)
         b.evaluate("() => { window.yz.rtcConfig = { iceServers: [], iceTransportPolicy: 'relay' }; }")
-        started = time.monotonic()
         got = a.evaluate("""async (id) => {
             const p = await window.yz.connectPeer(id, { timeoutMs: 2000 });
             return { path: p.path, id: p.info.id, via: p.info.via }; }""", b_id)
-        took = time.monotonic() - started
         assert got == {"path": "relay", "id": b_id, "via": nodes[0]["address"]}, got
-        assert 2 <= took < 6, took
         failures = a.evaluate("() => window.yz.failures")
         assert [(f["code"], f["peer"], f["manager"]) for f in failures] == [
             ("WEBRTC_FAILED", b_id, "webrtc")]
@@ -202,9 +195,7 @@ def test_when_webrtc_fails_the_dialer_reports_it_and_goes_through_a_relaying_nod
         # refuses too, and connectPeer says so; then the same with the refusal's other shape.
         for dial in ("""async (id) => { try { await window.yz.connectPeer(id); return "connected"; }
                         catch (e) { return e.code; } }""", UNREACHABLE_OTHER_SHAPE):
-            started = time.monotonic()
-            assert a.evaluate(dial, "ab" * 32) == "PEER_UNREACHABLE"
-            assert time.monotonic() - started < 5  # not the 10 s WebRTC timeout
+            assert a.evaluate(dial, "ab" * 32) == "PEER_UNREACHABLE"  # refused, not timed out
             last = a.evaluate("() => window.yz.failures.at(-1)")
             assert last["code"] == "WEBRTC_FAILED" and last["peer"] == "ab" * 32, last
             assert "PEER_UNREACHABLE" in last["message"], last

@@ -59,6 +59,34 @@ async def http_get(url: str) -> tuple[int, dict]:
         return status, {"text": body.decode()}
 
 
+@pytest.mark.req("A4.1")
+async def test_a_verified_connection_is_in_the_routing_table_before_anything_else_runs():
+    async with anyio.create_task_group() as tg:
+        a, b = Node(seed=31), Node(seed=32)
+        for node in (a, b):
+            await node.start(tg)
+        assert a.engine.table.get(b.id) is None and b.engine.table.get(a.id) is None
+        dialled = await a._dial(wire.NodeInfo(b.id, b.address))
+        # No await between the dial's return and these checks: nothing else had a turn.
+        assert dialled is not None and b.id in a.conns
+        contact = a.engine.table.get(b.id)
+        assert contact is not None and contact.address == b.address
+        with anyio.fail_after(5):  # the accepting side, as soon as its side of the handshake ends
+            while a.id not in b.conns:
+                await anyio.sleep(0.01)
+        assert b.engine.table.get(a.id) is not None
+        # A browser-class peer is served but never enters a routing table.
+        browser = Node(listen=None, role="browser", seed=33)
+        await browser.start(tg)
+        assert await browser._dial(wire.NodeInfo(a.id, a.address)) is not None
+        with anyio.fail_after(5):
+            while browser.id not in a.conns:
+                await anyio.sleep(0.01)
+        assert a.engine.table.get(browser.id) is None
+        for node in (browser, a, b):
+            await node.aclose()
+
+
 @pytest.mark.req("A4.1", "A4.2", "B3.1", "B3.2")
 async def test_hundred_nodes_exact_lookups_gettable_puts_and_abrupt_churn():
     # One 100-node network (forming it is the expensive part), three checks.

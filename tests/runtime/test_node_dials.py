@@ -111,7 +111,6 @@ async def _silent_listener() -> AsyncIterator[int]:
     await listener.aclose()
 
 
-@pytest.mark.req("A7.4")
 async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_starts(monkeypatch):
     # With one slot, a dial to a listener that never finishes its WebSocket
     # handshake holds it until its 0.5 s timeout; a second dial waits for the
@@ -141,7 +140,6 @@ async def test_a_dial_waits_for_one_of_the_process_slots_before_its_timeout_star
         tg.cancel_scope.cancel()
 
 
-@pytest.mark.req("A7.4", "B7.3")
 async def test_a_dial_whose_get_finished_while_it_waited_for_its_slot_is_not_made(monkeypatch):
     # The process's one slot is held by a dial that hangs for 2 s. A get
     # meanwhile asks b, which holds the value, and c, which needs a dial and

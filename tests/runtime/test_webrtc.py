@@ -84,7 +84,7 @@ async def _find_node_over(a: Node, b: Node, transport: str) -> None:
     assert _counted(b, transport, "sent", "nodes") >= 1
 
 
-@pytest.mark.req("B4.1", "B4.2", "B4.3", "B6.3", "B1.3")
+@pytest.mark.req("B4.1", "B4.2", "B4.3", "B6.2", "B6.3", "B1.3")
 async def test_two_light_clients_open_a_datachannel_through_the_bootstrap_server(netns):
     async with anyio.create_task_group() as tg:
         boot, nodes = await _network(tg)
@@ -167,7 +167,7 @@ async def test_when_webrtc_fails_traffic_goes_through_a_relay_and_the_failure_is
         await _stop(tg, a, b, *nodes, boot)
 
 
-@pytest.mark.req("B6.1", "B6.2", "B6.5")
+@pytest.mark.req("B6.1", "B6.5")
 async def test_a_broken_webrtc_plugin_leaves_websocket_working_and_says_why(netns, monkeypatch):
     class Broken:
         name, value = "webrtc", "yzcore_transports.webrtc:WebRtcTransport"
@@ -241,7 +241,7 @@ async def test_diagnose_makes_a_webrtc_round_trip_and_names_the_manager_that_fai
         await _stop(tg, *nodes, boot)
 
 
-@pytest.mark.req("B6.5", "A3.1")
+@pytest.mark.req("B6.5")
 async def test_signals_and_webrtc_dials_are_bounded(netns):
     async with anyio.create_task_group() as tg:
         _, nodes = await _network(tg, servers=2, bootstrap=False)
@@ -249,9 +249,9 @@ async def test_signals_and_webrtc_dials_are_bounded(netns):
         b = await _browser(tg, None, via=[nodes[0].address])
         # A webrtc:// address from somebody's contact list is not dialled: only reach() dials,
         # so a poisoned `nodes` answer costs nothing (no offer, no relay attempts).
-        start = anyio.current_time()
+        signals = a.metrics.messages[("ws", "out", "signal")]
         assert await a._dial(wire.NodeInfo(b.id, f"webrtc://{b.id.hex()}", "browser")) is None
-        assert anyio.current_time() - start < 1
+        assert a.metrics.messages[("ws", "out", "signal")] == signals  # no offer went out
         assert a.managers.webrtc.last_error["code"] == "WEBRTC_UNAVAILABLE"
         assert a.managers.relay.attempts == 0 and b.id not in a.conns
         # A flood of signals through a node: it passes on a burst, then drops and says so.
