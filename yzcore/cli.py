@@ -21,8 +21,6 @@ import platform
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +71,11 @@ def _version(_: argparse.Namespace) -> int:
     print(f"yzcore {yzcore.__version__}")
     print(f"core: {impl}")
     print(f"python: {platform.python_implementation()} {platform.python_version()}")
+    from yzcore.transport import check_transports
+
+    print("transports:")
+    for scheme, provider, failure in check_transports():
+        print(f"  {scheme + '://':<10} {'unavailable: ' + failure if failure else provider}")
     return 0
 
 
@@ -331,34 +334,6 @@ def _get(args: argparse.Namespace) -> int:
     return _client(args, act)
 
 
-def _status(args: argparse.Namespace) -> int:
-    from yzcore.transport import http_base
-
-    base = http_base(args.url)
-    try:
-        with urllib.request.urlopen(base + "/status", timeout=args.timeout) as resp:
-            status = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"error [STATUS_UNAVAILABLE] {base}/status: {exc}; is a yzcore node listening there?",
-              file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(status, indent=1))
-        return 0
-    health = status["health"]
-    rows = [("id", status["id"]), ("role", status["role"]), ("address", status["address"]),
-            ("version", f"{status['version']} (protocol {status['protocol']})"),
-            ("health", "healthy" if health["healthy"] else "UNHEALTHY: " + "; ".join(health["reasons"])),
-            ("connections", ", ".join(f"{k} {v}" for k, v in status["connections"].items())),
-            ("routing table", status["routing_table"]), ("values held", status["values"]),
-            ("recent errors", len(status["recent_errors"]))]
-    for name, value in rows:
-        print(f"{name:>14}  {value}")
-    for err in status["recent_errors"][-5:]:
-        print(f"{'':>14}  [{err['code']}] {err['message']}")
-    return 0 if health["healthy"] else 3
-
-
 # -- parser -----------------------------------------------------------------------
 
 
@@ -470,10 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("value")
         client_options(p)
     add_ops_commands(command, config_options, client_options)
-    p = command("status", _status, "a node's health, connections and recent errors")
-    p.add_argument("url", help="the node's URL (ws://HOST:PORT/dht or http://HOST:PORT)")
-    p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--json", action="store_true")
     return parser
 
 

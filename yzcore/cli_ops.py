@@ -88,6 +88,58 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from yzcore.transport import http_base
+
+    base = http_base(args.url)
+    try:
+        with urllib.request.urlopen(base + "/status", timeout=args.timeout) as resp:
+            status = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"error [STATUS_UNAVAILABLE] {base}/status: {exc}; is a yzcore node listening there?",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    try:
+        rows, code = (_server_rows(status) if status.get("role") == "bootstrap"
+                      else _node_rows(status))
+    except (KeyError, TypeError, AttributeError):
+        print(f"error [STATUS_UNAVAILABLE] {base}/status is not a yzcore node's or bootstrap "
+              "server's status; point `yz status` at one (`--json` prints what came back).",
+              file=sys.stderr)
+        return 1
+    for name, value in rows:
+        print(f"{name:>14}  {value}")
+    for err in status["recent_errors"][-5:]:
+        print(f"{'':>14}  [{err['code']}] {err['message']}")
+    return code
+
+
+def _node_rows(status: dict[str, Any]) -> tuple[list[tuple[str, object]], int]:
+    health = status["health"]
+    return ([("id", status["id"]), ("role", status["role"]), ("address", status["address"]),
+             ("version", f"{status['version']} (protocol {status['protocol']})"),
+             ("health", "healthy" if health["healthy"] else "UNHEALTHY: " + "; ".join(health["reasons"])),
+             ("connections", ", ".join(f"{k} {v}" for k, v in status["connections"].items())),
+             ("routing table", status["routing_table"]), ("values held", status["values"]),
+             ("recent errors", len(status["recent_errors"]))], 0 if health["healthy"] else 3)
+
+
+def _server_rows(status: dict[str, Any]) -> tuple[list[tuple[str, object]], int]:
+    net, bridges = status["network"], status["bridges"]
+    return ([("id", status["id"]), ("role", "bootstrap server"), ("address", status["address"]),
+             ("version", f"{status['version']} (protocol {status['protocol']})"),
+             ("network", f"{net['nodes']} nodes, {net['healthy']} healthy ({net['share']:.0%})"),
+             ("bridges", f"{len(bridges)}, {sum(1 for b in bridges if b['healthy'])} healthy"),
+             ("introductions", status["introductions"]),
+             ("recent errors", len(status["recent_errors"]))], 0)
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     from yzcore.diagnose import diagnose, render
 
@@ -221,7 +273,7 @@ def _sub(args: argparse.Namespace) -> int:
 
 
 def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
-    """Register config, diagnose, health and client on the parser (``command`` makes a subcommand)."""
+    """Register config, status, diagnose, health and client on the parser (``command`` makes a subcommand)."""
     p = command("client", _light_client, "the Python light client: join as a browser-class peer "
                 "and run find-node ID, put KEY VALUE, get KEY, connect ID (a browser-class "
                 "peer, over WebRTC) or serve (stay online, taking WebRTC connections)")
@@ -249,6 +301,11 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p.add_argument("--role", default="node", choices=("node", "bridge"))
     p.add_argument("--no-metrics", action="store_true")
     config_options(p)
+    p.add_argument("--json", action="store_true")
+    p = command("status", _status, "a node's (or a bootstrap server's) health, connections and "
+                "recent errors")
+    p.add_argument("url", help="the node's URL (ws://HOST:PORT/dht or http://HOST:PORT)")
+    p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--json", action="store_true")
     p = command("diagnose", _diagnose, "test each step into a network and name the cause of a failure")
     p.add_argument("--bootstrap", required=True, metavar="URL")

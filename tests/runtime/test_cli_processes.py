@@ -128,6 +128,43 @@ def test_a_probe_interval_that_is_not_positive_is_refused():
 def test_version_names_the_core_in_use():
     out = yz("version")
     assert out.returncode == 0 and "core: compiled" in out.stdout
+    for scheme in ("ws", "wss", "mem", "bridge", "webrtc"):  # what each advice points at
+        assert f"  {scheme + '://':<10} yzcore_transports." in out.stdout, out.stdout
     env = {**os.environ, "YZCORE_NO_EXTENSIONS": "1"}
     out = subprocess.run([*YZ, "version"], capture_output=True, text=True, env=env, timeout=30)
     assert "core: pure-Python twins" in out.stdout
+
+
+def test_status_reads_a_bootstrap_server_and_refuses_what_is_no_yzcore_status(procs):
+    import http.server
+    import threading
+
+    from tests.runtime.procs import wait_for
+
+    _, boot = procs.start("boot", "bootstrap", "--listen", "127.0.0.1:0")
+    procs.node("n0", "--bootstrap", boot["address"])
+    wait_for("the node heard of", lambda: "1 nodes" in yz("status", boot["address"]).stdout, 30)
+    got = yz("status", boot["address"])
+    assert got.returncode == 0, got.stderr
+    assert "role  bootstrap server" in got.stdout and "bridges  0, 0 healthy" in got.stdout
+
+    class NotYz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 -- the standard library's name
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotYz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        other = yz("status", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert other.returncode == 1 and "[STATUS_UNAVAILABLE]" in other.stderr
+    assert "is not a yzcore node's or bootstrap server's status" in other.stderr
+    assert "Traceback" not in other.stderr

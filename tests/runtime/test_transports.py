@@ -401,6 +401,10 @@ def test_a_broken_plugin_is_logged_with_a_hint_and_the_others_keep_working(
     assert record.entry_point == "yzcore_transports.webrtc:WebRtcTransport"
     assert "No module named 'aiortc'" in record.error
     assert record.hint == "pip install 'yzcore[webrtc]'"
+    # `yz version` names it among the others, with what to install (the advice points there).
+    checked = {scheme: failure for scheme, _, failure in registry.check_transports()}
+    assert checked["ws"] is None and checked["mem"] is None
+    assert "No module named 'aiortc'" in checked["webrtc"] and "yzcore[webrtc]" in checked["webrtc"]
 
 
 def test_a_plugin_that_is_not_a_transport_is_unavailable(

@@ -60,32 +60,29 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
     """A yzcore server node.
 
     Args:
-        listen: Where to accept connections (``ws://HOST:PORT/dht``; port 0
-            picks one), or None for a node that accepts none.
-        advertise: The URL other nodes should dial; defaults to the bound
-            listen address.
+        listen: Where to accept connections (``ws://HOST:PORT/dht``; port 0 picks one), or
+            None for a node that accepts none.
+        advertise: The URL other nodes should dial; defaults to the bound listen address.
         peers: URLs to join through (no id needed: the handshake tells).
         bootstrap: Bootstrap server URLs, tried in turn for introductions.
-        data_dir: Where the node key and the peer cache live; None for an
-            ephemeral identity and no cache.
+        data_dir: Where the node key and the peer cache live; None for an ephemeral
+            identity and no cache.
         role: "node", "bridge" or "browser".
         bridge_secret: A bridge's shared secret, proved to each bootstrap server.
         config: Protocol knobs.
-        seed: Seeds the node's one random source (engine, recovery, probe:
-            their draws interleave as timing has it); None draws one from the OS.
+        seed: Seeds the node's one random source (engine, recovery, probe: their draws
+            interleave as timing has it); None draws one from the OS.
         handshake_timeout: Seconds a new connection has to complete its hello.
         dial_timeout: Seconds a dial may take.
         probe_interval: Seconds between health checks (ARCHITECTURE §4).
         heartbeat_interval: Seconds between heartbeats to the bootstrap server.
         backoff: The retry schedule of bootstrap and reconnection attempts.
         cache_interval: Seconds between writes of the peer cache.
-        start_jitter: Seconds (at most, uniformly drawn) to wait before
-            joining, so that nodes restarted together do not all reach the
-            bootstrap server at once (A7.4).
-        metrics: Record transfer metrics (None: unless ``YZ_METRICS=0``).
-            Off, no metrics hook is installed at all (B5.5, B8.1).
-        settings: The effective configuration it was built from
-            (:func:`yzcore.config.resolve`), reported by ``/status``.
+        start_jitter: Seconds (at most, uniformly drawn) to wait before joining, so that
+            nodes restarted together do not all reach the bootstrap server at once (A7.4).
+        metrics: Record transfer metrics (None: unless ``YZ_METRICS=0``). Off, no metrics
+            hook is installed at all (B5.5, B8.1).
+        settings: The effective configuration (:func:`yzcore.config.resolve`), for ``/status``.
     """
 
     def __init__(self, *, listen: str | None = "ws://127.0.0.1:0/dht", advertise: str | None = None,
