@@ -89,8 +89,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 #: Tests that must run in CI, never skip: the browser and WebRTC paths (issue: "make
-#: .ci/run fail if they are skipped"). Elsewhere a missing Chromium may skip them.
-MUST_RUN_IN_CI = ("test_browser_ws.py", "test_browser_rtc.py", "test_webrtc.py")
+#: .ci/run fail if they are skipped") and the ones git checks. Elsewhere a missing Chromium
+#: or git may skip them.
+MUST_RUN_IN_CI = ("test_browser_ws.py", "test_browser_rtc.py", "test_webrtc.py", "test_history.py",
+                  "test_rollback.py")
 
 
 @pytest.hookimpl(hookwrapper=True)

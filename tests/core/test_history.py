@@ -6,6 +6,7 @@ git itself reads what yzcore writes: the objects must be ones any git accepts.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -27,7 +28,14 @@ def _git(repo: str, *args: str) -> str:
                           check=True, timeout=30).stdout
 
 
+def need_git() -> None:
+    """git itself checks what yzcore writes (a skip here fails under CI=true)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed: the history is checked by git itself")
+
+
 def test_each_changed_configuration_is_one_commit_and_git_reads_them(tmp_path):
+    need_git()
     h = ConfigHistory(str(tmp_path))
     first, new = h.record(_config(), now=1_700_000_000, author="aa")
     assert new and first.number == 1 and first.message == "attempt 1: first start recorded: defaults"

@@ -95,6 +95,9 @@ def test_a_minimal_network_and_health_back_to_its_baseline_after_a_rollback(proc
 
 @pytest.mark.req("B8.4", "B8.2")
 def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlier_one(procs, tmp_path):
+    from tests.core.test_history import need_git
+
+    need_git()
     data = tmp_path / "n"
 
     def start(name: str, *args: str) -> dict:
