@@ -71,11 +71,17 @@ def _version(_: argparse.Namespace) -> int:
     print(f"yzcore {yzcore.__version__}")
     print(f"core: {impl}")
     print(f"python: {platform.python_implementation()} {platform.python_version()}")
-    from yzcore.transport import check_transports
+    from yzcore.exceptions import TransportUnavailable
+    from yzcore.transport import available_schemes, get_transport
 
-    print("transports:")
-    for scheme, provider, failure in check_transports():
-        print(f"  {scheme + '://':<10} {'unavailable: ' + failure if failure else provider}")
+    print("transports:")  # each loaded: the TRANSPORT_UNAVAILABLE advice sends users here
+    for scheme in available_schemes():
+        try:
+            kind = type(get_transport(scheme))
+        except TransportUnavailable as exc:
+            print(f"  {scheme + '://':<10} unavailable: {exc.args[0]}; {exc.advice}")
+        else:
+            print(f"  {scheme + '://':<10} {kind.__module__}:{kind.__name__}")
     return 0
 
 
@@ -155,7 +161,7 @@ def _settings(args: argparse.Namespace, role: str = "node") -> dict[str, Any]:
                                                  "backoff_cap", "start_jitter")}
     flags["metrics"] = False if getattr(args, "no_metrics", False) else None
     return resolve(args.profile, flags=flags, sets=args.set, role=role,
-                   rollback=rollback_values(args))
+                   rollback=rollback_values(args, role))
 
 
 def _node_kwargs(args: argparse.Namespace, role: str = "node") -> dict[str, Any]:

@@ -22,8 +22,10 @@ __all__ = ["add_ops_commands", "record_attempt", "rollback_values"]
 log = logging.getLogger("yzcore.cli")
 
 
-def rollback_values(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+def rollback_values(args: argparse.Namespace,
+                    role: str) -> tuple[str, dict[str, Any]] | None:
     """``--rollback N``: attempt N's values, from the history in ``--data-dir`` (B8.4)."""
+    from yzcore import __version__
     from yzcore.exceptions import InvalidConfig
     from yzcore.history import LIST_THEM, ConfigHistory
 
@@ -32,29 +34,37 @@ def rollback_values(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | No
     if not args.data_dir:
         raise InvalidConfig("--rollback needs --data-dir.", advice=LIST_THEM)
     attempt = ConfigHistory(args.data_dir).find(args.rollback)
+    if attempt.config["role"] != role:
+        raise InvalidConfig(f"attempt {attempt.number} configured a {attempt.config['role']}, "
+                            f"and this is a {role}.", advice="Roll back to an attempt of this "
+                            "role, or give the values you want with --set.")
+    if attempt.config["yzcore"] != __version__:
+        log.warning("attempt %d was recorded by yzcore %s and this is %s: its values are "
+                    "restored; knobs %s did not have keep this release's defaults",
+                    attempt.number, attempt.config["yzcore"], __version__,
+                    attempt.config["yzcore"])
+    args.rollback_to = attempt.number  # the attempt this start records says so
     return f"rollback to attempt {attempt.number}", attempt.settings()
 
 
 def record_attempt(node: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Record a started node's configuration in its data dir's history; the announce's fields."""
     from yzcore import __version__
-    from yzcore.config import overrides
-    from yzcore.exceptions import HistoryError
+    from yzcore.exceptions import YzError
     from yzcore.history import ConfigHistory, snapshot
     from yzcore.wire import PROTOCOL_VERSION
 
     if not args.data_dir or node.settings is None:
         return {}
-    config = snapshot(overrides(node.settings), version=__version__, protocol=PROTOCOL_VERSION,
-                      role=node.role)
-    history = ConfigHistory(args.data_dir)
+    config = snapshot(node.settings, version=__version__, protocol=PROTOCOL_VERSION, role=node.role)
+    rolled_back = getattr(args, "rollback_to", None)
     try:
-        note = (f"rollback to attempt {history.find(args.rollback).number}"
-                if getattr(args, "rollback", None) else None)
-        attempt, new = history.record(config, now=int(time.time()), author=node.id.hex()[:16],
-                                      note=note)
-    except HistoryError as exc:
-        log.warning("%s %s", exc, exc.advice, extra={"code": exc.code, "node_id": node.id.hex()})
+        attempt, new = ConfigHistory(args.data_dir).record(
+            config, now=int(time.time()), author=node.id.hex()[:16],
+            note=f"rollback to attempt {rolled_back}" if rolled_back else None)
+    except YzError as exc:  # the node runs on: a history is never a reason to stop serving
+        log.warning("the configuration was not recorded: %s", exc,
+                    extra={"code": exc.code, "node_id": node.id.hex()})
         return {}
     if new:
         log.info("configuration %s (commit %s)", attempt.message, attempt.commit[:12],
@@ -108,15 +118,14 @@ def _status(args: argparse.Namespace) -> int:
     try:
         rows, code = (_server_rows(status) if status.get("role") == "bootstrap"
                       else _node_rows(status))
-    except (KeyError, TypeError, AttributeError):
+        rows += [("", f"[{err['code']}] {err['message']}") for err in status["recent_errors"][-5:]]
+    except (KeyError, TypeError, AttributeError, ValueError):
         print(f"error [STATUS_UNAVAILABLE] {base}/status is not a yzcore node's or bootstrap "
               "server's status; point `yz status` at one (`--json` prints what came back).",
               file=sys.stderr)
         return 1
     for name, value in rows:
         print(f"{name:>14}  {value}")
-    for err in status["recent_errors"][-5:]:
-        print(f"{'':>14}  [{err['code']}] {err['message']}")
     return code
 
 
@@ -124,7 +133,8 @@ def _node_rows(status: dict[str, Any]) -> tuple[list[tuple[str, object]], int]:
     health = status["health"]
     return ([("id", status["id"]), ("role", status["role"]), ("address", status["address"]),
              ("version", f"{status['version']} (protocol {status['protocol']})"),
-             ("health", "healthy" if health["healthy"] else "UNHEALTHY: " + "; ".join(health["reasons"])),
+             ("health", "healthy" if health["healthy"]
+              else "UNHEALTHY: " + "; ".join(health["reasons"])),
              ("connections", ", ".join(f"{k} {v}" for k, v in status["connections"].items())),
              ("routing table", status["routing_table"]), ("values held", status["values"]),
              ("recent errors", len(status["recent_errors"]))], 0 if health["healthy"] else 3)
@@ -273,7 +283,8 @@ def _sub(args: argparse.Namespace) -> int:
 
 
 def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
-    """Register config, status, diagnose, health and client on the parser (``command`` makes a subcommand)."""
+    """Register config, status, diagnose, health and client on the parser (``command`` makes
+    a subcommand)."""
     p = command("client", _light_client, "the Python light client: join as a browser-class peer "
                 "and run find-node ID, put KEY VALUE, get KEY, connect ID (a browser-class "
                 "peer, over WebRTC) or serve (stay online, taking WebRTC connections)")

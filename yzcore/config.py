@@ -23,6 +23,7 @@ profile and every value that is not a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -79,7 +80,10 @@ def _parse(key: str, text: str, like: Any) -> Any:
             raise ValueError(text)
         if isinstance(like, int):
             return int(text)
-        return float(text)
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
     except ValueError:
         kind = "true or false" if isinstance(like, bool) else type(like).__name__
         raise InvalidConfig(f"{key}={text!r} is not {kind}.") from None
@@ -123,7 +127,10 @@ def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
             raise InvalidConfig(f"{source} set {', '.join(unknown)}, which this release does "
                                 "not have.", advice="Run the release that attempt recorded "
                                 "(`yz config history --json` names it).")
-        for key, value in values.items():
+        for key, value in values.items():  # knobs newer than the attempt keep their defaults
+            if not _same_kind(value, defaults[key]):
+                raise InvalidConfig(f"{source}: {key}={value!r} is not "
+                                    f"{type(defaults[key]).__name__}.", advice=_HISTORY_ADVICE)
             out[key] = Setting(value, source)
     env = os.environ if environ is None else environ
     if "YZ_METRICS" in env:
@@ -149,6 +156,17 @@ def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
 
 
 _MAY_BE_ZERO = frozenset({"join_refresh_below"})  # 0: a join refreshes no bucket
+_HISTORY_ADVICE = ("The history was edited or written by another program: roll back to another "
+                   "attempt.")
+
+
+def _same_kind(value: Any, like: Any) -> bool:
+    """Whether a recorded ``value`` can stand for a knob whose default is ``like``."""
+    if isinstance(like, bool) or isinstance(value, bool):
+        return isinstance(like, bool) and isinstance(value, bool)
+    if isinstance(like, int):
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def engine_config(settings: Mapping[str, Setting]) -> EngineConfig:

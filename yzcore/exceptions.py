@@ -198,8 +198,8 @@ class HistoryError(YzError):
 
     code = "CONFIG_HISTORY"
     advice = (
-        "A node starts anyway, without recording its configuration: make <data_dir>/history "
-        "writable by the node's user, or move it aside to begin a new history."
+        "Make <data_dir>/history readable and writable by the node's user, or move it aside "
+        "to begin a new history (a node still starts, without recording its configuration)."
     )
 
 

@@ -80,7 +80,6 @@ __all__ = [
     "webrtc_address",
     "http_base",
     "available_schemes",
-    "check_transports",
     "register",
     "unregister",
     "install_hint",
@@ -473,21 +472,6 @@ def transport_for(url: str) -> Transport:
 def available_schemes() -> list[str]:
     """Every scheme a plugin is installed or registered for (not yet loaded, so maybe broken)."""
     return sorted(set(_discover()) | set(_registered))
-
-
-def check_transports() -> list[tuple[str, str, str | None]]:
-    """Load every installed transport: ``(scheme, provider, None)`` when it works, or
-    ``(scheme, provider, the failure and what to install)`` when it does not (``yz version``)."""
-    found, out = _discover(), []
-    for scheme in available_schemes():
-        provider = found[scheme].value if scheme in found else "registered in-process"
-        try:
-            get_transport(scheme)
-        except TransportUnavailable as exc:
-            out.append((scheme, provider, f"{exc.args[0]}; {exc.advice}"))
-        else:
-            out.append((scheme, provider, None))
-    return out
 
 
 def register(scheme: str, factory: Callable[[], Transport]) -> None:

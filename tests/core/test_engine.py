@@ -329,3 +329,31 @@ def test_replies_name_a_contact_with_the_role_of_its_latest_hello():
     engine.table.remove(peer)  # gone from the table, back later as a plain node
     engine.connection_opened(NodeInfo(peer, "mem://peer", "node"), 1.0, outbound=True)
     assert [i.role for i in engine._closest(peer, exclude=bytes(32))] == ["node"]
+
+
+@pytest.mark.req("A2.2", "A3.5")
+def test_a_refused_lookup_is_a_reply_with_the_wait_and_a_limited_action_with_the_limit():
+    from yzcore.protocol.actions import Limited, Send
+    from yzcore.wire import Error, FindNode
+
+    engine = Engine(NodeInfo(bytes(32), "mem://me"), 0.0, random.Random(5))
+    peer = b"\x80" + bytes(31)
+    engine.connection_opened(NodeInfo(peer, "mem://peer"), 0.0, outbound=False)
+    engine.actions()
+    limited: list[Limited] = []
+    replies: list[Send] = []
+    for rid in range(1, 400):  # all at one instant: far past any burst
+        engine.receive(peer, FindNode(rid, bytes([rid % 256]) * 32), 0.0)
+        for action in engine.actions():
+            if isinstance(action, Limited):
+                limited.append(action)
+            elif isinstance(action, Send) and isinstance(action.message, Error):
+                replies.append(action)
+    assert limited and len(limited) == len(replies)  # each refusal: one reply, one action
+    first = limited[0]
+    assert (first.peer, first.operation) == (peer, "find_node")
+    assert first.scope in ("peer", "global")
+    assert first.limit > 0 and first.burst > 0 and first.retry_after > 0
+    refusal = replies[0].message
+    assert refusal.code == "RATE_LIMITED" and refusal.retry_after == first.retry_after
+    assert f"limit of {first.limit:g} lookups/s (burst {first.burst:g})" in refusal.message

@@ -73,7 +73,8 @@ async def test_a_broken_metrics_backend_never_breaks_a_message_path(monkeypatch)
         # nothing else changes (B5.2: sizes are frame lengths, nothing re-serialised).
         ws = await raw_peer(nodes[0].address)
         await ws.send("{not json")
-        assert (await next_reply(ws, wire.Error)).code == "MALFORMED_JSON"  # type: ignore[attr-defined]
+        reply = await next_reply(ws, wire.Error)
+        assert reply.code == "MALFORMED_JSON"  # type: ignore[attr-defined]
         failures = sum(n.metrics.failures for n in nodes)
         assert failures > 20, failures  # every send and receive above failed to record
         status, body = await http_get(nodes[0].address.replace("ws://", "http://").replace("/dht", "/metrics"))

@@ -94,7 +94,8 @@ def test_a_minimal_network_and_health_back_to_its_baseline_after_a_rollback(proc
 
 
 @pytest.mark.req("B8.4", "B8.2")
-def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlier_one(procs, tmp_path):
+def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlier_one(procs,
+                                                                                    tmp_path):
     from tests.core.test_history import need_git
 
     need_git()
@@ -111,17 +112,21 @@ def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlie
     assert first["attempt"] == 1
     assert start("n")["attempt"] == 1  # restarted unchanged: no new attempt
     fix = start("n", "--set", "maintenance_interval_settled=2", "--no-metrics")
-    assert fix["attempt"] == 2 and fix["config"]["metrics"] == {"value": False, "source": "--no-metrics"}
+    assert fix["attempt"] == 2
+    assert fix["config"]["metrics"] == {"value": False, "source": "--no-metrics"}
     back = start("n", "--rollback", "1")
-    assert back["attempt"] == 3 and "maintenance_interval_settled" not in back["config"]
-    assert "metrics" not in back["config"]  # attempt 1 ran with metrics, the default
+    # Every value attempt 1 ran with, defaults included, comes back.
+    assert back["attempt"] == 3
+    assert back["config"]["maintenance_interval_settled"] == {"value": 5.0,
+                                                              "source": "rollback to attempt 1"}
+    assert back["config"]["metrics"] == {"value": True, "source": "rollback to attempt 1"}
 
     listed = subprocess.run([*YZ, "config", "history", "--data-dir", str(data), "--json"],
                             capture_output=True, text=True, timeout=30, check=True)
     attempts = json.loads(listed.stdout)
     assert [a["commit"] for a in attempts] == [first["commit"], fix["commit"], back["commit"]]
-    assert attempts[1]["message"] == ("attempt 2: maintenance_interval_settled default -> 2.0 "
-                                      "(--set), metrics default -> False (--no-metrics)")
+    assert attempts[1]["message"] == ("attempt 2: maintenance_interval_settled 5.0 -> 2.0 "
+                                      "(--set), metrics True -> False (--no-metrics)")
     assert attempts[2]["message"].startswith("attempt 3: rollback to attempt 1; ")
     git = ["git", "--git-dir", str(data / "history")]
     subprocess.run([*git, "fsck", "--strict"], check=True, timeout=30, capture_output=True)
@@ -132,3 +137,7 @@ def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlie
                             "--rollback", "9"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode == 1 and "[INVALID_CONFIG] no attempt '9'" in wrong.stderr
     assert "yz config history --data-dir DIR" in wrong.stderr
+    as_bridge = subprocess.run([*YZ, "config", "show", "--role", "bridge", "--data-dir", str(data),
+                                "--rollback", "1"], capture_output=True, text=True, timeout=30)
+    assert as_bridge.returncode == 1
+    assert "attempt 1 configured a node, and this is a bridge" in as_bridge.stderr

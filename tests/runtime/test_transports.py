@@ -374,7 +374,8 @@ def test_a_scheme_without_plugin_is_unavailable_with_a_hint(clean_registry: None
 
 @pytest.mark.req("B6.5")
 def test_a_broken_plugin_is_logged_with_a_hint_and_the_others_keep_working(
-    clean_registry: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    clean_registry: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     real = [ep for ep in registry._entry_points() if ep.name != "webrtc"]  # the real one loads
     broken = FakeEntryPoint(
@@ -402,9 +403,14 @@ def test_a_broken_plugin_is_logged_with_a_hint_and_the_others_keep_working(
     assert "No module named 'aiortc'" in record.error
     assert record.hint == "pip install 'yzcore[webrtc]'"
     # `yz version` names it among the others, with what to install (the advice points there).
-    checked = {scheme: failure for scheme, _, failure in registry.check_transports()}
-    assert checked["ws"] is None and checked["mem"] is None
-    assert "No module named 'aiortc'" in checked["webrtc"] and "yzcore[webrtc]" in checked["webrtc"]
+    from yzcore.cli import main
+
+    capsys.readouterr()
+    assert main(["version"]) == 0
+    shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[4:]}
+    assert shown["ws://"].endswith("yzcore_transports.ws:WebSocketTransport")
+    assert "unavailable:" in shown["webrtc://"] and "No module named 'aiortc'" in shown["webrtc://"]
+    assert "yzcore[webrtc]" in shown["webrtc://"]
 
 
 def test_a_plugin_that_is_not_a_transport_is_unavailable(

@@ -34,6 +34,7 @@ from yzcore.identity import Identity, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.runtime.managers import signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.runtime.reporting import limit_fields, throttled
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
 from yzcore.wire import ErrorCode, NodeInfo
 
@@ -102,6 +103,7 @@ class BootstrapServer:
         self.clients: dict[bytes, _Client] = {}
         self._signals = signal_limiter()  # signals relayed per client (a flood costs its sender)
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
+        self._logged: dict[object, tuple[float, int]] = {}  # throttled log lines, by kind
         self.address: str | None = None
         self.started_at = time.time()
         self.handshake_timeout = handshake_timeout
@@ -158,7 +160,9 @@ class BootstrapServer:
         old = self.clients.get(peer.id)
         if old is None and len(self.clients) >= self.max_clients:
             self._record("RATE_LIMITED", peer.id, f"client refused: {self.max_clients} clients "
-                         "(--max-clients) are connected; it may try again in 30 s")
+                         "(--max-clients) are connected; it may try again in 30 s",
+                         fields={"operation": "connect", "limit_clients": self.max_clients,
+                                 "retry_after": 30.0})
             pc.send(wire.Error(None, ErrorCode.RATE_LIMITED, "this bootstrap server is full; "
                                "try another one", retry_after=30.0))
             await pc.close()
@@ -227,7 +231,9 @@ class BootstrapServer:
             decision = self._signals.check(peer.id, "signal", time.monotonic())
             if not decision.allowed:  # dropped, and said once in the log: signals are cheap to send
                 self._record(str(ErrorCode.RATE_LIMITED), peer.id, f"signal not relayed: over "
-                             f"{decision.limit:g}/s; wait {decision.retry_after:.2f} s")
+                             f"{decision.limit:g}/s; wait {decision.retry_after:.2f} s",
+                             fields=limit_fields("signal", decision.scope, decision.limit,
+                                                 decision.burst, decision.retry_after))
                 return True
             target = self.clients.get(msg.to)
             if target is None:  # told as a signal: the sender's WebRTC attempt ends at once
@@ -331,11 +337,22 @@ class BootstrapServer:
                     del self._pings[rid]
             await anyio.sleep(min(1.0, self.directory.bridge_check / 2))
 
-    def _record(self, code: str, peer: bytes | None, message: str) -> None:
+    def _record(self, code: str, peer: bytes | None, message: str, *,
+                fields: dict[str, object] | None = None) -> None:
+        """Keep an error for /status and log it; a refusal for a limit (``fields`` names it)
+        is logged at most once a second per limit, as a node's are."""
         entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
                  "message": message}
         self.errors.append(entry)
-        log.warning(message, extra={"code": code, "peer_id": entry["peer"], "transport": "ws"})
+        unlogged = 0
+        if fields is not None:
+            logged, unlogged, since = throttled(self._logged, (code, fields.get("operation")))
+            if not logged:
+                return
+            if unlogged:
+                message += f" ({unlogged} more {code} not logged in the last {since:.1f} s)"
+        log.warning(message, extra={"code": code, "peer_id": entry["peer"], "transport": "ws",
+                                    "unlogged": unlogged, **(fields or {})})
 
     # -- HTTP -------------------------------------------------------------------------
 

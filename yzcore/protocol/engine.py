@@ -3,7 +3,7 @@
 Events go in — a verified connection opened or closed, a dial failed, a
 message received, a timer fired — each with the caller's ``now``; actions
 come out of :meth:`Engine.actions` (:class:`~yzcore.protocol.actions.Send`,
-``Dial``, ``Close``, ``Done``) and :meth:`Engine.get_timer` says when to call
+``Dial``, ``Close``, ``Done``, ``Limited``) and :meth:`Engine.get_timer` says when to call
 :meth:`Engine.handle_timer` next. Randomness comes from an injected
 ``random.Random``. The anyio runtime and the simulator drive the same engine.
 

@@ -114,7 +114,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         self.engine: Engine | None = None
         self.conns: dict[bytes, PeerConnection] = {}
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
-        self._dial_logged: dict[str, tuple[float, int]] = {}  # code: (last logged, not logged since)
+        self._dial_logged: dict[object, tuple[float, int]] = {}  # kind: (logged at, unlogged)
         self.metrics = TransferMetrics() if metrics_enabled(metrics) else None
         self.settings = settings
         self.started_at = time.time()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from yzcore.protocol.actions import Limited
 
-__all__ = ["DIAL_LOG_EVERY", "Reporting", "limit_fields"]
+__all__ = ["DIAL_LOG_EVERY", "Reporting", "limit_fields", "throttled"]
 
 log = logging.getLogger("yzcore.node")
 DIAL_LOG_EVERY = 1.0  # seconds between two log lines of one failed-dial code
@@ -38,14 +39,12 @@ class Reporting:
             self.metrics.error(transport, code)
         unlogged = 0
         if throttle:
-            now = time.monotonic()
-            last, unlogged = self._dial_logged.get(code, (-DIAL_LOG_EVERY, 0))
-            if now - last < DIAL_LOG_EVERY:
-                self._dial_logged[code] = (last, unlogged + 1)
+            kind = (code, (fields or {}).get("operation"))  # a pubsub flood hides no lookup's
+            logged, unlogged, since = throttled(self._dial_logged, kind)
+            if not logged:
                 return
-            self._dial_logged[code] = (now, 0)
             if unlogged:
-                message += f" ({unlogged} more {code} not logged in the last {now - last:.1f} s)"
+                message += f" ({unlogged} more {code} not logged in the last {since:.1f} s)"
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
                                     "transport": transport, "unlogged": unlogged, **(fields or {})})
 
@@ -57,6 +56,18 @@ class Reporting:
                      f"{action.retry_after:.3f} s", throttle=True,
                      fields=limit_fields(action.operation, action.scope, action.limit,
                                          action.burst, action.retry_after))
+
+
+def throttled(state: dict[Any, tuple[float, int]], kind: Any) -> tuple[bool, int, float]:
+    """Whether to log one more line of ``kind`` (at most one a second), how many went
+    unlogged before it, and over how many seconds. ``state`` keeps each kind's count."""
+    now = time.monotonic()
+    last, unlogged = state.get(kind, (-DIAL_LOG_EVERY, 0))
+    if now - last < DIAL_LOG_EVERY:
+        state[kind] = (last, unlogged + 1)
+        return False, unlogged + 1, now - last
+    state[kind] = (now, 0)
+    return True, unlogged, now - last
 
 
 def limit_fields(operation: str, scope: str, limit: float, burst: float,
