@@ -196,20 +196,26 @@ async def test_the_bootstrap_server_refuses_with_codes_introduces_and_relays_sig
         tg.cancel_scope.cancel()
 
 
-@pytest.mark.req("A7.1", "A5.2")
-async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
+async def _bridged_network(tg) -> tuple[Node, Node, list[Node]]:
+    """A first node, a bridge that joined through it, and three more nodes."""
     from yzcore.bridge import Bridge
 
+    first = Node()
+    await first.start(tg)
+    bridge = Bridge(listen="ws://127.0.0.1:0/dht", peers=[first.address])
+    await bridge.start(tg)
+    others = [Node(peers=[first.address]) for _ in range(3)]
+    for n in others:
+        await n.start(tg)
+        await n.joined()
+    await until("the bridge knows the network", lambda: len(bridge.conns) >= 3, 10)
+    return first, bridge, others
+
+
+@pytest.mark.req("A7.1", "A5.2")
+async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
     async with anyio.create_task_group() as tg:
-        first = Node()
-        await first.start(tg)
-        bridge = Bridge(listen="ws://127.0.0.1:0/dht", peers=[first.address])
-        await bridge.start(tg)
-        others = [Node(peers=[first.address]) for _ in range(3)]
-        for n in others:
-            await n.start(tg)
-            await n.joined()
-        await until("the bridge knows the network", lambda: len(bridge.conns) >= 3, 10)
+        first, bridge, others = await _bridged_network(tg)
         # A node that knows nothing but the bridge's address (no table, no cache, no bootstrap).
         lost = Node()
         await lost.start(tg)
@@ -227,18 +233,8 @@ async def test_a_bridge_hands_a_node_that_lost_everything_fresh_live_peers():
 async def test_a_node_that_is_no_bridge_refuses_reconnection_and_the_next_bridge_is_asked():
     """The refusal reaches the request that asked (its request ids are apart from the
     engine's): logged with its code, and the next bridge is asked without a 5 s wait."""
-    from yzcore.bridge import Bridge
-
     async with anyio.create_task_group() as tg:
-        first = Node()
-        await first.start(tg)
-        bridge = Bridge(listen="ws://127.0.0.1:0/dht", peers=[first.address])
-        await bridge.start(tg)
-        others = [Node(peers=[first.address]) for _ in range(3)]
-        for n in others:
-            await n.start(tg)
-            await n.joined()
-        await until("the bridge knows the network", lambda: len(bridge.conns) >= 3, 10)
+        first, bridge, others = await _bridged_network(tg)
         lost = Node()
         await lost.start(tg)
         # The first "bridge" is a plain node (a stale cache entry, say).
