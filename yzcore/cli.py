@@ -67,13 +67,13 @@ def _ws_url(listen: str) -> str:
 
 
 def _version(_: argparse.Namespace) -> int:
+    from yzcore.exceptions import TransportUnavailable
+    from yzcore.transport import available_schemes, get_transport
+
     impl = "compiled (Cython)" if yzcore.USE_EXTENSIONS else "pure-Python twins"
     print(f"yzcore {yzcore.__version__}")
     print(f"core: {impl}")
     print(f"python: {platform.python_implementation()} {platform.python_version()}")
-    from yzcore.exceptions import TransportUnavailable
-    from yzcore.transport import available_schemes, get_transport
-
     print("transports:")  # each loaded: the TRANSPORT_UNAVAILABLE advice sends users here
     for scheme in available_schemes():
         try:
