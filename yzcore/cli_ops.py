@@ -69,6 +69,8 @@ def record_attempt(node: Any, args: argparse.Namespace) -> dict[str, Any]:
     if new:
         log.info("configuration %s (commit %s)", attempt.message, attempt.commit[:12],
                  extra={"node_id": node.id.hex()})
+    node.history = {"attempt": attempt.number, "commit": attempt.commit,
+                    "message": attempt.message, "dir": ConfigHistory(args.data_dir).path}
     return {"attempt": attempt.number, "commit": attempt.commit}
 
 

@@ -106,7 +106,10 @@ def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlie
         node = get_json(info["address"], "/status")
         proc.terminate()
         proc.wait(timeout=10)
-        return {**info, "config": node["config"]}
+        # A running node says which attempt it runs, as its first line did.
+        assert (node["history"]["attempt"], node["history"]["commit"]) == (info["attempt"],
+                                                                            info["commit"])
+        return {**info, "config": node["config"], "message": node["history"]["message"]}
 
     first = start("n")
     assert first["attempt"] == 1
@@ -128,6 +131,7 @@ def test_each_fix_attempt_is_a_git_commit_and_a_node_starts_again_from_an_earlie
     assert attempts[1]["message"] == ("attempt 2: maintenance_interval_settled 5.0 -> 2.0 "
                                       "(--set), metrics True -> False (--no-metrics)")
     assert attempts[2]["message"].startswith("attempt 3: rollback to attempt 1; ")
+    assert back["message"] == attempts[2]["message"]
     git = ["git", "--git-dir", str(data / "history")]
     subprocess.run([*git, "fsck", "--strict"], check=True, timeout=30, capture_output=True)
     log = subprocess.run([*git, "log", "--format=%s"], capture_output=True, text=True, timeout=30,

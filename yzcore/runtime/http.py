@@ -101,6 +101,7 @@ class HttpEndpoints:
             "compiled_core": USE_EXTENSIONS,
             "metrics": node.metrics is not None,
             "config": overrides(node.settings) if node.settings else {},
+            "history": node.history,
             "uptime_s": round(time.time() - node.started_at, 1),
             "connections": _by_transport(node),
             "peers": [_peer(node, pc) for pc in node.conns.values()],

@@ -117,6 +117,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         self._dial_logged: dict[object, tuple[float, int]] = {}  # kind: (logged at, unlogged)
         self.metrics = TransferMetrics() if metrics_enabled(metrics) else None
         self.settings = settings
+        self.history: dict[str, object] | None = None  # the attempt it runs (B8.4), set by the CLI
         self.started_at = time.time()
         self._listener: Listener | None = None
         self._tg: TaskGroup | None = None
