@@ -58,8 +58,9 @@ def record_attempt(node: Any, args: argparse.Namespace) -> dict[str, Any]:
         return {}
     config = snapshot(node.settings, version=__version__, protocol=PROTOCOL_VERSION, role=node.role)
     rolled_back = getattr(args, "rollback_to", None)
+    history = ConfigHistory(args.data_dir)
     try:
-        attempt, new = ConfigHistory(args.data_dir).record(
+        attempt, new = history.record(
             config, now=int(time.time()), author=node.id.hex()[:16],
             note=f"rollback to attempt {rolled_back}" if rolled_back else None)
     except YzError as exc:  # the node runs on: a history is never a reason to stop serving
@@ -70,7 +71,7 @@ def record_attempt(node: Any, args: argparse.Namespace) -> dict[str, Any]:
         log.info("configuration %s (commit %s)", attempt.message, attempt.commit[:12],
                  extra={"node_id": node.id.hex()})
     node.history = {"attempt": attempt.number, "commit": attempt.commit,
-                    "message": attempt.message, "dir": ConfigHistory(args.data_dir).path}
+                    "message": attempt.message, "dir": history.path}
     return {"attempt": attempt.number, "commit": attempt.commit}
 
 

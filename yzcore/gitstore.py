@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from yzcore.exceptions import HistoryError
@@ -116,9 +116,9 @@ class GitStore:
         return sha
 
     @contextmanager
-    def updating(self) -> Iterator[None]:
+    def updating(self) -> Iterator[Callable[[str], None]]:
         """Hold git's lock on the branch (create the repository first if there is none);
-        :meth:`set_head` inside moves the branch."""
+        yields ``set_head(sha)``, which moves the branch to commit ``sha``."""
         self._check_foreign()
         for sub in ("objects", "refs/heads", "refs/tags"):
             os.makedirs(os.path.join(self.path, sub), exist_ok=True)
@@ -133,16 +133,12 @@ class GitStore:
                                "or one stopped while it did.", advice="If no yz node is starting "
                                "on this data dir, remove that lock file.") from None
         os.close(fd)
-        self._lock = lock
         try:
-            yield
+            yield lambda sha: _replace(lock, (sha + "\n").encode(),
+                                       into=os.path.join(self.path, _BRANCH))
         finally:
             if os.path.exists(lock):
                 os.unlink(lock)
-
-    def set_head(self, sha: str) -> None:
-        """Point the branch at commit ``sha`` (inside :meth:`updating`)."""
-        _replace(self._lock, (sha + "\n").encode(), into=os.path.join(self.path, _BRANCH))
 
     def _object_path(self, sha: str) -> str:
         return os.path.join(self.path, "objects", sha[:2], sha[2:])

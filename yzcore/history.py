@@ -140,7 +140,7 @@ class ConfigHistory:
         a new attempt's message (e.g. "rollback to attempt 2").
         """
         try:
-            with self._git.updating():  # read and extend the branch under git's lock
+            with self._git.updating() as set_head:  # read and extend the branch under its lock
                 attempts = self.attempts()
                 last = attempts[-1] if attempts else None
                 if last is not None and last.config == config:
@@ -155,7 +155,7 @@ class ConfigHistory:
                 lines = [f"tree {tree}"] + ([f"parent {last.commit}"] if last else [])
                 lines += [f"author {who}", f"committer {who}", "", message, ""]
                 commit = self._git.write("commit", "\n".join(lines).encode())
-                self._git.set_head(commit)
+                set_head(commit)
         except OSError as exc:
             raise HistoryError(f"cannot write {self.path}: {exc.strerror or exc}.") from None
         return Attempt(len(attempts) + 1, commit, now, message, config), True

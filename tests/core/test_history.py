@@ -162,12 +162,12 @@ def test_a_damaged_foreign_or_busy_history_is_a_history_error(tmp_path):
     # A config.json of another shape (a newer release, a hand edit): refused, not misread.
     other = ConfigHistory(str(tmp_path / "other"))
     git = GitStore(other.path)
-    with git.updating():
+    with git.updating() as set_head:
         blob = git.write("blob", orjson.dumps(dict(_config(), config={"conn_target": 5})))
         tree = git.write("tree", b"100644 config.json\0" + bytes.fromhex(blob))
         who = "x <x@x> 1 +0000"
-        git.set_head(git.write("commit", f"tree {tree}\nauthor {who}\ncommitter {who}\n\nm\n"
-                                         .encode()))
+        set_head(git.write("commit", f"tree {tree}\nauthor {who}\ncommitter {who}\n\nm\n"
+                                     .encode()))
     with pytest.raises(HistoryError, match="another shape"):
         other.attempts()
     with pytest.raises(HistoryError, match="another shape"):  # nor written on top of

@@ -346,11 +346,10 @@ class BootstrapServer:
         self.errors.append(entry)
         unlogged = 0
         if fields is not None:
-            logged, unlogged, since = throttled(self._logged, (code, fields.get("operation")))
-            if not logged:
+            said = throttled(self._logged, (code, fields.get("operation")), message)
+            if said is None:
                 return
-            if unlogged:
-                message += f" ({unlogged} more {code} not logged in the last {since:.1f} s)"
+            message, unlogged = said
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "transport": "ws",
                                     "unlogged": unlogged, **(fields or {})})
 

@@ -40,11 +40,10 @@ class Reporting:
         unlogged = 0
         if throttle:
             kind = (code, (fields or {}).get("operation"))  # a pubsub flood hides no lookup's
-            logged, unlogged, since = throttled(self._dial_logged, kind)
-            if not logged:
+            said = throttled(self._dial_logged, kind, message)
+            if said is None:
                 return
-            if unlogged:
-                message += f" ({unlogged} more {code} not logged in the last {since:.1f} s)"
+            message, unlogged = said
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
                                     "transport": transport, "unlogged": unlogged, **(fields or {})})
 
@@ -58,16 +57,20 @@ class Reporting:
                                          action.burst, action.retry_after))
 
 
-def throttled(state: dict[Any, tuple[float, int]], kind: Any) -> tuple[bool, int, float]:
-    """Whether to log one more line of ``kind`` (at most one a second), how many went
-    unlogged before it, and over how many seconds. ``state`` keeps each kind's count."""
+def throttled(state: dict[Any, tuple[float, int]], kind: tuple[str, Any],
+              message: str) -> tuple[str, int] | None:
+    """At most one log line a second of ``kind`` (its code first): None when this one is
+    not logged, else the line, saying how many went unlogged before it, and their count.
+    ``state`` keeps each kind's count."""
     now = time.monotonic()
     last, unlogged = state.get(kind, (-DIAL_LOG_EVERY, 0))
     if now - last < DIAL_LOG_EVERY:
         state[kind] = (last, unlogged + 1)
-        return False, unlogged + 1, now - last
+        return None
     state[kind] = (now, 0)
-    return True, unlogged, now - last
+    if unlogged:
+        message += f" ({unlogged} more {kind[0]} not logged in the last {now - last:.1f} s)"
+    return message, unlogged
 
 
 def limit_fields(operation: str, scope: str, limit: float, burst: float,
