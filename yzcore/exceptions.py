@@ -304,6 +304,8 @@ class ConnectionClosed(TransportError):
             dropped without a close, 1009 frame too large, ...), or ``None`` where the
             transport has no codes.
         reason: The close reason the peer gave, if any.
+        silent: Nothing closed it: the peer stopped answering (its host died, the path to
+            it was cut, or its process hangs), and a timeout gave up on it.
     """
 
     code = "CONNECTION_CLOSED"
@@ -316,9 +318,11 @@ class ConnectionClosed(TransportError):
         close_code: int | None = None,
         reason: str = "",
         advice: str | None = None,
+        silent: bool = False,
     ) -> None:
         self.close_code = close_code
         self.reason = reason
+        self.silent = silent
         super().__init__(message, advice=advice)
 
 

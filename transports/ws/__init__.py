@@ -18,8 +18,13 @@ Uses websockets' sans-I/O protocol under asyncio protocols of our own
   with 1009 and the receiving side sees ``ConnectionClosed(close_code=1009)``;
   our own ``send`` refuses a message over this side's ``max_frame`` up front
   (``FrameTooLarge``, the connection stays open).
-* Keepalive pings (``ping_interval``/``ping_timeout``, 10 s each by default)
-  detect dead peers; the connection then closes with 1011.
+* A peer whose host stops answering (power lost, the path cut: nothing
+  closes the socket) is dropped by the kernel once nothing was acknowledged
+  for ``dead_peer_timeout`` (4 s), through TCP keepalive and
+  ``TCP_USER_TIMEOUT`` (``set_dead_peer_timeout``). Keepalive pings
+  (``ping_interval``/``ping_timeout``, 10 s each by default) find a peer
+  whose process hangs while its kernel still answers; the connection then
+  closes with 1011. Both closes say ``silent``.
 
 All of websockets' and the socket layer's exceptions become ours in
 :func:`_translate`, and only there.
@@ -66,14 +71,16 @@ from yzcore.transport import (
     Transport,
 )
 
-from ._conn import WsConnection, hostport
+from ._conn import PING_TIMEOUT, WsConnection, hostport, set_dead_peer_timeout
 from ._http import make_process_request
 
 log = logging.getLogger("yzcore.transport.ws")
 
-__all__ = ["WebSocketTransport", "WsConnection", "WsListener", "DEFAULT_PATH"]
+__all__ = ["DEAD_PEER_TIMEOUT", "DEFAULT_PATH", "WebSocketTransport", "WsConnection", "WsListener",
+           "set_dead_peer_timeout"]
 
 DEFAULT_PATH = "/dht"
+DEAD_PEER_TIMEOUT = 4.0  #: seconds; see set_dead_peer_timeout
 _CLOSE_CAUSES = {
     1000: "closed normally",
     1001: "going away",
@@ -102,6 +109,7 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -
             + (f" ({reason})" if reason else ""),
             close_code=code,
             reason=reason,
+            silent=code == 1011 and exc.rcvd is None and reason == PING_TIMEOUT,  # ours, unanswered
         )
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
@@ -239,6 +247,9 @@ class WebSocketTransport(Transport):
     Args:
         ping_interval: Seconds between keepalive pings (``None``: no pings).
         ping_timeout: Seconds to wait for a pong before the peer is declared dead.
+        dead_peer_timeout: Seconds without an acknowledgement from the peer's host before
+            the kernel drops the connection (``None``: the system's defaults, hours when
+            idle). The contract's 5 s for a dead peer to leave the active lists (A4.2).
         close_timeout: Seconds to wait for the closing handshake.
         open_timeout: Seconds an accepted socket has to complete its upgrade request.
         ssl: Server TLS context, needed to listen on ``wss://``. Dialling ``wss://``
@@ -252,6 +263,7 @@ class WebSocketTransport(Transport):
         *,
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
+        dead_peer_timeout: float | None = DEAD_PEER_TIMEOUT,
         close_timeout: float = 2.0,
         open_timeout: float = 10.0,
         ssl: _ssl.SSLContext | None = None,
@@ -259,13 +271,14 @@ class WebSocketTransport(Transport):
         # No permessage-deflate: frames are small JSON, and zlib was the
         # largest single CPU cost of a busy node.
         self._keepalive = (ping_interval, ping_timeout)
+        self._dead_peer_timeout = dead_peer_timeout
         self._close_timeout = close_timeout
         self._open_timeout = open_timeout
         self._ssl = ssl
 
     def _conn(self, ws: Any, scheme: str, max_frame: int, **listener: Any) -> WsConnection:
         return WsConnection(ws, scheme, max_frame, self._keepalive, self._close_timeout,
-                            _translate_io, **listener)
+                            _translate_io, tcp_timeout=self._dead_peer_timeout, **listener)
 
     async def connect(
         self, address: str, *, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME

@@ -16,6 +16,8 @@ the open connection to ``on_open``.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -31,13 +33,48 @@ import anyio
 from yzcore.exceptions import ConnectionClosed, FrameTooLarge, YzError
 from yzcore.transport import PushConnection
 
-__all__ = ["WsConnection", "HIGH_WATER", "hostport"]
+__all__ = ["WsConnection", "HIGH_WATER", "PING_TIMEOUT", "hostport", "set_dead_peer_timeout"]
 
 #: Bytes waiting in one connection's write buffer before the peer counts as not reading.
 HIGH_WATER = 1 << 20
 INBOX_HIGH = 64  # unread messages (pull mode) before the socket stops being read
 _SPENT = Headers()  # a handshake's headers once read: empty, never written
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+PING_TIMEOUT = "keepalive ping timeout"  #: the close reason when a peer leaves a ping unanswered
+
+
+def set_dead_peer_timeout(sock: Any, seconds: float) -> bool:
+    """Have the kernel drop a TCP connection whose peer's host stopped answering.
+
+    A host that loses power, or a path that stops carrying packets, closes
+    nothing: without this the connection looks open until a ping goes
+    unanswered (``ping_interval`` + ``ping_timeout``, 20 s by default). With
+    it, an idle connection is probed from ``seconds / 2`` of silence on, once
+    a second, and ``TCP_USER_TIMEOUT`` drops it once nothing was acknowledged
+    for ``seconds`` (data in flight included), so a dead peer leaves the
+    active lists within that (A4.2). The probes are the kernel's, answered by
+    the peer's kernel: no Python runs for them, and a peer that is merely
+    busy or slow to read still answers them. A process that hangs with its
+    kernel alive is still found by the pings.
+
+    Returns False where the socket or the system has no such options (not
+    TCP; a system without ``TCP_USER_TIMEOUT``): the pings alone then.
+    """
+    if sock is None or sock.type != socket.SOCK_STREAM or sock.family not in (
+            socket.AF_INET, socket.AF_INET6):
+        return False
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", max(1, int(seconds / 2))), ("TCP_KEEPINTVL", 1),
+                        ("TCP_USER_TIMEOUT", int(seconds * 1000))):
+        if not hasattr(socket, name):
+            return False
+        options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    try:
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
+    except OSError:
+        return False
+    return True
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -64,6 +101,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
         scheme: "ws" or "wss", for :attr:`transport`.
         max_frame: Largest message we send (websockets enforces it on receive).
         keepalive: (ping_interval, ping_timeout) in seconds, or Nones for no pings.
+        tcp_timeout: Seconds without an acknowledgement from the peer's host before the
+            kernel drops the connection (see :func:`set_dead_peer_timeout`); None: the
+            system's defaults (hours when idle).
         close_timeout: Seconds a closing handshake may take before the socket is dropped.
         translate: Turns websockets' close exception into ours.
         on_request: Listener side: answers a plain HTTP request (None: upgrade).
@@ -75,7 +115,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         "_ws", "_scheme", "_max_frame", "_keepalive", "_close_timeout", "_translate",
         "_on_request", "_on_open", "_open_timeout", "_transport", "_remote", "_loop", "opened",
         "_inbox", "_reading_paused", "_waiter", "_drain", "_paused", "_abort_timer", "_fragments", "_on_message",
-        "_on_closed", "_closed", "_lost", "_timer", "_last_recv", "_ping_at",
+        "_on_closed", "_closed", "_lost", "_timer", "_last_recv", "_ping_at", "_tcp_timeout",
     )
 
     def __init__(
@@ -89,6 +129,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         on_request: Callable[[Any, Request], Response | None] | None = None,
         on_open: Callable[[WsConnection], None] | None = None,
         open_timeout: float = 10.0,
+        tcp_timeout: float | None = None,
     ) -> None:
         self._ws = ws
         self._scheme = scheme
@@ -120,6 +161,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_recv = loop.time()
         self._ping_at: float | None = None
+        self._tcp_timeout = tcp_timeout
 
     # -- Connection -------------------------------------------------------------
 
@@ -225,6 +267,8 @@ class WsConnection(PushConnection, asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self._remote = hostport(peer) if peer else "?"
+        if self._tcp_timeout is not None:
+            set_dead_peer_timeout(transport.get_extra_info("socket"), self._tcp_timeout)
         if self._on_request is None:  # dialler: send the upgrade request
             request = self._ws.connect()  # type: ignore[attr-defined]
             self._ws.send_request(request)  # type: ignore[attr-defined]
@@ -260,7 +304,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         for timer in (self._timer, self._abort_timer):
             if timer is not None:
                 timer.cancel()
-        self._closed = self._close_error()
+        self._closed = self._close_error(exc)
         if not self.opened.done():
             self.opened.set_exception(ConnectionResetError(
                 "the connection closed during the WebSocket opening handshake"))
@@ -370,7 +414,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
             self._last_recv, self._ping_at = now, None
         if timeout is not None and self._ping_at is not None and self._last_recv < self._ping_at:
             if now - self._ping_at >= timeout:
-                self._ws.fail(1011, "keepalive ping timeout")
+                self._ws.fail(1011, PING_TIMEOUT)
                 self._flush()
                 return
             self._timer = self._loop.call_later(timeout - (now - self._ping_at), self._tick)
@@ -402,8 +446,13 @@ class WsConnection(PushConnection, asyncio.Protocol):
             elif self._abort_timer is None:
                 self._abort_timer = self._loop.call_later(self._close_timeout, transport.abort)
 
-    def _close_error(self) -> ConnectionClosed:
+    def _close_error(self, lost: Exception | None = None) -> ConnectionClosed:
         ws = self._ws  # close_exc without its assert: CLOSING is reported like CLOSED
+        if (ws.close_rcvd is None and isinstance(lost, OSError) and lost.errno == errno.ETIMEDOUT
+                and self._tcp_timeout is not None):  # the kernel gave up on the peer's host
+            return ConnectionClosed(
+                f"WebSocket to {self._remote} closed with 1006: its host stopped answering "
+                f"(nothing acknowledged for {self._tcp_timeout:g} s)", close_code=1006, silent=True)
         error = self._translate(WsClosed(ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent),
                                 self._remote)
         assert isinstance(error, ConnectionClosed)

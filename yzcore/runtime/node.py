@@ -440,6 +440,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
         def on_closed(exc: ConnectionClosed) -> None:
             try:
+                if exc.silent and self.conns.get(pc.peer.id) is pc:
+                    self._went_silent(pc, exc)
                 self._closed(pc, exc.close_code not in (1000, 1001, None))
             except Exception:
                 log.exception("failed handling a closed connection",

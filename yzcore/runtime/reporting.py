@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from yzcore import wire
+from yzcore.exceptions import ConnectionClosed
 from yzcore.protocol.actions import Limited
+
+if TYPE_CHECKING:
+    from yzcore.runtime.peer import PeerConnection
 
 __all__ = ["DIAL_LOG_EVERY", "Reporting", "limit_fields", "throttled"]
 
@@ -46,6 +51,14 @@ class Reporting:
             message, unlogged = said
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "node_id": self.id.hex(),
                                     "transport": transport, "unlogged": unlogged, **(fields or {})})
+
+    def _went_silent(self, pc: PeerConnection, exc: ConnectionClosed) -> None:
+        """A peer stopped answering and a timeout dropped its connection (A4.2): say which,
+        and how it was found (the kernel's timeout, or an unanswered ping)."""
+        where = pc.info.addr or pc.conn.remote_address
+        self._record(str(wire.ErrorCode.PEER_UNREACHABLE), pc.peer.id,
+                     f"{where} stopped answering and left the active connections: {exc.args[0]}",
+                     transport=pc.conn.transport, throttle=True)
 
     def _limited(self, action: Limited) -> None:
         """The engine refused a peer's request for its rate limit: say the limit and the wait."""

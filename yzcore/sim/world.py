@@ -187,8 +187,10 @@ class World(Network):
         self.start(i)
 
     def hang(self, i: int) -> None:
-        """Node ``i`` stops answering without closing anything (a frozen process, a
-        dead route): its peers' keepalive closes each connection after 10–20 s."""
+        """Node ``i`` stops answering without closing anything (a frozen process, whose
+        kernel still answers TCP's probes): its peers' keepalive pings close each
+        connection after 10–20 s. (A host that vanishes is found sooner, by the
+        kernel's 4 s timeout; the runtime's test of it is in tests/runtime.)"""
         self._note("hang", i)
         since = self.hung[i] = self.now
         for b in sorted(self.adj[i]):
