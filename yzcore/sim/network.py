@@ -26,6 +26,11 @@ __all__ = ["Network"]
 TCP_MIN_RTO = 0.2  # Linux's floor of the retransmission timeout, seconds
 TCP_SYN_RTO = 1.0  # and its initial one, which a lost SYN waits
 HANDSHAKE_TIMEOUT = 5.0  # the runtime's: a dial to a node that accepts but never answers fails then
+DIAL_TIMEOUT = 5.0  # the runtime's: a dial whose SYNs nobody answers (the host is gone) fails then
+# A host that vanished is dropped by each peer's kernel once nothing was acknowledged for
+# 4 s (the ws transport's dead_peer_timeout); it last heard from it up to 2 s before
+# (probes once a second after 2 s idle), so 2-4 s after the host went.
+DEAD_HOST_CLOSE = (2.0, 4.0)
 
 
 class Network:
@@ -62,6 +67,7 @@ class Network:
         # A hung node (since when, else None) is up but does nothing: it reads
         # nothing, answers nothing, fires no timer (World.hang, World.resume).
         self.hung: list[float | None] = []
+        self.vanished: set[int] = set()  #: nodes whose host is gone without closing anything
         self.done: dict[tuple[int, int], Done] = {}
         self.messages = 0
         self.refused = 0  #: RATE_LIMITED answers sent
@@ -126,12 +132,22 @@ class Network:
         return self.done.pop((i, op_id))
 
     def kill(self, i: int) -> None:
-        """Node ``i`` dies abruptly: its peers see errors, dials to it fail."""
+        """Node ``i``'s process dies: its host resets the connections, dials to it are refused."""
+        self._die(i, lambda: self._delay())
+
+    def vanish(self, i: int) -> None:
+        """Node ``i``'s host is gone (power lost, the path cut): nothing is closed. Each
+        peer's kernel drops its connection 2-4 s later (``DEAD_HOST_CLOSE``); meanwhile
+        what it sends is lost, and dials to it time out (``DIAL_TIMEOUT``)."""
+        self._die(i, lambda: self.rng.uniform(*DEAD_HOST_CLOSE))
+        self.vanished.add(i)
+
+    def _die(self, i: int, noticed: Callable[[], float]) -> None:
         self.alive[i] = False
         self.epoch[i] += 1
         for b in sorted(self.adj[i]):
             self._unlink(i, b)
-            self._at(self.now + self._delay(), self._once(b, lambda o=b: self._closed(o, i, error=True)))
+            self._at(self.now + noticed(), self._once(b, lambda o=b: self._closed(o, i, error=True)))
 
     # -- queries ----------------------------------------------------------------
 
@@ -257,7 +273,12 @@ class Network:
             rtt += syn_rto
             syn_rto *= 2
         if j is None or not self.reachable(i, j) or self.hung[j] is not None:
-            wait = rtt if j is None or self.hung[j] is None else HANDSHAKE_TIMEOUT  # no hello back
+            if j in self.vanished:
+                wait = DIAL_TIMEOUT  # its SYNs go unanswered
+            elif j is not None and self.hung[j] is not None:
+                wait = HANDSHAKE_TIMEOUT  # accepted, but no hello back
+            else:
+                wait = rtt  # refused
             self._at(self.now + wait, self._once(i, lambda: self._dial_failed(i, node.id)))
             return
         self._at(self.now + rtt, self._once(i, lambda: self._open(i, j)))

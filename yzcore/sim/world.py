@@ -142,6 +142,7 @@ class World(Network):
     def start(self, i: int) -> None:
         """Node ``i`` starts: it joins as the runtime does, through its recovery steps."""
         self.alive[i] = True
+        self.vanished.discard(i)  # its host is back
         agent = self.agents[i]
         delay = agent.recovery.start(self.now)
         agent.next_beat = self.now + delay + self.rng.uniform(0, self.heartbeat)
@@ -174,6 +175,12 @@ class World(Network):
         """Node ``i`` dies at once; its peers see the connections drop."""
         self._note("crash", i)
         self.kill(i)
+        self.agents[i].step = None
+
+    def vanish(self, i: int) -> None:  # type: ignore[override]
+        """Node ``i``'s host is gone without closing anything (see Network.vanish)."""
+        self._note("vanish", i)
+        super().vanish(i)
         self.agents[i].step = None
 
     def restart(self, i: int) -> None:
