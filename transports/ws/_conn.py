@@ -49,8 +49,7 @@ def set_dead_peer_timeout(sock: Any, seconds: float) -> bool:
     A host that loses power, or a path that stops carrying packets, closes
     nothing: without this the connection looks open until a ping goes
     unanswered (``ping_interval`` + ``ping_timeout``, 20 s by default). With
-    it, an idle connection is probed from ``seconds / 2`` of silence on, once
-    a second, and ``TCP_USER_TIMEOUT`` drops it once nothing was acknowledged
+    it, a connection is probed from 1 s of silence on, once a second, and ``TCP_USER_TIMEOUT`` drops it once nothing was acknowledged
     for ``seconds`` (data in flight included), so a dead peer leaves the
     active lists within that (A4.2). The probes are the kernel's, answered by
     the peer's kernel: no Python runs for them, and a peer that is merely
@@ -64,7 +63,7 @@ def set_dead_peer_timeout(sock: Any, seconds: float) -> bool:
             socket.AF_INET, socket.AF_INET6):
         return False
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (("TCP_KEEPIDLE", max(1, int(seconds / 2))), ("TCP_KEEPINTVL", 1),
+    for name, value in (("TCP_KEEPIDLE", 1), ("TCP_KEEPINTVL", 1),
                         ("TCP_USER_TIMEOUT", int(seconds * 1000))):
         if not hasattr(socket, name):
             return False

@@ -28,9 +28,9 @@ TCP_SYN_RTO = 1.0  # and its initial one, which a lost SYN waits
 HANDSHAKE_TIMEOUT = 5.0  # the runtime's: a dial to a node that accepts but never answers fails then
 DIAL_TIMEOUT = 5.0  # the runtime's: a dial whose SYNs nobody answers (the host is gone) fails then
 # A host that vanished is dropped by each peer's kernel once nothing was acknowledged for
-# 4 s (the ws transport's dead_peer_timeout); it last heard from it up to 2 s before
-# (probes once a second after 2 s idle), so 2-4 s after the host went.
-DEAD_HOST_CLOSE = (2.0, 4.0)
+# 4 s (the ws transport's dead_peer_timeout); it last heard from it up to 1 s before
+# (probes once a second after 1 s of quiet), so 3-4 s after the host went.
+DEAD_HOST_CLOSE = (3.0, 4.0)
 
 
 class Network:
@@ -137,7 +137,7 @@ class Network:
 
     def vanish(self, i: int) -> None:
         """Node ``i``'s host is gone (power lost, the path cut): nothing is closed. Each
-        peer's kernel drops its connection 2-4 s later (``DEAD_HOST_CLOSE``); meanwhile
+        peer's kernel drops its connection 3-4 s later (``DEAD_HOST_CLOSE``); meanwhile
         what it sends is lost, and dials to it time out (``DIAL_TIMEOUT``)."""
         self._die(i, lambda: self.rng.uniform(*DEAD_HOST_CLOSE))
         self.vanished.add(i)
