@@ -40,6 +40,10 @@ HIGH_WATER = 1 << 20
 INBOX_HIGH = 64  # unread messages (pull mode) before the socket stops being read
 _SPENT = Headers()  # a handshake's headers once read: empty, never written
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+# How the kernel reports that it gave up on a connection (TCP_USER_TIMEOUT): ETIMEDOUT,
+# or, with data in flight, the last ICMP error it got meanwhile (a router saying the host
+# is gone). An established socket ends with these only through that timeout.
+_GAVE_UP = frozenset((errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
 PING_TIMEOUT = "keepalive ping timeout"  #: the close reason when a peer leaves a ping unanswered
 
 
@@ -49,8 +53,10 @@ def set_dead_peer_timeout(sock: Any, seconds: float) -> bool:
     A host that loses power, or a path that stops carrying packets, closes
     nothing: without this the connection looks open until a ping goes
     unanswered (``ping_interval`` + ``ping_timeout``, 20 s by default). With
-    it, a connection is probed from 1 s of silence on, once a second, and ``TCP_USER_TIMEOUT`` drops it once nothing was acknowledged
-    for ``seconds`` (data in flight included), so a dead peer leaves the
+    it, a quiet connection is probed by the kernel every ``seconds / 4`` (at
+    least 1 s: three probes before the end), and ``TCP_USER_TIMEOUT`` drops it
+    once nothing was acknowledged for ``seconds`` (data in flight included),
+    which the close then says (``silent``), so a dead peer leaves the
     active lists within that (A4.2). The probes are the kernel's, answered by
     the peer's kernel: no Python runs for them, and a peer that is merely
     busy or slow to read still answers them. A process that hangs with its
@@ -63,7 +69,8 @@ def set_dead_peer_timeout(sock: Any, seconds: float) -> bool:
             socket.AF_INET, socket.AF_INET6):
         return False
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (("TCP_KEEPIDLE", 1), ("TCP_KEEPINTVL", 1),
+    probe = max(1, int(seconds // 4))  # at least three probes before the timeout
+    for name, value in (("TCP_KEEPIDLE", probe), ("TCP_KEEPINTVL", probe),
                         ("TCP_USER_TIMEOUT", int(seconds * 1000))):
         if not hasattr(socket, name):
             return False
@@ -267,7 +274,8 @@ class WsConnection(PushConnection, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = hostport(peer) if peer else "?"
         if self._tcp_timeout is not None:
-            set_dead_peer_timeout(transport.get_extra_info("socket"), self._tcp_timeout)
+            if not set_dead_peer_timeout(transport.get_extra_info("socket"), self._tcp_timeout):
+                self._tcp_timeout = None  # not applied: a later timeout is not ours to name
         if self._on_request is None:  # dialler: send the upgrade request
             request = self._ws.connect()  # type: ignore[attr-defined]
             self._ws.send_request(request)  # type: ignore[attr-defined]
@@ -447,7 +455,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
 
     def _close_error(self, lost: Exception | None = None) -> ConnectionClosed:
         ws = self._ws  # close_exc without its assert: CLOSING is reported like CLOSED
-        if (ws.close_rcvd is None and isinstance(lost, OSError) and lost.errno == errno.ETIMEDOUT
+        if (ws.close_rcvd is None and isinstance(lost, OSError) and lost.errno in _GAVE_UP
                 and self._tcp_timeout is not None):  # the kernel gave up on the peer's host
             return ConnectionClosed(
                 f"WebSocket to {self._remote} closed with 1006: its host stopped answering "

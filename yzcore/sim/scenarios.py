@@ -109,7 +109,7 @@ def dead_peer(n: int, seed: int) -> Verdict:
     form(w, timeline)
     figures: dict[str, Any] = {"nodes": n}
     for key, victim, die in (("removed_after_s", n // 2, w.crash),
-                             ("host_gone_removed_after_s", n // 2 + 1, w.vanish)):
+                             ("host_gone_removed_after_s", (n // 2 + 1) % n, w.vanish)):
         victim_id = w.engines[victim].info.id
         die(victim)
         died = w.now
