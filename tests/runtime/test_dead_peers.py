@@ -50,23 +50,30 @@ async def until_gone(node: Node, peer: bytes) -> float:
 
 
 def silent_entries(node: Node, peer: Node) -> list[dict]:
-    return [e for e in node.errors if e["code"] == "PEER_UNREACHABLE" and e["peer"] == peer.id.hex()]
+    return [e for e in node.errors
+            if e["code"] == "PEER_UNREACHABLE" and e["peer"] == peer.id.hex()]
+
+
+async def pair(tg, seed: int) -> tuple[Node, Node]:
+    """a on the first address dials b on the second; b knows nobody else. Only sockets to
+    b's address meet the rule: one b dialled would start from a's (the route to a local
+    address starts from it)."""
+    b = Node(listen=f"ws://{ADDRESSES[1]}:0/dht", seed=seed + 1)
+    await b.start(tg)
+    a = Node(listen=f"ws://{ADDRESSES[0]}:0/dht", peers=[b.address], seed=seed)
+    await a.start(tg)
+    with anyio.fail_after(10):
+        await a.joined()
+        while b.id not in a.conns:
+            await anyio.sleep(0.02)
+    return a, b
 
 
 @pytest.mark.req("A4.2")
 async def test_a_peer_whose_host_stops_answering_leaves_within_5_s(netns):
     assert DEAD_PEER_TIMEOUT <= 4.0  # the contract's 5 s, less a second for everything else
     async with anyio.create_task_group() as tg:
-        # a dials b, and b knows nobody else: the rule drops only sockets to b's address,
-        # and one b dialled would start from a's (the route to any local address gives it).
-        b = Node(listen=f"ws://{ADDRESSES[1]}:0/dht", seed=82)
-        await b.start(tg)
-        a = Node(listen=f"ws://{ADDRESSES[0]}:0/dht", peers=[b.address], seed=81)
-        await a.start(tg)
-        with anyio.fail_after(10):
-            await a.joined()
-            while b.id not in a.conns:
-                await anyio.sleep(0.02)
+        a, b = await pair(tg, 81)
         await anyio.sleep(1.0)  # quiet: the kernel's probes, not a request, must find it
 
         vanish(ADDRESSES[1])
@@ -91,18 +98,12 @@ async def test_a_request_in_flight_to_a_vanished_host_does_not_hold_the_connecti
     # meanwhile makes the kernel end the connection with that error, not ETIMEDOUT:
     # still a silent peer.
     async with anyio.create_task_group() as tg:
-        b = Node(listen=f"ws://{ADDRESSES[1]}:0/dht", seed=92)
-        await b.start(tg)
-        a = Node(listen=f"ws://{ADDRESSES[0]}:0/dht", peers=[b.address], seed=91)
-        await a.start(tg)
-        with anyio.fail_after(10):
-            await a.joined()
-            while b.id not in a.conns:
-                await anyio.sleep(0.02)
+        a, b = await pair(tg, 91)
         vanish(ADDRESSES[1], *fate)
         tg.start_soon(a.find_node, b.id)  # sent to b, never acknowledged
         took = await until_gone(a, b.id)
-        print(f"\nwith a request in flight ({fate[-1] if fate else 'dropped'}): gone after {took:.2f} s")
+        how = fate[-1] if fate else "dropped"
+        print(f"\nwith a request in flight ({how}): gone after {took:.2f} s")
         entries = silent_entries(a, b)
         assert entries and "its host stopped answering" in entries[-1]["message"], list(a.errors)
         assert took <= 5.0
@@ -124,7 +125,8 @@ async def lookups_are_exact(rng: random.Random, nodes: list[Node], count: int) -
         asker, target = rng.choice(nodes), rng.randbytes(32)
         found = await asker.find_node(target)
         t = int.from_bytes(target, "big")
-        want = sorted((n.id for n in nodes if n is not asker), key=lambda x: int.from_bytes(x, "big") ^ t)
+        want = sorted((n.id for n in nodes if n is not asker),
+                      key=lambda x: int.from_bytes(x, "big") ^ t)
         assert [n.id for n in found.nodes] == want, "a lookup missed a live node"
 
 
