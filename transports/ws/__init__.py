@@ -90,9 +90,17 @@ _CLOSE_CAUSES = {
 }
 
 
-def _translate(exc: BaseException, op: str, where: str, timeout: float | None) -> YzError | None:
-    """The one place websockets' and socket errors become yzcore's (None: not ours to map)."""
+def _translate(exc: BaseException, op: str, where: str, timeout: float | None,
+               gave_up: float | None = None) -> YzError | None:
+    """The one place websockets' and socket errors become yzcore's (None: not ours to map).
+
+    ``gave_up``: a close the kernel made after that many seconds with nothing acknowledged
+    (``dead_peer_timeout``), not the peer or we."""
     if isinstance(exc, WsClosed):
+        if gave_up is not None:  # nothing closed it: the kernel gave up on the peer's host
+            return ConnectionClosed(
+                f"WebSocket to {where} closed with 1006: its host stopped answering "
+                f"(nothing acknowledged for {gave_up:g} s)", close_code=1006, silent=True)
         frame = exc.rcvd or exc.sent
         code = frame.code if frame else 1006
         reason = frame.reason if frame else ""
@@ -192,9 +200,9 @@ def _no_descriptors(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _translate_io(exc: WsClosed, where: str) -> YzError:
+def _translate_io(exc: WsClosed, where: str, gave_up: float | None = None) -> YzError:
     """How a closed connection is reported (never None for a close)."""
-    err = _translate(exc, "io", where, None)
+    err = _translate(exc, "io", where, None, gave_up)
     assert err is not None
     return err
 

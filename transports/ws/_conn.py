@@ -111,7 +111,8 @@ class WsConnection(PushConnection, asyncio.Protocol):
             kernel drops the connection (see :func:`set_dead_peer_timeout`); None: the
             system's defaults (hours when idle).
         close_timeout: Seconds a closing handshake may take before the socket is dropped.
-        translate: Turns websockets' close exception into ours.
+        translate: Turns websockets' close exception into ours (with the seconds after which
+            the kernel gave up on the peer's host, if it did).
         on_request: Listener side: answers a plain HTTP request (None: upgrade).
         on_open: Listener side: receives the connection once it is open.
         open_timeout: Listener side: seconds the peer has to send its upgrade request.
@@ -131,7 +132,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         max_frame: int,
         keepalive: tuple[float | None, float | None],
         close_timeout: float,
-        translate: Callable[[WsClosed, str], YzError],
+        translate: Callable[[WsClosed, str, float | None], YzError],
         on_request: Callable[[Any, Request], Response | None] | None = None,
         on_open: Callable[[WsConnection], None] | None = None,
         open_timeout: float = 10.0,
@@ -455,12 +456,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
 
     def _close_error(self, lost: Exception | None = None) -> ConnectionClosed:
         ws = self._ws  # close_exc without its assert: CLOSING is reported like CLOSED
-        if (ws.close_rcvd is None and isinstance(lost, OSError) and lost.errno in _GAVE_UP
-                and self._tcp_timeout is not None):  # the kernel gave up on the peer's host
-            return ConnectionClosed(
-                f"WebSocket to {self._remote} closed with 1006: its host stopped answering "
-                f"(nothing acknowledged for {self._tcp_timeout:g} s)", close_code=1006, silent=True)
+        gave_up = (self._tcp_timeout if ws.close_rcvd is None and isinstance(lost, OSError)
+                   and lost.errno in _GAVE_UP else None)  # after our dead_peer_timeout
         error = self._translate(WsClosed(ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent),
-                                self._remote)
+                                self._remote, gave_up)
         assert isinstance(error, ConnectionClosed)
         return error

@@ -134,7 +134,7 @@ class Network:
 
     def kill(self, i: int) -> None:
         """Node ``i``'s process dies: its host resets the connections, dials to it are refused."""
-        self._die(i, lambda: self._delay())
+        self._die(i, self._delay)
 
     def vanish(self, i: int) -> None:
         """Node ``i``'s host is gone (power lost, the path cut): nothing is closed. Each

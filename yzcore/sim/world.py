@@ -177,7 +177,7 @@ class World(Network):
         self.kill(i)
         self.agents[i].step = None
 
-    def vanish(self, i: int) -> None:  # type: ignore[override]
+    def vanish(self, i: int) -> None:
         """Node ``i``'s host is gone without closing anything (see Network.vanish)."""
         self._note("vanish", i)
         super().vanish(i)
