@@ -1,10 +1,13 @@
 """The ws transport's own behaviour, on real sockets (127.0.0.1 only): valid UTF-8
 as Text frames, an oversized frame closed with 1009, keepalive against a silent
-peer, and push mode (attach, send_nowait, abort) with no task per connection."""
+peer, push mode (attach, send_nowait, abort) with no task per connection, and a
+slow connect raced by a second attempt."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +19,7 @@ from anyio.abc import SocketStream
 from websockets.asyncio.client import connect as raw_connect
 from yzcore_transports.ws import WebSocketTransport
 from yzcore_transports.ws._conn import HIGH_WATER
+from yzcore_transports.ws._dial import open_socket, race
 
 from tests.runtime._transport_helpers import LIMIT, LISTEN, serving
 from yzcore.exceptions import ConnectionClosed, FrameTooLarge
@@ -243,3 +247,78 @@ async def test_ws_keepalive_without_a_ping_timeout_pings_once_an_interval() -> N
                     pings += await stream.receive()
     # Unanswered pings never close it, and come once an interval (not in a spin).
     assert 3 <= pings.count(b"\x89\x00") <= 15, len(pings)
+
+
+# --------------------------------------------------------------------------
+# ws specifics: a dial races a second attempt when the first is slow
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.req("A1.1", "A4.3")
+async def test_a_slow_connect_races_a_second_attempt_and_the_first_to_connect_wins() -> None:
+    # A lost SYN holds an attempt for the kernel's retransmission (1 s, then 3 s):
+    # a second attempt joins it, and the one still waiting is cancelled.
+    calls: list[int] = []
+    cleaned: list[int] = []
+
+    async def attempt() -> str:
+        n = len(calls)
+        calls.append(n)
+        if n == 0:  # its SYN was lost
+            try:
+                await anyio.sleep_forever()
+            finally:
+                cleaned.append(n)
+        return f"socket {n}"
+
+    discarded: list[str] = []
+    assert await race(attempt, 0.01, discarded.append) == "socket 1"
+    await anyio.sleep(0.01)
+    assert calls == [0, 1] and cleaned == [0] and discarded == []
+
+
+async def test_a_prompt_connect_makes_one_attempt_and_a_refusal_fails_at_once() -> None:
+    calls: list[int] = []
+
+    async def prompt() -> str:
+        calls.append(1)
+        return "socket"
+
+    assert await race(prompt, 30.0, print) == "socket" and calls == [1]
+    assert await race(prompt, None, print) == "socket" and calls == [1, 1]
+
+    async def refused() -> str:  # an answer, not a loss: no second attempt after it
+        calls.append(2)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(ConnectionRefusedError), anyio.fail_after(5):
+        await race(refused, 30.0, print)
+    assert calls == [1, 1, 2]
+
+
+async def test_an_attempt_that_connects_a_moment_too_late_is_closed() -> None:
+    go = asyncio.Event()
+    started: list[int] = []
+
+    async def attempt() -> str:
+        started.append(1)
+        if len(started) == 1:
+            await go.wait()  # connects the moment the second does
+            return "first"
+        go.set()
+        return "second"
+
+    discarded: list[str] = []
+    won = await race(attempt, 0.01, discarded.append)
+    assert sorted([won, *discarded]) == ["first", "second"]
+
+
+async def test_open_socket_connects_or_says_why() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    sock = await open_socket("127.0.0.1", port, 0.5)
+    assert sock.getpeername() == ("127.0.0.1", port)
+    sock.close()
+    listener.close()
+    with pytest.raises(ConnectionRefusedError), anyio.fail_after(5):
+        await open_socket("127.0.0.1", port, 0.5)

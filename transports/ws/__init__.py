@@ -25,6 +25,9 @@ Uses websockets' sans-I/O protocol under asyncio protocols of our own
   (``ping_interval``/``ping_timeout``, 10 s each by default) find a peer
   whose process hangs while its kernel still answers; the connection then
   closes with 1011. Both closes say ``silent``.
+* A dial whose TCP connect has not completed within ``second_attempt_after``
+  (1 s, the kernel's first SYN retransmission) races a second attempt
+  alongside (``_dial``): a lossy path costs a dial seconds, not the dial.
 
 All of websockets' and the socket layer's exceptions become ours in
 :func:`_translate`, and only there.
@@ -72,6 +75,7 @@ from yzcore.transport import (
 )
 
 from ._conn import PING_TIMEOUT, WsConnection, hostport, set_dead_peer_timeout
+from ._dial import SECOND_ATTEMPT_AFTER, open_socket
 from ._http import make_process_request
 
 log = logging.getLogger("yzcore.transport.ws")
@@ -260,6 +264,9 @@ class WebSocketTransport(Transport):
             idle). The contract's 5 s for a dead peer to leave the active lists (A4.2).
         close_timeout: Seconds to wait for the closing handshake.
         open_timeout: Seconds an accepted socket has to complete its upgrade request.
+        second_attempt_after: Seconds a dial's TCP connect may take before a second
+            attempt joins it on a fresh socket, the first to connect winning (``None``:
+            one attempt). Lost SYNs then cost a dial seconds, not the dial (``_dial``).
         ssl: Server TLS context, needed to listen on ``wss://``. Dialling ``wss://``
             uses the system's default trust store.
     """
@@ -274,6 +281,7 @@ class WebSocketTransport(Transport):
         dead_peer_timeout: float | None = DEAD_PEER_TIMEOUT,
         close_timeout: float = 2.0,
         open_timeout: float = 10.0,
+        second_attempt_after: float | None = SECOND_ATTEMPT_AFTER,
         ssl: _ssl.SSLContext | None = None,
     ) -> None:
         # No permessage-deflate: frames are small JSON, and zlib was the
@@ -282,6 +290,7 @@ class WebSocketTransport(Transport):
         self._dead_peer_timeout = dead_peer_timeout
         self._close_timeout = close_timeout
         self._open_timeout = open_timeout
+        self._second_attempt_after = second_attempt_after
         self._ssl = ssl
 
     def _conn(self, ws: Any, scheme: str, max_frame: int, **listener: Any) -> WsConnection:
@@ -299,9 +308,10 @@ class WebSocketTransport(Transport):
             scheme = "wss" if uri.secure else "ws"
 
             async def open_to(host: str) -> WsConnection:
+                sock = await open_socket(host, uri.port, self._second_attempt_after)
                 transport, proto = await loop.create_connection(
                     lambda: self._conn(ClientProtocol(uri, max_size=max_frame), scheme, max_frame),
-                    host, uri.port, ssl=_ssl.create_default_context() if uri.secure else None,
+                    sock=sock, ssl=_ssl.create_default_context() if uri.secure else None,
                     server_hostname=uri.host if uri.secure else None)
                 peer = transport.get_extra_info("peername")
                 if peer:
