@@ -10,7 +10,7 @@ import pytest
 
 from tests.core.swarm import Swarm
 from yzcore.ids import key_for
-from yzcore.protocol.actions import Dial, Done, Send
+from yzcore.protocol.actions import Close, Dial, Done, Send
 from yzcore.protocol.engine import Engine, EngineConfig
 from yzcore.protocol.rpc import CONNECT_LIMIT, RpcTable
 from yzcore.wire import Error, ErrorCode, FindNode, Keep, NodeInfo, Nodes, Store, Stored, Value
@@ -200,6 +200,91 @@ def test_requests_lost_with_a_duplicate_connection_are_asked_again_each_time():
     engine.receive(peer.id, Nodes(query.rid, ()), 1.03)
     (done,) = [a for a in engine.actions() if isinstance(a, Done)]
     assert done.op == lookup and [n.id for n in done.result.nodes] == [peer.id]
+
+
+def _one_peer() -> tuple[Engine, NodeInfo, random.Random]:
+    rng = random.Random(9)
+    me, peer = (NodeInfo(rng.randbytes(32), f"mem://{i}", "node") for i in range(2))
+    engine = Engine(me, 0.0, random.Random(1), EngineConfig())
+    engine.connection_opened(peer, 0.0, outbound=True)
+    engine.actions()
+    return engine, peer, rng
+
+
+def _queries(engine: Engine) -> list[FindNode]:
+    return [a.message for a in engine.actions()
+            if isinstance(a, Send) and isinstance(a.message, FindNode)]
+
+
+@pytest.mark.req("A4.3")
+def test_a_query_cut_by_an_error_close_is_asked_again_once_on_a_new_connection():
+    # A lossy path's kernel gives up on a connection (an error close) with its
+    # peer alive: the lookup dials it again and asks once more, rather than
+    # leave a live node out. A peer really gone fails the second time.
+    engine, peer, rng = _one_peer()
+    for second_time in (False, True):
+        op = engine.find_node(rng.randbytes(32), 1.0)
+        assert len(_queries(engine)) == 1
+        engine.connection_closed(peer.id, 1.1, error=True)
+        actions = engine.actions()
+        assert [a.node.id for a in actions if isinstance(a, Dial)] == [peer.id]
+        assert not [a for a in actions if isinstance(a, Done)]
+        engine.connection_opened(peer, 1.2, outbound=True)
+        (again,) = _queries(engine)
+        if second_time:
+            engine.connection_closed(peer.id, 1.3, error=True)
+            (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+            assert done.op == op and done.result.nodes == () and done.result.failed == 1
+        else:
+            engine.receive(peer.id, Nodes(again.rid, ()), 1.3)
+            (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+            assert done.op == op and [n.id for n in done.result.nodes] == [peer.id]
+            engine.connection_opened(peer, 1.4, outbound=True)  # as before the next lookup
+            engine.actions()
+
+
+def test_a_query_made_while_our_own_close_completes_waits_for_its_one_dial():
+    # We closed an idle connection; a lookup asks the peer before that close is
+    # done. The close completing is not the query's failure, and makes no second
+    # dial (two dials to one peer end in a duplicate, and one of them is lost).
+    engine, peer, rng = _one_peer()
+    engine.peers[peer.id].kept = False
+    engine.handle_timer(30.0)  # idle for long enough: we close it
+    actions = engine.actions()
+    assert [a.reason for a in actions if isinstance(a, Close)] == ["idle"]
+    op = engine.find_node(rng.randbytes(32), 30.0)
+    assert [a.node.id for a in engine.actions() if isinstance(a, Dial)] == [peer.id]
+    engine.connection_closed(peer.id, 30.01)  # the idle one, closed at last
+    assert not [a for a in engine.actions() if isinstance(a, Dial | Done)]
+    engine.connection_opened(peer, 30.02, outbound=True)
+    (query,) = _queries(engine)
+    engine.receive(peer.id, Nodes(query.rid, ()), 30.03)
+    (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+    assert done.op == op and [n.id for n in done.result.nodes] == [peer.id]
+
+
+@pytest.mark.req("A4.3", "A4.4")
+def test_a_peer_that_declines_our_connection_as_a_duplicate_is_asked_again_on_its_own():
+    # The peer closed our new connection with DUPLICATE_CONNECTION: it keeps
+    # another with us (its own dial, whose handshake has not reached us yet).
+    # That is no failure: the lookup waits, and asks again after declined_wait
+    # on whatever connection there is then, here the peer's, with no new dial.
+    engine, peer, rng = _one_peer()
+    op = engine.find_node(rng.randbytes(32), 1.0)
+    assert len(_queries(engine)) == 1
+    engine.receive(peer.id, Error(None, ErrorCode.DUPLICATE_CONNECTION, "already connected"), 1.1)
+    engine.connection_closed(peer.id, 1.1)
+    assert not [a for a in engine.actions() if isinstance(a, Dial | Done)]
+    engine.connection_opened(peer, 1.5, outbound=False)  # the peer's connection
+    assert _queries(engine) == []  # not before the wait
+    assert engine.get_timer() <= 1.1 + engine.config.declined_wait
+    engine.handle_timer(1.1 + engine.config.declined_wait)
+    actions = engine.actions()
+    (again,) = [a.message for a in actions if isinstance(a, Send) and isinstance(a.message, FindNode)]
+    assert not [a for a in actions if isinstance(a, Dial)]
+    engine.receive(peer.id, Nodes(again.rid, ()), 2.2)
+    (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+    assert done.op == op and [n.id for n in done.result.nodes] == [peer.id]
 
 
 def test_a_retried_query_keeps_the_first_requests_abandon_deadline():

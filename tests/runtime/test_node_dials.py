@@ -15,9 +15,12 @@ import anyio.abc
 import pytest
 
 from yzcore import wire
+from yzcore.exceptions import ConnectionClosed
+from yzcore.identity import Identity
 from yzcore.ids import key_for
 from yzcore.protocol.config import EngineConfig
 from yzcore.runtime import Node, peer
+from yzcore.transport import Connection, get_transport
 from yzcore.wire import NodeInfo
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +92,46 @@ async def test_simultaneous_dials_leave_exactly_one_connection():
         assert [e["code"] for e in a.errors] == ["INTERNAL"], a.errors
         await a.aclose()
         await b.aclose()
+
+
+@pytest.mark.req("A4.4")
+@pytest.mark.parametrize("smaller", [True, False], ids=["dialler-id-smaller", "dialler-id-larger"])
+async def test_a_peer_that_dials_again_replaces_its_old_connection(smaller):
+    # A peer's old connection still looks open here (its close was lost on the way,
+    # say) when the peer dials again: it has let the old one go, so the node keeps the
+    # new one, whichever id is smaller (the tie-break is for dials both ways at once).
+    async with anyio.create_task_group() as tg:
+        node = Node(seed=23)
+        await node.start(tg)
+        me = Identity.generate()
+        while (me.node_id < node.id) != smaller:
+            me = Identity.generate()
+
+        async def dial() -> Connection:
+            conn = await get_transport("ws").connect(node.address, timeout=5)
+            await peer.handshake(conn, me, role="node", advertise="ws://127.0.0.1:9/dht",
+                                 timeout=5, expected_id=node.id)
+            with anyio.fail_after(5):
+                while me.node_id not in node.conns:
+                    await anyio.sleep(0.01)
+            return conn
+
+        first = await dial()
+        old = node.conns[me.node_id]
+        second = await dial()
+        with anyio.fail_after(5):
+            while node.conns.get(me.node_id) is old:
+                await anyio.sleep(0.01)
+        with anyio.move_on_after(0.3):  # no DUPLICATE_CONNECTION, no close
+            while True:
+                frame = await second.receive()
+                assert b"DUPLICATE_CONNECTION" not in frame, frame
+        assert me.node_id in node.conns and node.conns[me.node_id] is not old
+        with pytest.raises(ConnectionClosed), anyio.fail_after(5):
+            while True:
+                await first.receive()  # closed by the node
+        await second.close()
+        await node.aclose()
 
 
 @contextlib.asynccontextmanager

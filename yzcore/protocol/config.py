@@ -24,6 +24,9 @@ class EngineConfig:
         full_backoff: A peer that shed the connection we kept with it
             (``OVER_CAPACITY``: it is over ``conn_max``) is not chosen for a
             long-lived connection again for this long (B7.2).
+        declined_wait: A peer that declined our new connection as a duplicate
+            (it keeps another with us, still opening or just closed) is asked
+            again this long after, on whichever connection there is then.
         max_dials: Most dials in flight at once; more wait for a free slot
             (a node joining a busy network must not flood it, or itself).
         dormant_interval: How often one contact evicted from the routing
@@ -76,6 +79,7 @@ class EngineConfig:
     conn_cap: int = 16
     idle_timeout: float = 5.0
     full_backoff: float = 120.0
+    declined_wait: float = 1.0
     max_dials: int = 8
     ping_quiet: float = 900.0
     dormant_interval: float = 20.0

@@ -25,6 +25,7 @@ module to one job; it uses the engine's state and emits its actions.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from yzcore import routing
 from yzcore.protocol.actions import Action, Close, Dial, Send
 from yzcore.protocol.config import EngineConfig
-from yzcore.protocol.rpc import RpcTable
+from yzcore.protocol.rpc import Pending, RpcTable
 from yzcore.wire import Error, ErrorCode, Keep, Message, NodeInfo
 
 __all__ = ["TABLE_ROLES", "ConnectionPolicy", "PeerState"]
@@ -57,6 +58,7 @@ class PeerState:
             never closed for idleness or capacity, and counted neither as
             kept nor against ``conn_max`` or ``conn_cap``.
         outbound: We dialled the open connection.
+        declined: The peer said ``DUPLICATE_CONNECTION`` on our connection, about to close.
         last_active: ``now`` of the last message either way.
         queue: Messages waiting for the connection.
     """
@@ -68,6 +70,7 @@ class PeerState:
     pinned: bool = False
     held: bool = False
     outbound: bool = False
+    declined: bool = False
     last_active: float = 0.0
     queue: list[Message] = field(default_factory=list)
 
@@ -156,18 +159,41 @@ class ConnectionPolicy:
             if gone:
                 peer.queue = [m for m in peer.queue if getattr(m, "rid", None) not in gone]
 
-    def _fail_peer(self, peer_id: bytes, now: float, *, count_failure: bool) -> None:
-        """Requests waiting on a peer whose connection is gone fail at once.
+    def _fail_peer(self, peer_id: bytes, now: float, *, count_failure: bool, retry: bool,
+                   declined: bool = False) -> None:
+        """Requests waiting on a peer whose connection is gone fail at once, or
+        (``retry``: the connection closed under them) are retried once on a new one.
 
-        After a clean close (typically the peer closed an idle connection just
-        as we sent a request on it) each is retried once on a new connection.
+        A clean close is typically the peer closing an idle connection just as
+        we sent a request on it. A close on an error may be a lossy path whose
+        kernel gave up, with the peer alive: a lookup that failed it there
+        would leave a live node out. A peer really gone refuses the new dial,
+        or it times out, and the retried request keeps its first abandon
+        deadline: the lookup waits no longer for it either way.
+
+        A connection the peer ``declined`` (it keeps another with us: its own
+        dial, whose handshake has not reached us yet, or one whose close has
+        not reached it) is no failure either: a lookup asks the peer again
+        after ``declined_wait``, by when that connection is ours or gone, and
+        waits for the answer meanwhile.
         """
         self.peers[peer_id].queue.clear()
         if count_failure:
             self._table_fail(peer_id, now)
         for p in self.rpc.drop_peer(peer_id):
-            if count_failure or not self._retry(p, now):  # type: ignore[attr-defined]
+            if declined and self._defer(p, now, self.config.declined_wait):
+                continue
+            if not (retry and self._retry(p, now)):  # type: ignore[attr-defined]
                 self._rpc_failed(p, now)  # type: ignore[attr-defined]
+
+    def _defer(self, p: Pending, now: float, wait: float) -> bool:
+        """Ask a lookup's peer again after ``wait`` (once), still waiting for its answer."""
+        op = self._ops.get(p.owner) if p.owner is not None else None  # type: ignore[attr-defined]
+        if op is None or p.kind == "store" or not op.lookup.defer(p.peer):
+            return False
+        heapq.heappush(self._deferred, (now + wait, op.id, p.peer))  # type: ignore[attr-defined]
+        self._advance(op, now)  # type: ignore[attr-defined]
+        return True
 
     def _prune(self, peer_id: bytes) -> None:
         """Forget a peer we no longer talk to; the routing table keeps what matters."""

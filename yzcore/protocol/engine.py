@@ -198,6 +198,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         peer = self._peer(info)
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active, peer.outbound = True, False, now, outbound
+        peer.declined = False  # said on a connection this one replaced
         self._dials.discard(info.id)
         # We keep what we dialled while short of conn_target (keeping up to conn_max
         # filled the network and turned newcomers away); an inbound connection
@@ -220,12 +221,13 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def connection_closed(self, peer_id: bytes, now: float, *, error: bool = False) -> None:
         """The connection to a peer ended; ``error`` when it was not a clean close."""
         peer = self.peers.get(peer_id)
-        if peer is None:
-            return
+        if peer is None or (not peer.connected and peer.dialing):
+            return  # our own Close (it was idle) done; what we asked since waits for a new dial
         peer.connected = peer.dialing = False
         peer.kept = peer.pinned = peer.held = False
+        declined, peer.declined = peer.declined, False
         self._dials.discard(peer_id)
-        self._fail_peer(peer_id, now, count_failure=error)
+        self._fail_peer(peer_id, now, count_failure=error, retry=True, declined=declined)
         self._prune(peer_id)
         self._pump_dials()
         self._soon(now)
@@ -248,7 +250,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
             return
         peer.dialing = peer.kept = peer.pinned = peer.held = False
         self._dials.discard(peer_id)
-        self._fail_peer(peer_id, now, count_failure=True)
+        self._fail_peer(peer_id, now, count_failure=True, retry=False)
         self._prune(peer_id)
         self._pump_dials()
         self._soon(now)
@@ -266,8 +268,11 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if type(msg) is Keep:
             self._kept_by(peer)
             return
-        if type(msg) is Error and msg.rid is None and msg.code == ErrorCode.OVER_CAPACITY:
-            self.peer_full(peer_id, now)
+        if type(msg) is Error and msg.rid is None:
+            if msg.code == ErrorCode.OVER_CAPACITY:
+                self.peer_full(peer_id, now)
+            elif msg.code == ErrorCode.DUPLICATE_CONNECTION:  # the tie-break closes ours
+                peer.declined = True
             return
         rid = getattr(msg, "rid", None)
         p = self.rpc.finish(peer_id, rid, now) if rid is not None else None
@@ -438,12 +443,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
         op = self._ops.get(p.owner) if p.owner is not None else None
         if isinstance(msg, Error):
             wait = msg.retry_after
-            if (op is not None and msg.code == ErrorCode.RATE_LIMITED and p.kind != "store"
-                    and wait is not None and 0 <= wait <= RETRY_WAIT_MAX and op.lookup.defer(p.peer)):
-                # Asked again after the wait it was told (A3.5); others meanwhile (A3.3).
-                heapq.heappush(self._deferred, (now + wait, op.id, p.peer))
-                self._advance(op, now)
-                return
+            if (msg.code == ErrorCode.RATE_LIMITED and wait is not None
+                    and 0 <= wait <= RETRY_WAIT_MAX and self._defer(p, now, wait)):
+                return  # asked again after the wait it was told (A3.5); others meanwhile (A3.3)
             self._rpc_failed(p, now)
             return
         if op is None:

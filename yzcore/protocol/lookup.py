@@ -35,7 +35,7 @@ SLOW = 2  #: past its soft timeout: no longer counts against alpha, still awaite
 ABANDONED = 3  #: past its abandon deadline: the lookup no longer waits for it
 ANSWERED = 4  #: responded: a live node
 FAILED = 5  #: hard timeout, error or unreachable
-DEFERRED = 6  #: refused for now (rate limited): asked again after its wait
+DEFERRED = 6  #: refused for now (rate limited, or a duplicate connection): asked again later
 _WAITING = (ASKED, SLOW, ABANDONED)
 
 
@@ -151,8 +151,8 @@ class Lookup:
             c.state = ABANDONED
 
     def retry(self, peer: bytes, again: bool = False) -> bool:
-        """Ask ``peer`` again (once, unless ``again``): its connection closed cleanly under
-        the query (``again``: it lost a simultaneous-dial tie-break).
+        """Ask ``peer`` again (once, unless ``again``): its connection closed under the
+        query (``again``: it lost a simultaneous-dial tie-break).
 
         Returns:
             False when it was already retried; the caller then fails it.
@@ -165,7 +165,8 @@ class Lookup:
         return True
 
     def defer(self, peer: bytes) -> bool:
-        """The peer refused the query for now (``RATE_LIMITED``): ask it again later (once).
+        """The peer refused the query for now (``RATE_LIMITED``), or closed the connection it
+        came on as a duplicate of another: ask it again later (once).
 
         Meanwhile others are asked in its place (A3.3); if it is among the k
         closest, the lookup waits for the second answer rather than finish

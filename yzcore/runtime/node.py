@@ -5,8 +5,8 @@ the actions out. Handlers are attached before a connection's first message is re
 enters the routing table the moment its handshake verifies (A4.1); a closed connection
 leaves the active list at once (A4.2).
 
-Exactly one connection per peer: when two nodes dial each other at once, both keep the
-one dialled by the node with the smaller id, so they agree without talking about it.
+Exactly one connection per peer: two nodes dialling each other at once both keep the one
+the smaller id dialled; a peer that dials again has let its old one go, and so do we.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from yzcore.wire import NodeInfo
 __all__ = ["Node"]
 
 log = logging.getLogger("yzcore.node")
-_OVER_CAPACITY = wire.ErrorCode.OVER_CAPACITY
+_ENGINE_NOTICES = (wire.ErrorCode.OVER_CAPACITY, wire.ErrorCode.DUPLICATE_CONNECTION)
 _LOCAL_TYPES = frozenset((*wire.SERVICE_TYPES, *wire.PUBSUB_TYPES))  # the runtime's, not engine's
 
 
@@ -214,8 +214,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             self._tg.cancel_scope.cancel()
 
     async def _ended(self) -> None:
-        """The peer cache saved, callers answered, nothing new started, no socket left
-        open. Safe to call again."""
+        """Save the peer cache, answer callers, start nothing, close every socket; idempotent."""
         if not self._ended_once:
             self._ended_once = True
             self._cache_peers()
@@ -313,8 +312,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             waiter[0].set()
 
     async def _timer_loop(self) -> None:
-        """The engine's timers, and the looks of the recovery policy and the probe:
-        one task for all (each waiting task costs a node ~4 KiB)."""
+        """Engine timers, recovery and probe looks: one task (a waiting task costs ~4 KiB)."""
         while True:
             engine = self._engine
             self._sleep_until = min(engine.get_timer(), self._recover_at, self._probe_at)
@@ -384,8 +382,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     async def _accepted(self, conn: Connection, first: bytes | None = None,
                         expected: bytes | None = None) -> bool:
-        """Verify an inbound connection (from ``expected``, when known) and serve it; False
-        when it was refused."""
+        """Verify an inbound connection (from ``expected``, if known), serve it; False: refused."""
         try:
             peer = await handshake(conn, self.identity, role=self.role, advertise=self.address,
                                    timeout=self.handshake_timeout, first=first, expected_id=expected)
@@ -411,8 +408,10 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             return False
         old = self.conns.get(peer_id)
         if old is not None:
-            # Keep the one the smaller id dialled; a peer that moved (A6.5): its new one.
-            if pc.outbound != (self.id < peer_id) and pc.info.addr == old.info.addr:
+            # Dialled both ways at once: keep the one the smaller id dialled. Dialled again
+            # by the same end, or by a peer that moved (A6.5): the old one is gone there.
+            if (pc.outbound != old.outbound and pc.outbound != (self.id < peer_id)
+                    and pc.info.addr == old.info.addr):
                 pc.send(wire.Error(None, wire.ErrorCode.DUPLICATE_CONNECTION, "already connected"))
                 # Whatever the engine queued for the dial goes out on the kept one.
                 self._engine.connection_opened(old.info, anyio.current_time(), outbound=old.outbound)
@@ -487,9 +486,10 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         if isinstance(msg, wire.Error) and msg.rid is not None and (  # refused: its asker reads it
                 self._replies.answer(msg, pc.peer.id) or self._ps_answer(msg, pc.peer.id)):
             return True
-        # OVER_CAPACITY is the engine's; a tie-break's duplicate is nothing; other notices logged.
-        if isinstance(msg, wire.Error) and msg.rid is None and msg.code != _OVER_CAPACITY:
-            if msg.code != wire.ErrorCode.DUPLICATE_CONNECTION:
+        # OVER_CAPACITY, DUPLICATE_CONNECTION: the engine's (on the live connection); others logged.
+        if isinstance(msg, wire.Error) and msg.rid is None and (
+                msg.code not in _ENGINE_NOTICES or self.conns.get(pc.peer.id) is not pc):
+            if msg.code not in _ENGINE_NOTICES:
                 self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
             return True
         if type(msg) in _LOCAL_TYPES:  # messages are final classes: no subclass to miss
