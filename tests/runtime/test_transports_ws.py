@@ -6,7 +6,9 @@ slow connect raced by a second attempt."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -294,6 +296,32 @@ async def test_a_prompt_connect_makes_one_attempt_and_a_refusal_fails_at_once() 
     with pytest.raises(ConnectionRefusedError), anyio.fail_after(5):
         await race(refused, 30.0, print)
     assert calls == [1, 1, 2]
+
+
+async def test_a_local_failure_of_one_attempt_waits_for_the_other_and_an_answer_does_not() -> None:
+    # Out of descriptors is ours, not the peer's: the other attempt may still connect.
+    # A refusal is the peer's answer: the attempt still waiting is given up at once.
+    for error, outcome in ((errno.EMFILE, "socket 0"), (errno.ECONNREFUSED, None)):
+        go = asyncio.Event()
+        cleaned: list[int] = []
+
+        async def attempt() -> str:
+            if not go.is_set():
+                go.set()
+                try:
+                    await asyncio.sleep(0.05)
+                finally:
+                    cleaned.append(0)
+                return "socket 0"
+            raise OSError(error, os.strerror(error))
+
+        if outcome is None:
+            with pytest.raises(ConnectionRefusedError), anyio.fail_after(5):
+                await race(attempt, 0.01, print)
+            await anyio.sleep(0.01)
+        else:
+            assert await race(attempt, 0.01, print) == outcome
+        assert cleaned == [0]
 
 
 async def test_an_attempt_that_connects_a_moment_too_late_is_closed() -> None:

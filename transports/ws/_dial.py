@@ -9,12 +9,14 @@ starts a second attempt on a fresh socket when the first has not connected
 within ``second_after`` (its SYNs then go out at 0, 1 and 3 s, the second's
 at 1, 2 and 4 s): six tries before 5 s instead of three. The first to
 connect is used and the other closed. A refusal or an unreachable host
-fails the dial at once: it is an answer, not a loss.
+fails the dial at once: it is an answer, not a loss. (A host that vanished
+holds both sockets until the dial's timeout.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,8 @@ __all__ = ["SECOND_ATTEMPT_AFTER", "open_socket", "race"]
 T = TypeVar("T")
 
 SECOND_ATTEMPT_AFTER = 1.0  #: seconds; the kernel's first SYN retransmission
+# The peer's host (or a router) answered: another attempt would hear the same.
+_ANSWERS = frozenset((errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH))
 
 
 async def open_socket(host: str, port: int, second_after: float | None) -> socket.socket:
@@ -64,7 +68,8 @@ async def open_socket(host: str, port: int, second_after: float | None) -> socke
 
 
 def _literal(host: str, port: int) -> list[tuple[Any, ...]] | None:
-    """An IP address's one address info, without the resolver's thread (as asyncio does)."""
+    """An IP address's one address info, without the resolver's thread (as asyncio does;
+    a scoped IPv6 one still has its scope looked up by the socket call)."""
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -77,27 +82,30 @@ def _literal(host: str, port: int) -> list[tuple[Any, ...]] | None:
 async def race(attempt: Callable[[], Awaitable[T]], second_after: float | None,
                discard: Callable[[T], object]) -> T:
     """The result of ``attempt()``, or of a second one started alongside after
-    ``second_after`` seconds, whichever comes first; the first failure fails it.
+    ``second_after`` seconds (``None``: never), whichever comes first.
 
-    A cancelled attempt cleans up after itself; one that succeeded too late
-    is passed to ``discard``.
+    The peer's answer (refused, unreachable) fails it at once; a local failure
+    of one attempt (out of descriptors, say) waits for the other. A cancelled
+    attempt cleans up after itself; one that succeeded too late is passed to
+    ``discard``.
     """
-    first = asyncio.ensure_future(attempt())
-    if second_after is None:
-        return await first
-    tasks = {first}
+    tasks = {asyncio.ensure_future(attempt())}
     try:
         done, _ = await asyncio.wait(tasks, timeout=second_after)
         if not done:
             tasks.add(asyncio.ensure_future(attempt()))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        ok = [t for t in done if t.exception() is None]
-        if ok:
-            tasks.discard(ok[0])
-            return ok[0].result()
-        error = next(iter(done)).exception()
-        assert error is not None
-        raise error
+        while True:
+            ok = [t for t in done if t.exception() is None]
+            if ok:
+                tasks.discard(ok[0])
+                return ok[0].result()
+            tasks -= done
+            error = next(iter(done)).exception()
+            assert error is not None
+            if not tasks or not isinstance(error, OSError) or error.errno in _ANSWERS:
+                raise error
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             if not task.done():

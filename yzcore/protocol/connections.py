@@ -174,8 +174,9 @@ class ConnectionPolicy:
         A connection the peer ``declined`` (it keeps another with us: its own
         dial, whose handshake has not reached us yet, or one whose close has
         not reached it) is no failure either: a lookup asks the peer again
-        after ``declined_wait``, by when that connection is ours or gone, and
-        waits for the answer meanwhile.
+        after ``declined_wait``, by when that connection is ours or gone, with
+        a fresh abandon deadline (the peer is alive), and waits meanwhile.
+        A store is retried at once; anything else fails.
         """
         self.peers[peer_id].queue.clear()
         if count_failure:

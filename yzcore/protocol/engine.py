@@ -222,12 +222,13 @@ class Engine(ConnectionPolicy, Neighbourhood):
         """The connection to a peer ended; ``error`` when it was not a clean close."""
         peer = self.peers.get(peer_id)
         if peer is None or (not peer.connected and peer.dialing):
-            return  # our own Close (it was idle) done; what we asked since waits for a new dial
+            return  # our own Close done (idle, over capacity); what we asked since waits for a dial
         peer.connected = peer.dialing = False
         peer.kept = peer.pinned = peer.held = False
         declined, peer.declined = peer.declined, False
         self._dials.discard(peer_id)
-        self._fail_peer(peer_id, now, count_failure=error, retry=True, declined=declined)
+        self._fail_peer(peer_id, now, count_failure=error and not declined, retry=True,
+                        declined=declined)
         self._prune(peer_id)
         self._pump_dials()
         self._soon(now)

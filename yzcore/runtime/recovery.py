@@ -103,7 +103,9 @@ class Recovery:
     async def _dial_all(self, infos: list[NodeInfo], *, by_url: bool = False) -> list[NodeInfo]:
         """Dial up to ``MAX_SEED_DIALS`` of ``infos`` at once; those that answered."""
         out: list[NodeInfo] = []
-        todo = [i for i in infos if i.addr and (by_url or i.id not in self.conns)]
+        held = {pc.info.addr for pc in self.conns.values()}  # URLs we are connected to
+        todo = [i for i in infos
+                if i.addr and (i.addr not in held if by_url else i.id not in self.conns)]
 
         async def one(info: NodeInfo) -> None:
             got = await self._dial(info, by_url=by_url)
@@ -203,7 +205,7 @@ class Recovery:
     async def _ask_bridges(self) -> list[NodeInfo]:
         """Ask each known bridge in turn for fresh peers (its reconnection service)."""
         for bridge in list(self._bridges):
-            if await self._dial(bridge) is None:
+            if bridge.id not in self.conns and await self._dial(bridge) is None:
                 continue
             pc = self.conns.get(bridge.id)
             reply = await self._replies.ask(pc, lambda rid: wire.Reconnect(rid, INTRODUCTIONS),
