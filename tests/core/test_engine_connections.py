@@ -263,6 +263,27 @@ def test_a_query_made_while_our_own_close_completes_waits_for_its_one_dial():
     assert done.op == op and [n.id for n in done.result.nodes] == [peer.id]
 
 
+def test_our_dial_failing_after_the_peer_connected_to_us_fails_nothing():
+    # On a lossy path our dial stalls; meanwhile the peer dials us and the query
+    # goes out on its connection. Our dial timing out later is no failure of the
+    # peer, nor of the query waiting for its answer on that connection.
+    rng = random.Random(9)
+    me, peer = (NodeInfo(rng.randbytes(32), f"mem://{i}", "node") for i in range(2))
+    engine = Engine(me, 0.0, random.Random(1), EngineConfig())
+    engine.bootstrap([peer], 0.0)
+    engine.actions()
+    engine.connection_opened(peer, 0.5, outbound=False)
+    engine.actions()
+    op = engine.find_node(rng.randbytes(32), 1.0)
+    (query,) = _queries(engine)
+    engine.dial_failed(peer.id, 6.0)
+    assert not [a for a in engine.actions() if isinstance(a, Done)]
+    assert peer.id in engine.table
+    engine.receive(peer.id, Nodes(query.rid, ()), 6.1)
+    (done,) = [a for a in engine.actions() if isinstance(a, Done)]
+    assert done.op == op and [n.id for n in done.result.nodes] == [peer.id]
+
+
 @pytest.mark.req("A4.3", "A4.4")
 def test_a_peer_that_declines_our_connection_as_a_duplicate_is_asked_again_on_its_own():
     # The peer closed our new connection with DUPLICATE_CONNECTION: it keeps

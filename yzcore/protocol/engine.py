@@ -247,8 +247,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def dial_failed(self, peer_id: bytes, now: float) -> None:
         """A ``Dial`` could not connect (refused, timed out, handshake failed)."""
         peer = self.peers.get(peer_id)
-        if peer is None:
-            return
+        if peer is None or peer.connected:
+            return  # the peer's own connection came meanwhile: what waited went out on it
         peer.dialing = peer.kept = peer.pinned = peer.held = False
         self._dials.discard(peer_id)
         self._fail_peer(peer_id, now, count_failure=True, retry=False)
