@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from .chromium import launch
-from .procs import get_json, http_url, line_with
+from .procs import get_json, http_url, line_with, wait_for
 
 YZ = [sys.executable, "-m", "yzcore.cli"]
 
@@ -30,6 +30,9 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
     sync_api = pytest.importorskip("playwright.sync_api")
     _, first = procs.node("n0")
     infos = [first] + [procs.node(f"n{i}", "--peer", first["address"])[1] for i in range(1, 8)]
+    for info in infos:  # joined (each waits up to its 1 s start jitter): another node knows it
+        wait_for(f"node {info['id'][:8]} connected", lambda u=info["address"]: [
+            p for p in (get_json(u, "/status") or {}).get("peers", []) if p["role"] == "node"], 20)
     node_url = infos[3]["address"]
     with urllib.request.urlopen(http_url(node_url) + "/yz-browser.js", timeout=5) as resp:
         assert resp.headers["content-type"].startswith("text/javascript")
