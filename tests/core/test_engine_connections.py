@@ -168,17 +168,27 @@ def test_a_node_forgets_peers_it_no_longer_talks_to():
         assert len(e.peers) <= e.config.conn_cap
 
 
+def _one_peer() -> tuple[Engine, NodeInfo, random.Random]:
+    rng = random.Random(9)
+    me, peer = (NodeInfo(rng.randbytes(32), f"mem://{i}", "node") for i in range(2))
+    engine = Engine(me, 0.0, random.Random(1), EngineConfig())
+    engine.connection_opened(peer, 0.0, outbound=True)
+    engine.actions()
+    return engine, peer, rng
+
+
+def _queries(engine: Engine) -> list[FindNode]:
+    return [a.message for a in engine.actions()
+            if isinstance(a, Send) and isinstance(a.message, FindNode)]
+
+
 @pytest.mark.req("B3.1", "B3.2")
 def test_requests_lost_with_a_duplicate_connection_are_asked_again_each_time():
     # Two nodes that dialled each other at once keep one connection (the
     # runtime's tie-break); what went out on the other may be lost. A put's
     # store and a lookup's query are asked again on the kept connection each
     # time that happens, not only the first: a put still reaches its replica.
-    rng = random.Random(9)
-    me, peer = (NodeInfo(rng.randbytes(32), f"mem://{i}", "node") for i in range(2))
-    engine = Engine(me, 0.0, random.Random(1), EngineConfig())
-    engine.connection_opened(peer, 0.0, outbound=True)
-    engine.actions()
+    engine, peer, rng = _one_peer()
     op = engine.put(key_for("dup"), "v", 0.0)
     (query,) = [a.message for a in engine.actions() if isinstance(a, Send)]
     engine.receive(peer.id, Nodes(query.rid, ()), 0.01)
@@ -200,20 +210,6 @@ def test_requests_lost_with_a_duplicate_connection_are_asked_again_each_time():
     engine.receive(peer.id, Nodes(query.rid, ()), 1.03)
     (done,) = [a for a in engine.actions() if isinstance(a, Done)]
     assert done.op == lookup and [n.id for n in done.result.nodes] == [peer.id]
-
-
-def _one_peer() -> tuple[Engine, NodeInfo, random.Random]:
-    rng = random.Random(9)
-    me, peer = (NodeInfo(rng.randbytes(32), f"mem://{i}", "node") for i in range(2))
-    engine = Engine(me, 0.0, random.Random(1), EngineConfig())
-    engine.connection_opened(peer, 0.0, outbound=True)
-    engine.actions()
-    return engine, peer, rng
-
-
-def _queries(engine: Engine) -> list[FindNode]:
-    return [a.message for a in engine.actions()
-            if isinstance(a, Send) and isinstance(a.message, FindNode)]
 
 
 @pytest.mark.req("A4.3")

@@ -286,8 +286,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             elif isinstance(action, Dial):
                 self._tg.start_soon(partial(self._dial, action.node, asked=True))  # type: ignore[union-attr]
             elif isinstance(action, Close):
-                if (pc := self.conns.get(action.peer)) is not None:
-                    pc.closing = True
+                pc = self.conns.get(action.peer)
+                if pc is not None:
                     if action.reason == "over_target":  # tell the dialer why, so it looks elsewhere
                         pc.send(wire.Error(None, wire.ErrorCode.OVER_CAPACITY,
                                            f"this node keeps {self._config.conn_max} connections "
@@ -408,10 +408,10 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             return False
         old = self.conns.get(peer_id)
         if old is not None:
-            # Dialled both ways at once: keep the one the smaller id dialled. Dialled again by
-            # the same end, by a peer that moved (A6.5), or ours closing: the old one goes.
+            # Both ways at once: the smaller id's dial stays; else (same end, A6.5, closing): new.
+            state = self._engine.peers.get(peer_id)  # not connected: the engine closed the old one
             if (pc.outbound != old.outbound and pc.outbound != (self.id < peer_id)
-                    and pc.info.addr == old.info.addr and not old.closing):
+                    and pc.info.addr == old.info.addr and state is not None and state.connected):
                 pc.send(wire.Error(None, wire.ErrorCode.DUPLICATE_CONNECTION, "already connected"))
                 # Whatever the engine queued for the dial goes out on the kept one.
                 self._engine.connection_opened(old.info, anyio.current_time(), outbound=old.outbound)

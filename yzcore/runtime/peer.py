@@ -108,8 +108,8 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
-    __slots__ = ("_recv", "_send", "closing", "conn", "info", "metrics", "outbound", "peer", "push",
-                 "received", "sent")
+    __slots__ = ("_recv", "_send", "conn", "info", "metrics", "outbound", "peer", "push", "received",
+                 "sent")
 
     def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool,
                  metrics: TransferMetrics | None = None) -> None:
@@ -123,7 +123,6 @@ class PeerConnection:
         if not self.push:
             self._send, self._recv = anyio.create_memory_object_stream[bytes](SEND_QUEUE)
         self.sent = self.received = 0
-        self.closing = False  #: the engine closed it: a new connection from the peer replaces it
         self.metrics = metrics  #: the node's transfer metrics; None: no hook at all
 
     @property
