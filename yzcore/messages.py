@@ -31,6 +31,7 @@ __all__ = [
     "NONCE_MAX",
     "ErrorCode",
     "advice",
+    "printable",
     "compatible",
     "check_version",
     "NodeInfo",
@@ -169,6 +170,20 @@ def advice(code: str) -> str:
     Unknown codes (say, from a newer peer) get a pointer to the error reference.
     """
     return _ADVICE.get(code, _DEFAULT_ADVICE)
+
+
+def printable(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    """``text`` made fit for a message's text field: unless it is printable
+    already, each run of whitespace or unprintable characters becomes one
+    space; then it is cut to ``limit`` characters (ending ``...``).
+
+    For text from outside, such as a web server's answer or a peer's close
+    reason, put into an ``error`` or ``dial_back_result``: the encoder refuses
+    to send unprintable text, and a log line should stay one line.
+    """
+    if not text.isprintable():
+        text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- versions ---------------------------------------------------------------

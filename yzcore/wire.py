@@ -52,6 +52,7 @@ from yzcore.messages import (  # noqa: F401 - all re-exported through __all__
     NONCE_MAX,
     ErrorCode,
     advice,
+    printable,
     compatible,
     check_version,
     NodeInfo,
@@ -339,9 +340,8 @@ _ENCODERS: Final[dict[type, Callable[[Any], _Obj]]] = {
     FindNode: lambda m: {"v": _V, "t": "find_node", "rid": m.rid, "target": m.target.hex()},
     Nodes: lambda m: {"v": _V, "t": "nodes", "rid": m.rid, "nodes": _e_nodes(m.nodes)},
     FindValue: lambda m: {"v": _V, "t": "find_value", "rid": m.rid, "key": m.key.hex()},
-    Value: lambda m: {
-        "v": _V, "t": "value", "rid": m.rid, "value": m.value, "nodes": _e_nodes(m.nodes),
-    },
+    Value: lambda m: {"v": _V, "t": "value", "rid": m.rid, "value": m.value,
+                      "nodes": _e_nodes(m.nodes)},
     Store: lambda m: {
         "v": _V, "t": "store", "rid": m.rid, "key": m.key.hex(), "value": m.value, "ttl": m.ttl,
     },

@@ -194,7 +194,7 @@ def test_a_silent_bridge_is_judged_unhealthy_within_10_s_and_a_closed_one_at_onc
     silent, closed = NodeInfo(nid(1), "ws://b1", "bridge"), NodeInfo(nid(2), "ws://b2", "bridge")
     d.bridge_registered(silent, 0.0)
     d.bridge_registered(closed, 0.0)
-    d.bridge_closed(closed.id)
+    d.bridge_closed(closed.id, 0.0)
     assert d.healthy_bridges() == [silent]
     t, verdict = 0.0, None
     while t < 20.0:  # the server ticks every second; the bridge never answers
@@ -205,6 +205,23 @@ def test_a_silent_bridge_is_judged_unhealthy_within_10_s_and_a_closed_one_at_onc
     assert verdict is not None and verdict <= 10.0
     d.bridge_answered(silent.id, t)
     assert silent in d.healthy_bridges()
+
+
+@pytest.mark.req("A5.3")
+def test_a_closed_bridge_is_listed_as_down_for_the_ttl_then_forgotten():
+    # A bridge run without a kept key registers under a new id at each start:
+    # its old entries must not pile up in the registry, /status and the dashboard.
+    d = Directory(random.Random(1), bridge_ttl=600.0)
+    gone, back = NodeInfo(nid(1), "ws://b1", "bridge"), NodeInfo(nid(2), "ws://b2", "bridge")
+    d.bridge_registered(gone, 0.0)
+    d.bridge_registered(back, 0.0)
+    d.bridge_closed(gone.id, 10.0)
+    d.bridge_closed(back.id, 10.0)
+    d.bridge_registered(back, 20.0)  # the same bridge again: a fresh entry
+    d.expire(610.0)
+    assert set(d.bridges) == {gone.id, back.id} and not d.bridges[gone.id].connected
+    d.expire(610.5)
+    assert list(d.bridges) == [back.id] and d.healthy_bridges() == [back]
 
 
 @pytest.mark.req("A5.1")

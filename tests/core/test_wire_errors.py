@@ -358,6 +358,16 @@ def test_error_reply_is_always_sendable():
     encode(reply)
 
 
+@pytest.mark.req("A2.3")
+def test_text_from_outside_is_made_one_sendable_line():
+    page = "<html>\r\n<head>404</head>\r\n\t\x1b[0m </html>\r\n"
+    assert wire.printable(page) == "<html> <head>404</head> [0m </html>"
+    assert wire.printable("as it is: fine") == "as it is: fine"
+    cut = wire.printable("a\n" * 2000)
+    assert len(cut) == wire.MAX_ERROR_MESSAGE and cut.endswith("...")
+    encode(Error(None, "WS_UPGRADE_REJECTED", wire.printable(page + "\x00" * 3000)))
+
+
 # -- the reference docs cannot drift ----------------------------------------------------
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"

@@ -63,6 +63,7 @@ from yzcore.exceptions import (
     WsUpgradeRejected,
     YzError,
 )
+from yzcore.messages import printable
 from yzcore.transport import (
     DEFAULT_MAX_FRAME,
     KNOWN_ADDRESSES,
@@ -107,7 +108,7 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None,
                 f"(nothing acknowledged for {gave_up:g} s)", close_code=1006, silent=True)
         frame = exc.rcvd or exc.sent
         code = frame.code if frame else 1006
-        reason = frame.reason if frame else ""
+        reason = printable(frame.reason) if frame else ""  # the peer's words, on one line
         cause = _CLOSE_CAUSES.get(code, "closed")
         if code == 1009:  # who closed first says whose limit it was
             peer_first = exc.rcvd is not None and exc.rcvd_then_sent is not False
@@ -131,10 +132,11 @@ def _translate(exc: BaseException, op: str, where: str, timeout: float | None,
                 f"web page, not the WebSocket endpoint; the endpoint is {DEFAULT_PATH}",
                 status=200,
             )
-        body = bytes(exc.response.body[:200]).decode("utf-8", "replace").strip()
+        # The start of the page, on one line: a web server's 404 is HTML over many lines.
+        body = printable(bytes(exc.response.body[:200]).decode("utf-8", "replace")).strip()
         return WsUpgradeRejected(
             f"{where} refused the WebSocket upgrade with HTTP {status} "
-            f"{exc.response.reason_phrase}" + (f": {body}" if body else ""),
+            f"{printable(exc.response.reason_phrase)}" + (f": {body}" if body else ""),
             status=status,
         )
     if isinstance(exc, InvalidURI) or (isinstance(exc, ValueError) and op != "io"):

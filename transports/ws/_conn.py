@@ -44,6 +44,8 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 # or, with data in flight, the last ICMP error it got meanwhile (a router saying the host
 # is gone). An established socket ends with these only through that timeout.
 _GAVE_UP = frozenset((errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
+#: Headers a proxy adds to the requests it passes on (RFC 7239, and the de facto ones).
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 PING_TIMEOUT = "keepalive ping timeout"  #: the close reason when a peer leaves a ping unanswered
 
 
@@ -123,6 +125,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         "_on_request", "_on_open", "_open_timeout", "_transport", "_remote", "_loop", "opened",
         "_inbox", "_reading_paused", "_waiter", "_drain", "_paused", "_abort_timer", "_fragments", "_on_message",
         "_on_closed", "_closed", "_lost", "_timer", "_last_recv", "_ping_at", "_tcp_timeout",
+        "forwarded",
     )
 
     def __init__(
@@ -169,6 +172,9 @@ class WsConnection(PushConnection, asyncio.Protocol):
         self._last_recv = loop.time()
         self._ping_at: float | None = None
         self._tcp_timeout = tcp_timeout
+        #: Listener side: the upgrade request came through a proxy (it carried a
+        #: forwarding header), so :attr:`remote_address` is the proxy's, not the peer's.
+        self.forwarded = False
 
     # -- Connection -------------------------------------------------------------
 
@@ -368,6 +374,7 @@ class WsConnection(PushConnection, asyncio.Protocol):
         response = self._on_request(self, request)
         upgrade = response is None
         if response is None:
+            self.forwarded = any(name in request.headers for name in FORWARDING_HEADERS)
             response = self._ws.accept(request)  # type: ignore[attr-defined]
             response.headers["Server"] = "yzcore"
         self._ws.send_response(response)  # type: ignore[attr-defined]

@@ -22,7 +22,9 @@ it what it hears and asks it whom to introduce.
   ``bridge_check`` seconds and are unhealthy after ``bridge_misses`` missed
   pongs in a row or at once when their connection drops: the verdict comes
   within ``bridge_check * (bridge_misses + 1)`` seconds plus one tick of the
-  server's loop (about 7 s with the defaults; A5.3: within 10 s).
+  server's loop (about 7 s with the defaults; A5.3: within 10 s). A bridge
+  whose connection closed is listed as down for ``bridge_ttl`` seconds, then
+  forgotten (a bridge without a kept key comes back under a new id each time).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class BridgeEntry:
         misses: Health checks in a row it did not answer.
         connected: Its registration connection is open.
         pending: ``now`` of the unanswered health check, if any.
+        closed_at: ``now`` when its connection closed (None while open).
     """
 
     info: NodeInfo
@@ -83,6 +86,7 @@ class BridgeEntry:
     misses: int = 0
     connected: bool = True
     pending: float | None = None
+    closed_at: float | None = None
 
 
 class Directory:
@@ -93,16 +97,19 @@ class Directory:
         node_ttl: A node not heard from this long is dropped.
         bridge_check: Seconds between bridge health checks.
         bridge_misses: Missed checks in a row that make a bridge unhealthy.
+        bridge_ttl: A bridge whose connection closed this long ago is forgotten.
         max_nodes: Most nodes remembered; newcomers beyond it are not recorded.
     """
 
     def __init__(self, rng: random.Random, *, node_ttl: float = 30.0, bridge_check: float = 2.0,
-                 bridge_misses: int = 2, max_nodes: int = 100_000) -> None:
+                 bridge_misses: int = 2, bridge_ttl: float = 600.0,
+                 max_nodes: int = 100_000) -> None:
         self.rng = rng
         self.max_nodes = max_nodes
         self.node_ttl = node_ttl
         self.bridge_check = bridge_check
         self.bridge_misses = bridge_misses
+        self.bridge_ttl = bridge_ttl
         self.nodes: dict[bytes, NodeEntry] = {}
         self.bridges: dict[bytes, BridgeEntry] = {}
         self._introducible = _SortedIds()  # nodes of role "node"
@@ -143,7 +150,11 @@ class Directory:
             entry.peers, entry.sent, entry.received = peers, sent, received
 
     def expire(self, now: float) -> list[bytes]:
-        """Drop nodes not heard from for ``node_ttl``; their ids."""
+        """Drop nodes not heard from for ``node_ttl``, and bridges gone for ``bridge_ttl``;
+        the nodes' ids."""
+        for bridge_id in [i for i, e in self.bridges.items()
+                          if e.closed_at is not None and now - e.closed_at > self.bridge_ttl]:
+            del self.bridges[bridge_id]
         gone = [i for i, e in self.nodes.items() if now - e.last_seen > self.node_ttl]
         for node_id in gone:
             del self.nodes[node_id]
@@ -193,10 +204,10 @@ class Directory:
     def bridge_registered(self, info: NodeInfo, now: float) -> None:
         self.bridges[info.id] = BridgeEntry(info, now, now)
 
-    def bridge_closed(self, bridge_id: bytes) -> None:
+    def bridge_closed(self, bridge_id: bytes, now: float) -> None:
         entry = self.bridges.get(bridge_id)
         if entry is not None:
-            entry.connected = False
+            entry.connected, entry.closed_at = False, now
 
     def bridge_answered(self, bridge_id: bytes, now: float) -> None:
         entry = self.bridges.get(bridge_id)

@@ -29,10 +29,10 @@ from yzcore.bootstrap.auth import check_mac
 from yzcore.bootstrap.dashboard import DASHBOARD_HTML
 from yzcore.bootstrap.directory import Directory
 from yzcore.bootstrap.supervisor import BridgeSupervisor
-from yzcore.exceptions import TransportError, WireError
+from yzcore.exceptions import TransportError, WireError, WsUpgradeRejected
 from yzcore.identity import Identity, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
-from yzcore.runtime.managers import signal_limiter
+from yzcore.runtime.managers import signal_error, signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.runtime.reporting import limit_fields, throttled
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
@@ -193,7 +193,7 @@ class BootstrapServer:
         if self.clients.get(peer.id) is client:
             del self.clients[peer.id]
             if client.registered:
-                self.directory.bridge_closed(peer.id)
+                self.directory.bridge_closed(peer.id, anyio.current_time())
                 log.warning("bridge %s disconnected", peer.id.hex()[:16],
                             extra={"peer_id": peer.id.hex(), "code": "BRIDGE_DOWN"})
 
@@ -237,10 +237,10 @@ class BootstrapServer:
                 return True
             target = self.clients.get(msg.to)
             if target is None:  # told as a signal: the sender's WebRTC attempt ends at once
-                return msg.data.get("kind") == "error" or pc.send(wire.Signal(peer.id, None, {
-                    "kind": "error", "session": msg.data.get("session"),
-                    "code": str(ErrorCode.PEER_UNREACHABLE),
-                    "message": f"peer {msg.to.hex()[:16]} is not connected to this bootstrap server"}))
+                return msg.data.get("kind") == "error" or pc.send(wire.Signal(
+                    peer.id, None, signal_error(msg.data, str(ErrorCode.PEER_UNREACHABLE),
+                                                f"peer {msg.to.hex()[:16]} is not connected to "
+                                                "this bootstrap server")))
             target.pc.send(wire.Signal(msg.to, peer.id, msg.data))
             return True
         if isinstance(msg, wire.DialBack):
@@ -257,14 +257,24 @@ class BootstrapServer:
         """Dial ``msg.addr`` for the asker and tell it what happened.
 
         Only an address on the asker's own IP; one dial-back at a time per
-        client and ``DIAL_BACK_MAX`` in all; a loopback address only when this
-        server listens on loopback itself (behind a local proxy every client
-        would look like 127.0.0.1 and could probe this host's ports).
+        client and ``DIAL_BACK_MAX`` in all; none for a client that came
+        through a proxy (its IP as seen here is the proxy's: it could have this
+        server probe the proxy's host, ports on loopback included); a
+        loopback address only when this server listens on loopback itself.
+        The answer names the failure's code and cause, never what the dialled
+        address sent back (a local web page is not the asker's to read).
         """
         pc = client.pc
-        host, ip = _ip(urlsplit(msg.addr).hostname), _ip(pc.ip)
+        try:
+            host = _ip(urlsplit(msg.addr).hostname)
+        except ValueError:  # "ws://[::1/dht": no host to read
+            host = None
+        ip = _ip(pc.ip)
         why = None
-        if host is None or ip is None or host != ip or self._tg is None:
+        if getattr(pc.conn, "forwarded", False):
+            why = ("you reached this server through a proxy, so it cannot tell your address "
+                   "from the proxy's")
+        elif host is None or ip is None or host != ip or self._tg is None:
             why = f"{msg.addr} is not on your address {pc.ip}"
         elif host.is_loopback and not getattr(_ip(urlsplit(self._listen).hostname), "is_loopback", False):
             why = "this server does not dial loopback addresses for clients"
@@ -293,12 +303,18 @@ class BootstrapServer:
                                          round(anyio.current_time() - started, 3), peer.id)
         except Exception as exc:  # noqa: BLE001 - every failure is the answer
             code, text = describe_failure(exc)
-            result = wire.DialBackResult(msg.rid, False, code, text[:wire.MAX_ERROR_MESSAGE],
+            if isinstance(exc, WsUpgradeRejected):  # its text quotes the page: not for the asker
+                text = (f"{msg.addr} answered HTTP {exc.status}, not a WebSocket upgrade"
+                        if exc.status is not None else f"{msg.addr} answered, but not over HTTP")
+            result = wire.DialBackResult(msg.rid, False, code, text,
                                          round(anyio.current_time() - started, 3))
         finally:
             client.dialing_back = False
             self._dial_backs -= 1
-        pc.send(result)
+        try:  # a task of the server's own group: nothing may escape it
+            pc.send(result)
+        except Exception:
+            log.exception("failed answering a dial-back", extra={"peer_id": pc.peer.id.hex()})
 
     def _register(self, client: _Client, info: NodeInfo, msg: wire.Register, now: float) -> bool:
         peer = client.pc.peer

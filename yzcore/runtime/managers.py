@@ -36,13 +36,22 @@ if TYPE_CHECKING:
     from yzcore.runtime.node import Node
     from yzcore.runtime.peer import PeerConnection
 
-__all__ = ["Manager", "Managers"]
+__all__ = ["Manager", "Managers", "signal_error", "signal_limiter"]
 
 log = logging.getLogger("yzcore.managers")
 
 SIGNAL_PATHS = 3  #: server nodes a signal goes through when no bootstrap server is connected
 MAX_DIALS = 4  #: `dial` signals followed at once
 _SERVER_ROLES = ("node", "bridge")
+
+
+def signal_error(data: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    """The data of a signal that ends its sender's WebRTC attempt: the attempt's
+    ``session`` from ``data``, echoed only when it could be one (a short string: a
+    16 KiB one would make the answer too large to send), the code and a sentence."""
+    session = data.get("session")
+    return {"kind": "error", "session": session if isinstance(session, str) and len(session) <= 64
+            else None, "code": code, "message": wire.printable(message)}
 
 
 def signal_limiter() -> RateLimiter:
@@ -258,10 +267,9 @@ class Managers:
         if target is not None:
             target.send(wire.Signal(msg.to, pc.peer.id, msg.data))
         elif msg.data.get("kind") != "error":
-            pc.send(wire.Signal(pc.peer.id, None, {
-                "kind": "error", "session": msg.data.get("session"),
-                "code": str(wire.ErrorCode.PEER_UNREACHABLE),
-                "message": f"peer {msg.to.hex()[:16]} holds no connection to this node"}))
+            pc.send(wire.Signal(pc.peer.id, None, signal_error(
+                msg.data, str(wire.ErrorCode.PEER_UNREACHABLE),
+                f"peer {msg.to.hex()[:16]} holds no connection to this node")))
 
     def deliver(self, frm: bytes | None, data: dict[str, Any], reply: Any = None) -> None:
         """A signal for this peer, from ``frm`` (None: from the relay itself).
@@ -273,9 +281,8 @@ class Managers:
         elif self.endpoint is not None:
             self.endpoint.deliver(frm, data, reply)
         elif data.get("kind") == "offer" and frm is not None:
-            (reply or (lambda d: self.signal(frm, d)))({
-                "kind": "error", "session": data.get("session"), "code": "WEBRTC_UNAVAILABLE",
-                "message": f"this peer cannot take WebRTC: {self.webrtc.reason}"})
+            (reply or (lambda d: self.signal(frm, d)))(signal_error(
+                data, "WEBRTC_UNAVAILABLE", f"this peer cannot take WebRTC: {self.webrtc.reason}"))
 
     def _follow_dial(self, frm: bytes | None, addr: object) -> None:
         """A server node asks us (browser-class) to connect to it: only to the id the relay

@@ -23,7 +23,6 @@ from yzcore import wire
 from yzcore.exceptions import (
     ConnectionClosed,
     FrameTooLarge,
-    HandshakeError,
     TransportError,
     WireError,
 )
@@ -205,10 +204,12 @@ class PeerConnection:
 
 
 def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """(code, sentence) for a failed dial or handshake, for logs and /status."""
-    if isinstance(exc, HandshakeError | WireError):
-        return str(exc.code), str(exc.args[0] if exc.args else exc)
+    """(code, sentence) for a failed dial or handshake, for logs, /status and messages.
+
+    The sentence may quote the peer (a web server's error page, a close
+    reason): it is made one printable line (:func:`yzcore.wire.printable`).
+    """
     if isinstance(exc, TimeoutError):
         return str(wire.ErrorCode.HANDSHAKE_TIMEOUT), "no complete handshake in time"
-    code = getattr(exc, "code", type(exc).__name__)
-    return str(code), str(exc.args[0] if exc.args else exc)
+    code = getattr(exc, "code", type(exc).__name__)  # WireError's, a transport error's
+    return str(code), wire.printable(str(exc.args[0] if exc.args else exc))

@@ -339,7 +339,7 @@ class World(Network):
                         directory.bridge_registered(self.engines[b].info, self.now)
                     directory.bridge_answered(bid, self.now)
                 else:
-                    directory.bridge_closed(bid)
+                    directory.bridge_closed(bid, self.now)
         self._need = min(3, sum(self.alive) - 1)
         for i, agent in enumerate(self.agents):
             if self.alive[i] and self.hung[i] is None:
