@@ -12,7 +12,9 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias
 
-from yzcore.exceptions import WireError
+import orjson
+
+from yzcore.exceptions import EncodeError, WireError
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -27,6 +29,8 @@ __all__ = [
     "MAX_LISTEN",
     "MAX_CODE",
     "MAX_ERROR_MESSAGE",
+    "MAX_VALUE",
+    "value_fits",
     "NONCE_MIN",
     "NONCE_MAX",
     "ErrorCode",
@@ -66,6 +70,9 @@ MAX_CAP: Final = 64  #: longest capability name
 MAX_LISTEN: Final = 8  #: most listen addresses in a hello
 MAX_CODE: Final = 64  #: longest error code
 MAX_ERROR_MESSAGE: Final = 1024  #: longest error message
+#: Longest stored value, in bytes as a JSON string: a store or value message carrying
+#: it fits one frame whatever its rid and ttl (so a replica can always be sent on).
+MAX_VALUE: Final = MAX_FRAME - 256
 NONCE_MIN: Final = 16  #: shortest hello nonce, in bytes
 NONCE_MAX: Final = 64  #: longest hello nonce, in bytes
 
@@ -184,6 +191,22 @@ def printable(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
     if not text.isprintable():
         text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def value_fits(value: str) -> bool:
+    """Whether ``value`` is at most :data:`MAX_VALUE` bytes as a JSON string."""
+    # A character takes 6 bytes at most ("\\u0000"): most values need no encoding.
+    return 6 * len(value) + 2 <= MAX_VALUE or len(orjson.dumps(value)) <= MAX_VALUE
+
+
+def check_value(value: str) -> None:
+    """Refuse a value of ours that does not fit (:func:`value_fits`).
+
+    Raises:
+        EncodeError: ``VALUE_TOO_LARGE``.
+    """
+    if not value_fits(value):
+        raise EncodeError(_C.VALUE_TOO_LARGE, f"the value is over {MAX_VALUE} bytes as JSON.")
 
 
 # -- versions ---------------------------------------------------------------

@@ -31,8 +31,7 @@ from typing import Any, Final, TypeAlias
 import orjson
 
 from yzcore.exceptions import EncodeError, InvalidArgument, WireError
-from yzcore import messages as _messages
-from yzcore import messages_pubsub as _pubsub, messages_service as _service
+from yzcore import messages as _messages, messages_pubsub as _pubsub, messages_service as _service
 from yzcore.messages_pubsub import *  # noqa: F403 - re-exported through __all__
 from yzcore.messages_service import *  # noqa: F403 - re-exported through __all__
 from yzcore.messages import (  # noqa: F401 - all re-exported through __all__
@@ -48,6 +47,8 @@ from yzcore.messages import (  # noqa: F401 - all re-exported through __all__
     MAX_LISTEN,
     MAX_CODE,
     MAX_ERROR_MESSAGE,
+    MAX_VALUE,
+    value_fits,
     NONCE_MIN,
     NONCE_MAX,
     ErrorCode,
@@ -251,9 +252,11 @@ def _nodes(value: object) -> tuple[NodeInfo, ...]:
 
 
 def _value(value: object) -> str:
-    if isinstance(value, str):
-        return value  # bounded by the frame size
-    raise _invalid(f"'value' must be a string, got {_show(value)}.")
+    if not isinstance(value, str):
+        raise _invalid(f"'value' must be a string, got {_show(value)}.")
+    if not value_fits(value):
+        raise WireError(_C.VALUE_TOO_LARGE, f"the value is over {MAX_VALUE} bytes as JSON.")
+    return value
 
 
 # -- decoders: wire object -> message -------------------------------------------
@@ -342,14 +345,11 @@ _ENCODERS: Final[dict[type, Callable[[Any], _Obj]]] = {
     FindValue: lambda m: {"v": _V, "t": "find_value", "rid": m.rid, "key": m.key.hex()},
     Value: lambda m: {"v": _V, "t": "value", "rid": m.rid, "value": m.value,
                       "nodes": _e_nodes(m.nodes)},
-    Store: lambda m: {
-        "v": _V, "t": "store", "rid": m.rid, "key": m.key.hex(), "value": m.value, "ttl": m.ttl,
-    },
+    Store: lambda m: {"v": _V, "t": "store", "rid": m.rid, "key": m.key.hex(), "value": m.value,
+                      "ttl": m.ttl},
     Stored: lambda m: {"v": _V, "t": "stored", "rid": m.rid},
-    Error: lambda m: {
-        "v": _V, "t": "error", "rid": m.rid, "code": str(m.code), "message": m.message,
-        "retry_after": m.retry_after,
-    },
+    Error: lambda m: {"v": _V, "t": "error", "rid": m.rid, "code": str(m.code),
+                      "message": m.message, "retry_after": m.retry_after},
     Keep: lambda m: {"v": _V, "t": "keep"},
 }
 
@@ -378,8 +378,8 @@ def encode(msg: Message) -> bytes:
         _DECODERS[name](obj)
         frame = orjson.dumps(obj)
     except WireError as exc:
-        raise EncodeError(
-            _C.INVALID_MESSAGE, f"refusing to send an invalid {name} message: {exc.message}"
+        raise EncodeError(  # INVALID_MESSAGE, or VALUE_TOO_LARGE
+            exc.code, f"refusing to send an invalid {name} message: {exc.message}"
         ) from None
     except (AttributeError, TypeError, ValueError) as exc:
         # A field of the wrong type (.hex() of a str), an unencodable string

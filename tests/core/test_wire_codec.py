@@ -258,19 +258,27 @@ def test_too_large_value_is_refused_locally():
     err = info.value
     assert isinstance(err, LocalProtocolError) and isinstance(err, YzError)
     assert err.code == ErrorCode.VALUE_TOO_LARGE
-    assert str(MAX_FRAME) in str(err)
+    assert str(wire.MAX_VALUE) in str(err)
     with pytest.raises(EncodeError) as info:
         encode(Value(1, "\x00" * 20_000, ()))  # 6 bytes each once escaped
     assert info.value.code == ErrorCode.VALUE_TOO_LARGE
 
 
-def test_anything_stored_can_be_served_back():
-    # The largest value a store frame can carry also fits a value reply with
-    # no nodes, even with the longest rid: the store engine relies on it.
-    head = len(encode(Store(0, bytes(32), "", 0)))
-    value = "x" * (MAX_FRAME - head)
-    assert len(encode(Store(0, bytes(32), value, 0))) == MAX_FRAME
-    assert len(encode(Value(2**53 - 1, value, ()))) <= MAX_FRAME
+@pytest.mark.req("B3.2")
+def test_anything_stored_can_be_served_back_and_sent_on():
+    # The largest value accepted fits a value reply and a store with the longest rid
+    # and ttl: a node passes on a replica with its own rid and the ttl left, and a
+    # value that fitted the peer's frame only once failed that, in a timer task.
+    value = "x" * (wire.MAX_VALUE - 2)  # and its two quotes
+    worst_ttl = 1.2345678901234567e-300  # the longest repr of a float
+    assert len(encode(Store(2**53 - 1, bytes(32), value, worst_ttl))) < MAX_FRAME
+    assert len(encode(Value(2**53 - 1, value, ()))) < MAX_FRAME
+    over = orjson.dumps({"v": "1.1", "t": "store", "rid": 3, "key": "ab" * 32, "value": value + "x",
+                         "ttl": 60.0})
+    assert len(over) < MAX_FRAME
+    with pytest.raises(WireError) as info:  # a peer's: refused, its rid kept for the answer
+        decode(over)
+    assert info.value.code == ErrorCode.VALUE_TOO_LARGE and info.value.rid == 3
 
 
 @pytest.mark.parametrize(

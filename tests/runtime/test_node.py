@@ -15,8 +15,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from yzcore import wire
+from yzcore.exceptions import EncodeError
 from yzcore.identity import Identity
 from yzcore.ids import key_for
+from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.handshake import Handshake
 from yzcore.runtime import Node
 
@@ -294,6 +296,43 @@ async def test_bad_input_gets_its_error_code_and_the_node_keeps_serving():
         assert result.nodes[0].id == nodes[0].id
         for node in nodes:
             await node.aclose()
+
+
+@pytest.mark.req("B3.2", "B5.2")
+async def test_a_value_at_the_frame_limit_is_refused_and_one_that_fits_is_passed_on(caplog):
+    # A peer's store of exactly 64 KiB was kept; passing the replica on (our own
+    # rid, the ttl left as a float) made a frame over the limit, whose EncodeError
+    # escaped the node's timer task: the node stopped.
+    async with anyio.create_task_group() as tg:
+        node = Node(config=EngineConfig(replicate_interval=1.0), seed=61)
+        await node.start(tg)
+        other = Node(peers=[node.address], seed=62)
+        await other.start(tg)
+        await other.joined()
+        ws = await raw_peer(node.address)
+        head, tail = '{"v":"1.0","t":"store","rid":0,"key":"%s","value":"' % ("ab" * 32), '","ttl":7200}'
+        at_limit = "x" * (wire.MAX_FRAME - len(head) - len(tail))
+        await ws.send(head + at_limit + tail)
+        reply = await next_reply(ws, wire.Error)
+        assert reply.code == "VALUE_TOO_LARGE" and reply.rid == 0
+        fits = "y" * (wire.MAX_VALUE - 2)
+        await ws.send(head.replace('"rid":0', '"rid":1') + fits + tail)
+        assert (await next_reply(ws, wire.Stored)).rid == 1
+        with anyio.fail_after(20):  # the replica reaches the other node
+            while other.engine.store.get(bytes.fromhex("ab" * 32), anyio.current_time()) != fits:
+                await anyio.sleep(0.1)
+        assert node.fatal is None
+        # Whatever cannot be encoded is dropped with a log line, never raised.
+        caplog.set_level(logging.ERROR, logger="yzcore.node")
+        assert node.conns[other.id].send(wire.Store(1, bytes(32), "z" * wire.MAX_FRAME, 1.0))
+        assert any(getattr(r, "code", None) == "VALUE_TOO_LARGE" for r in caplog.records)
+        with pytest.raises(EncodeError) as err:
+            await node.put(b"k" * 32, fits + "y")
+        assert err.value.code == "VALUE_TOO_LARGE"
+        assert (await other.find_node(node.id)).nodes[0].id == node.id  # still serving
+        await ws.close()
+        await other.aclose()
+        await node.aclose()
 
 
 @pytest.mark.req("A2.2", "A3.5")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from yzcore import ratelimit, routing
+from yzcore.messages import check_value
 from yzcore.protocol.actions import Action, Done, Limited, PutResult, Send
 from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.connections import TABLE_ROLES, ConnectionPolicy, PeerState
@@ -168,7 +169,9 @@ class Engine(ConnectionPolicy, Neighbourhood):
         return op
 
     def put(self, key: bytes, value: str, now: float, ttl: float | None = None) -> int:
-        """Store ``value`` at the k nodes closest to ``key`` (and keep republishing it)."""
+        """Store ``value`` at the k nodes closest to ``key`` (and keep republishing it);
+        EncodeError ``VALUE_TOO_LARGE`` when it is over :data:`~yzcore.wire.MAX_VALUE`."""
+        check_value(value)
         ttl = self.config.value_ttl if ttl is None else ttl
         self.store.put(key, value, ttl, now, original=True)
         op = self._start("put", key, now, defer=True)

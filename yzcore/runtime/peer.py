@@ -22,6 +22,7 @@ from anyio.lowlevel import RunVar
 from yzcore import wire
 from yzcore.exceptions import (
     ConnectionClosed,
+    EncodeError,
     FrameTooLarge,
     TransportError,
     WireError,
@@ -136,7 +137,12 @@ class PeerConnection:
 
     def send(self, msg: wire.Message) -> bool:
         """Send or queue a message; False when the peer is not reading."""
-        data = wire.encode(msg)
+        try:
+            data = wire.encode(msg)
+        except EncodeError as exc:  # our own message: a bug worth a log line, never a crash
+            log.error("dropped a %s message that cannot be sent: %s", msg.TYPE, exc,
+                      extra={"code": exc.code, "peer_id": self.peer.id.hex()})
+            return True
         try:
             if self._send is None:
                 ok = self.conn.send_nowait(data)  # type: ignore[attr-defined]
