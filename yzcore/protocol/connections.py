@@ -92,9 +92,14 @@ class ConnectionPolicy:
     _next_rejoin: float
 
     def _peer(self, info: NodeInfo) -> PeerState:
+        """The state of the peer ``info`` names; while neither connected nor being
+        dialled, it takes ``info``'s address, the one to dial next (a lookup asks
+        a peer at another address when a reply gave one: Lookup.add)."""
         peer = self.peers.get(info.id)
         if peer is None:
             peer = self.peers[info.id] = PeerState(info)
+        elif not (peer.connected or peer.dialing) and peer.info is not info:
+            peer.info = info
         return peer
 
     def _dial(self, peer: PeerState) -> None:
@@ -205,10 +210,20 @@ class ConnectionPolicy:
                 self.rpc.forget_peer(peer_id)
 
     def _table_fail(self, peer_id: bytes, now: float) -> None:
-        """A request to a contact failed; one evicted for it goes to the dormant cache."""
+        """A request to a contact failed; one evicted for it goes to the dormant cache.
+
+        Not when the request went to another address than the table's (one a
+        reply named): that says nothing of the contact, and a peer could
+        otherwise have live nodes evicted by naming them at bogus addresses.
+        """
         contact = self.table.get(peer_id)
+        if contact is None:
+            return
+        peer = self.peers.get(peer_id)
+        if peer is not None and not peer.connected and peer.info.addr != contact.address:
+            return
         status, _ = self.table.fail(peer_id, now)
-        if status == routing.EVICTED and contact is not None and contact.address:
+        if status == routing.EVICTED and contact.address:
             role = (contact.meta or {}).get("role", "node")
             info = NodeInfo(peer_id, contact.address, role)  # type: ignore[arg-type]
             self._dormant[peer_id] = (info, now, now + self.config.dormant_interval, 0)

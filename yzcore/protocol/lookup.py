@@ -40,13 +40,14 @@ _WAITING = (ASKED, SLOW, ABANDONED)
 
 
 class _Candidate:
-    __slots__ = ("deferred", "info", "retried", "state")
+    __slots__ = ("alt", "deferred", "info", "retried", "state")
 
     def __init__(self, info: NodeInfo) -> None:
         self.info = info
         self.state = NEW
         self.retried = False  # asked again after a clean close
         self.deferred = False  # asked again after a rate limit's wait
+        self.alt: NodeInfo | None = None  # another address a reply gave for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +106,25 @@ class Lookup:
     # -- events --------------------------------------------------------------
 
     def add(self, nodes: list[NodeInfo] | tuple[NodeInfo, ...]) -> None:
-        """Offer candidates (seeds from the routing table, or nodes a peer returned)."""
+        """Offer candidates (seeds from the routing table, or nodes a peer returned).
+
+        Replies are not signed: a peer may name a live node at an address that
+        is not its own. The first address heard for an id is asked first; the
+        first other one is kept, and asked if the first fails. A candidate
+        with no address (nobody can dial it) is no candidate.
+        """
         by_id, at, t, own = self._by_id, self._at, self._t, self.self_id
         from_bytes = int.from_bytes
         fresh = []
         for info in nodes:
             node_id = info.id
-            if node_id in by_id or node_id == own:
+            known = by_id.get(node_id)
+            if known is not None:
+                if (known.alt is None and info.addr != known.info.addr and info.addr
+                        and known.state != ANSWERED):
+                    known.alt = info
+                continue
+            if node_id == own or not info.addr:
                 continue
             c = by_id[node_id] = _Candidate(info)
             distance = from_bytes(node_id, "big") ^ t
@@ -189,9 +202,14 @@ class Lookup:
             c.state = NEW
 
     def failed(self, peer: bytes) -> None:
-        """A query failed for good (hard timeout, error, unreachable)."""
+        """A query failed for good (hard timeout, error, unreachable); a peer another
+        reply gave another address for is asked there next."""
         c = self._by_id.get(peer)
         if c is not None and c.state != ANSWERED and c.state != FAILED:
+            if c.alt is not None:
+                c.info, c.alt, c.state = c.alt, None, NEW
+                self._queried -= 1
+                return
             c.state = FAILED
             self._failed += 1
 
