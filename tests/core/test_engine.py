@@ -357,3 +357,29 @@ def test_a_refused_lookup_is_a_reply_with_the_wait_and_a_limited_action_with_the
     refusal = replies[0].message
     assert refusal.code == "RATE_LIMITED" and refusal.retry_after == first.retry_after
     assert f"limit of {first.limit:g} lookups/s (burst {first.burst:g})" in refusal.message
+
+
+@pytest.mark.req("A1.3", "A7.3")
+def test_a_node_restarted_with_its_key_within_seconds_is_answered():
+    # Peers drop a request id they saw from the same node id within 10 s (dedup).
+    # Request ids restarted at 1 with each run, so a node that crashed young and
+    # came back at once had its first requests dropped, and its join found nobody.
+    from yzcore.protocol.actions import Done, Send
+    from yzcore.wire import FindNode, Nodes
+
+    rng = random.Random(8)
+    me, seed = NodeInfo(rng.randbytes(32), "mem://me"), NodeInfo(rng.randbytes(32), "mem://seed")
+    server = Engine(seed, 0.0, random.Random(1))
+    for run, at in enumerate((0.0, 5.0)):  # the first run, then the restart with the same key
+        node = Engine(me, at, random.Random(run))  # a new process: new random state
+        node.connection_opened(seed, at, outbound=True)
+        server.connection_opened(me, at, outbound=False)
+        op = node.bootstrap([seed], at)
+        (query,) = [a.message for a in node.actions()
+                    if isinstance(a, Send) and isinstance(a.message, FindNode)]
+        server.receive(me.id, query, at + 0.01)
+        (reply,) = [a.message for a in server.actions()
+                    if isinstance(a, Send) and isinstance(a.message, Nodes)]
+        node.receive(seed.id, reply, at + 0.02)
+        assert any(isinstance(a, Done) and a.op == op for a in node.actions())
+        server.connection_closed(me.id, at + 1.0)

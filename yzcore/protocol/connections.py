@@ -116,8 +116,8 @@ class ConnectionPolicy:
         while self._dial_queue and len(self._dials) < self.config.max_dials:
             peer_id = self._dial_queue.popleft()
             peer = self.peers.get(peer_id)
-            if peer is None or peer.connected or not peer.dialing:
-                continue
+            if peer is None or peer.connected or not peer.dialing or peer_id in self._dials:
+                continue  # (in twice: queued, connected inbound, queued again; dialled once)
             if not self._wanted(peer_id, peer):  # its requests timed out or were withdrawn
                 self._forget_dial(peer_id, peer)
                 continue
@@ -201,6 +201,15 @@ class ConnectionPolicy:
         self._advance(op, now)  # type: ignore[attr-defined]
         return True
 
+    def _release_unused_seeds(self) -> None:
+        """A join is over: the seeds it was given are kept (bootstrap) before any
+        dial; those it never dialled are let go, or each would stay for good, and
+        count as kept if it ever connected."""
+        for peer_id in [i for i, p in self.peers.items()
+                        if p.kept and not (p.connected or p.dialing)]:
+            self.peers[peer_id].kept = False
+            self._prune(peer_id)
+
     def _prune(self, peer_id: bytes) -> None:
         """Forget a peer we no longer talk to; the routing table keeps what matters."""
         peer = self.peers.get(peer_id)
@@ -223,6 +232,8 @@ class ConnectionPolicy:
         if peer is not None and not peer.connected and peer.info.addr != contact.address:
             return
         status, _ = self.table.fail(peer_id, now)
+        if status == routing.EVICTED and peer is None:
+            self.rpc.forget_peer(peer_id)  # (else _prune does, once it is done with the peer)
         if status == routing.EVICTED and contact.address:
             role = (contact.meta or {}).get("role", "node")
             info = NodeInfo(peer_id, contact.address, role)  # type: ignore[arg-type]

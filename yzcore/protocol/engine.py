@@ -30,21 +30,8 @@ from yzcore.protocol.lookup import Lookup, LookupResult
 from yzcore.protocol.neighbourhood import Neighbourhood
 from yzcore.protocol.rpc import Pending, RpcTable
 from yzcore.protocol.store import ValueStore
-from yzcore.wire import (
-    Error,
-    ErrorCode,
-    FindNode,
-    FindValue,
-    Keep,
-    Message,
-    NodeInfo,
-    Nodes,
-    Ping,
-    Pong,
-    Store,
-    Stored,
-    Value,
-)
+from yzcore.wire import (Error, ErrorCode, FindNode, FindValue, Keep, Message, NodeInfo, Nodes, Ping,
+                         Pong, Store, Stored, Value)
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -85,7 +72,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self.config = cfg = config or EngineConfig()
         self.rng = rng
         self.table = routing.RoutingTable(info.id, cfg.k, now=now)
-        self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto, min_rto=cfg.min_rto)
+        self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto, min_rto=cfg.min_rto,
+                            first_rid=rng.randrange(1, 2**52))  # not the last run's: see RpcTable
         self.store = ValueStore(cfg.max_values, cfg.republish_interval, cfg.replicate_interval)
         self.limiter = ratelimit.RateLimiter() if cfg.rate_limit else None
         self.peers: dict[bytes, PeerState] = {}
@@ -209,6 +197,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if (not peer.kept and outbound and info.role in TABLE_ROLES
                 and self._kept_count() < self.config.conn_target):
             peer.kept = True
+        if peer.kept and self._kept_count() > self.config.conn_max:
+            peer.kept = False  # kept before it connected (a join's seed): no room now
         if peer.kept:
             self._out.append(Send(info.id, Keep()))
         if info.role in TABLE_ROLES and info.addr:
@@ -409,6 +399,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
             result = op.lookup.result()
             self._refresh_far_buckets(now)
             self._joined(len(result.nodes), now)
+            self._release_unused_seeds()
         if not op.notify:
             return  # housekeeping lookups build no result
         if op.kind == "put":

@@ -27,6 +27,8 @@ class Neighbourhood:
 
     def _table_add(self, info: NodeInfo, now: float, ip: str | None) -> None:
         status, other = self.table.add(info.id, info.addr, now, ip)  # type: ignore[arg-type]
+        if status == routing.REPLACED and other not in self.peers:  # type: ignore[attr-defined]
+            self.rpc.forget_peer(other)  # type: ignore[attr-defined,arg-type]  # its RTT goes too
         # The common role is the default: no dict per contact unless it differs.
         if info.role != "node" or getattr(self.table.get(info.id), "meta", None):
             self.table.update(info.id, meta={"role": info.role})

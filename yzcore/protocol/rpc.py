@@ -92,6 +92,10 @@ class RpcTable:
         min_rto: Floor of the soft timeout.
         dedup_window: How long a received request id is remembered.
         dedup_max: At most this many remembered request ids.
+        first_rid: The first request id. Peers remember ids per node id (the
+            dedup window): a node restarted with its key must not start where
+            its last run did, or its first requests are dropped as repeats.
+            The engine draws it at random.
     """
 
     timeout: float = 5.0
@@ -99,12 +103,16 @@ class RpcTable:
     min_rto: float = 0.05
     dedup_window: float = 10.0
     dedup_max: int = 1024
+    first_rid: int = 1
     _next: int = field(init=False, default=1)
     _pending: dict[int, Pending] = field(init=False, default_factory=dict)
     _by_peer: dict[bytes, dict[int, Pending]] = field(init=False, default_factory=dict)
     _deadlines: list[tuple[float, int]] = field(init=False, default_factory=list)
     _rtt: dict[bytes, RttEstimator] = field(init=False, default_factory=dict)
     _seen: OrderedDict[tuple[bytes, int], float] = field(init=False, default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self._next = self.first_rid
 
     def __len__(self) -> int:
         return len(self._pending)

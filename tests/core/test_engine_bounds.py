@@ -1,0 +1,111 @@
+"""What the engine holds stays within its bounds, on a virtual clock (no sockets):
+kept connections, dials in flight, and the state it keeps per peer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from yzcore.protocol.actions import Dial, Send
+from yzcore.protocol.engine import Engine, EngineConfig
+from yzcore.wire import FindNode, Keep, NodeInfo, Nodes
+
+
+def id_near(base: bytes, shared_bits: int, rng: random.Random) -> bytes:
+    """An id sharing exactly ``shared_bits`` leading bits with ``base``."""
+    b, low = int.from_bytes(base, "big"), rng.getrandbits(255 - shared_bits)
+    value = ((b ^ (1 << (255 - shared_bits))) >> (255 - shared_bits) << (255 - shared_bits)) | low
+    return value.to_bytes(32, "big")
+
+
+def answer_all(e: Engine, now: float) -> None:
+    """Every dial connects and every query is answered with nobody new, until quiet."""
+    actions = e.actions()
+    while actions:
+        more = []
+        for a in actions:
+            if isinstance(a, Dial):
+                e.connection_opened(a.node, now, outbound=True)
+            elif isinstance(a, Send) and isinstance(a.message, FindNode):
+                e.receive(a.peer, Nodes(a.message.rid, ()), now)
+            more += e.actions()
+        actions = more
+
+
+def kept(e: Engine) -> int:
+    return sum(1 for p in e.peers.values() if p.kept and p.connected)
+
+
+@pytest.mark.req("B7.2")
+def test_a_seed_the_join_never_asked_is_let_go_and_never_kept_over_conn_max():
+    rng = random.Random(11)
+    me = rng.randbytes(32)
+    e = Engine(NodeInfo(me, "ws://me", "node"), 0.0, random.Random(5))
+    for i in range(25):  # contacts near us, met before
+        near = NodeInfo(id_near(me, 30 + i, rng), f"ws://near{i}", "node")
+        e.connection_opened(near, 0.0, outbound=False)
+        e.connection_closed(near.id, 0.0)
+    e.actions()
+    seed = NodeInfo(id_near(me, 0, rng), "ws://seed", "node")  # far: outside the join's window
+    e.bootstrap([seed], 1.0)
+    answer_all(e, 1.0)
+    assert not e._ops and seed.id not in e.peers  # the join is over; the seed was let go
+    i = 0
+    while kept(e) < e.config.conn_max:  # peers that keep us fill us up
+        other = NodeInfo(rng.randbytes(32), f"ws://in{i}", "node")
+        e.connection_opened(other, 2.0, outbound=False)
+        e.receive(other.id, Keep(), 2.0)
+        i += 1
+    e.actions()
+    e.connection_opened(seed, 100.0, outbound=False)  # the seed dials us much later
+    assert not any(isinstance(a, Send) and a.peer == seed.id and isinstance(a.message, Keep)
+                   for a in e.actions())
+    assert kept(e) == e.config.conn_max
+
+
+def test_a_peer_queued_twice_for_a_dial_slot_is_dialled_once():
+    rng = random.Random(21)
+    e = Engine(NodeInfo(rng.randbytes(32), "ws://me", "node"), 0.0, random.Random(3),
+               EngineConfig(max_dials=2, conn_target=0))
+    contacts = [NodeInfo(rng.randbytes(32), f"ws://c{i}", "node") for i in range(3)]
+    for p in contacts:  # known contacts, not connected now
+        e.connection_opened(p, 0.0, outbound=False)
+        e.connection_closed(p.id, 0.0)
+    e.actions()
+    e.find_node(rng.randbytes(32), 0.0)  # two dials out, x waits for a slot
+    busy = [a.node for a in e.actions() if isinstance(a, Dial)]
+    (x,) = [p for p in contacts if p not in busy]
+    assert len(busy) == 2 and list(e._dial_queue) == [x.id]
+    e.connection_opened(x, 0.1, outbound=False)  # x connects to us meanwhile, and answers
+    for a in e.actions():
+        if isinstance(a, Send) and isinstance(a.message, FindNode):
+            e.receive(x.id, Nodes(a.message.rid, ()), 0.15)
+    e.connection_closed(x.id, 0.2)
+    e.find_node(rng.randbytes(32), 0.3)  # asked again: queued a second time
+    e.actions()
+    for b in busy:
+        e.dial_failed(b.id, 1.0)
+    dials = [a.node.id for a in e.actions() if isinstance(a, Dial)]
+    assert dials.count(x.id) == 1 and len(e._dials) <= e.config.max_dials
+
+
+def test_round_trip_estimates_leave_with_the_contacts_the_table_replaced():
+    rng = random.Random(1)
+    me = bytes(32)
+    e = Engine(NodeInfo(me, "ws://me", "node"), 0.0, random.Random(1),
+               EngineConfig(k=2, conn_target=0))  # small buckets fill at once
+    for i in range(300):  # each comes, answers, dies: stale, then replaced by the next
+        now = 1.0 + i
+        x = NodeInfo(id_near(me, 0, rng), f"ws://x{i}", "node")
+        e.connection_opened(x, now, outbound=False)
+        e.actions()
+        e.find_node(rng.randbytes(32), now)
+        for a in e.actions():
+            if isinstance(a, Send) and a.peer == x.id and isinstance(a.message, FindNode):
+                e.receive(x.id, Nodes(a.message.rid, ()), now + 0.05)
+        e.actions()
+        e.connection_closed(x.id, now + 0.1, error=True)
+        e.handle_timer(now + 0.2)
+        e.actions()
+    assert len(e.rpc._rtt) <= len(e.table) + len(e.peers)
