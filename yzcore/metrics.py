@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 __all__ = ["CONTENT_TYPE", "TransferMetrics", "enabled", "exposition"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_ERROR_SERIES = 128  #: distinct (transport, code) error series; more count as OTHER
 
 log = logging.getLogger("yzcore.metrics")
 
@@ -76,9 +77,16 @@ class TransferMetrics:
             self._failed("received", exc)
 
     def error(self, transport: str, code: str) -> None:
-        """An error with a code was seen on a connection of ``transport``."""
+        """An error with a code was seen on a connection of ``transport``.
+
+        Past ``MAX_ERROR_SERIES`` codes, new ones count as ``OTHER``: a peer may
+        send any code, and must not add a series a frame.
+        """
         try:
-            self.errors[(transport, code)] += 1
+            key = (transport, code)
+            if key not in self.errors and len(self.errors) >= MAX_ERROR_SERIES:
+                key = (transport, "OTHER")
+            self.errors[key] += 1
         except Exception as exc:  # noqa: BLE001
             self._failed("error", exc)
 

@@ -389,7 +389,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         except (WireError, TransportError, TimeoutError) as exc:
             code, text = describe_failure(exc)
             self._record(code, None, f"inbound handshake from {conn.remote_address} failed: {text}",
-                         transport=conn.transport)
+                         transport=conn.transport, throttle=True)
             return False
         pc = PeerConnection(conn, peer, outbound=False, metrics=self.metrics)
         if not self._register(pc):
@@ -479,7 +479,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         except WireError as err:
             if pc.metrics is not None:
                 pc.metrics.received(pc.conn.transport, "invalid", len(frame))
-            self._record(str(err.code), pc.peer.id, str(err.args[0]) if err.args else "")
+            self._record(str(err.code), pc.peer.id, err.message, throttle=True)  # a line a second
             return pc.send(wire.error_reply(err))
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
@@ -490,7 +490,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         if isinstance(msg, wire.Error) and msg.rid is None and (
                 msg.code not in _ENGINE_NOTICES or self.conns.get(pc.peer.id) is not pc):
             if msg.code not in _ENGINE_NOTICES:
-                self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}")
+                self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}", throttle=True)
             return True
         if type(msg) in _LOCAL_TYPES:  # messages are final classes: no subclass to miss
             self._service(pc, msg)

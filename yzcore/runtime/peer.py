@@ -36,7 +36,7 @@ from yzcore.wire import NodeInfo
 if TYPE_CHECKING:
     from yzcore.metrics import TransferMetrics
 
-__all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake"]
+__all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake", "tell", "tell_late"]
 
 log = logging.getLogger("yzcore.node")
 
@@ -89,14 +89,31 @@ async def handshake(conn: Connection, identity: Identity, *, role: str, advertis
                 for out in hs.receive(msg):
                     await conn.send(wire.encode(out))
     except WireError as err:  # HandshakeError included: tell the peer why, then give up
-        with anyio.move_on_after(1.0, shield=True):
-            try:
-                await conn.send(wire.encode(wire.error_reply(err)))
-            except TransportError:
-                pass
+        await tell(conn, wire.error_reply(err))
+        raise
+    except TimeoutError:
+        await tell_late(conn, timeout)
         raise
     assert hs.peer is not None
     return hs.peer
+
+
+async def tell(conn: Connection, msg: wire.Message) -> None:
+    """Send ``msg`` on a connection about to be dropped: within a second, whatever the
+    caller's cancel scope says, and never an error of its own."""
+    with anyio.move_on_after(1.0, shield=True):
+        try:
+            await conn.send(wire.encode(msg))
+        except TransportError:
+            pass
+
+
+async def tell_late(conn: Connection, timeout: float) -> None:
+    """Tell a peer that did not complete its handshake in ``timeout`` seconds why it is
+    dropped (``HANDSHAKE_TIMEOUT``), rather than close without a word."""
+    code = wire.ErrorCode.HANDSHAKE_TIMEOUT
+    await tell(conn, wire.Error(None, code, f"no complete handshake within {timeout:g} s. "
+                                            f"{wire.advice(code)}"))
 
 
 class PeerConnection:

@@ -18,7 +18,7 @@ import anyio
 
 from yzcore import wire
 from yzcore.exceptions import TransportError, WireError
-from yzcore.runtime.peer import PeerConnection
+from yzcore.runtime.peer import PeerConnection, tell, tell_late
 from yzcore.transport import Connection
 from yzcore.wire import ErrorCode
 
@@ -60,6 +60,10 @@ class Relaying:
                 except TransportError:
                     return
             if first is None:
+                self._record(str(ErrorCode.HANDSHAKE_TIMEOUT), None, f"inbound connection from "
+                             f"{conn.remote_address} sent nothing within {self.handshake_timeout:g} s",
+                             transport=conn.transport, throttle=True)
+                await tell_late(conn, self.handshake_timeout)
                 return
         msg = None  # a hello, most of the time: the handshake decodes it (once)
         if b'"relay' in first:
@@ -76,11 +80,8 @@ class Relaying:
 
     async def _refuse(self, conn: Connection, text: str) -> None:
         self._record(str(ErrorCode.RELAY_UNAVAILABLE), None, text)
-        try:
-            await conn.send(wire.encode(wire.Error(None, ErrorCode.RELAY_UNAVAILABLE,
-                                                   f"{text}. {wire.advice(ErrorCode.RELAY_UNAVAILABLE)}")))
-        except TransportError:
-            pass
+        await tell(conn, wire.Error(None, ErrorCode.RELAY_UNAVAILABLE,
+                                    f"{text}. {wire.advice(ErrorCode.RELAY_UNAVAILABLE)}"))
         await conn.close()
 
     async def _relay_dialer(self, conn: Connection, target: bytes) -> None:

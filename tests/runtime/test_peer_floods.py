@@ -1,0 +1,83 @@
+"""Peers that flood a node with what they may send at will, or are too slow to finish
+their hello, over real WebSockets on 127.0.0.1: each is told why, the node's log,
+status and metrics stay bounded, and it serves on."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import anyio
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from yzcore import wire
+from yzcore.identity import Identity
+from yzcore.protocol.handshake import Handshake
+from yzcore.metrics import MAX_ERROR_SERIES
+from yzcore.runtime import Node
+from yzcore.runtime.reporting import MAX_KINDS
+
+from .test_node import next_reply_to, raw_peer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.req("A2.1", "B5.3")
+async def test_bad_frames_and_error_notices_in_a_flood_are_logged_a_line_a_second(caplog):
+    # Each bad frame and each error notice a peer sent made a warning line, and
+    # each new code a metrics series: 10,000 frames made 10,000 lines (5.5 MB)
+    # and 5,001 series.
+    caplog.set_level(logging.WARNING, logger="yzcore.node")
+    async with anyio.create_task_group() as tg:
+        node = Node(seed=71)
+        await node.start(tg)
+        ws = await raw_peer(node.address)
+        count = 2 * MAX_KINDS + 100
+        for i in range(count):
+            await ws.send("{bad")
+            await ws.send('{"v":"1.1","t":"error","rid":null,"code":"X%d","message":"%s"}'
+                          % (i, "y" * 500))
+        reply = await next_reply_to(ws, wire.Ping(1))  # served, after every one of them
+        assert isinstance(reply, wire.Pong)
+        lines = [r for r in caplog.records if r.name == "yzcore.node"]
+        # A line for the first of each code, then the throttle's one kind for the rest.
+        assert len(lines) <= MAX_KINDS + 5, len(lines)
+        assert sum(getattr(r, "code", None) == "MALFORMED_JSON" for r in lines) <= 2
+        assert node.metrics is not None and len(node.metrics.errors) <= MAX_ERROR_SERIES + 1
+        assert node.metrics.errors[("ws", "MALFORMED_JSON")] == count  # each still counted
+        assert len(node.errors) == node.errors.maxlen
+        await ws.close()
+        await node.aclose()
+
+
+async def frames_until_closed(ws) -> list[wire.Message]:
+    out = []
+    with anyio.fail_after(10):
+        try:
+            async for frame in ws:
+                out.append(wire.decode(frame))
+        except ConnectionClosed:
+            pass
+    return out
+
+
+@pytest.mark.req("A2.3", "B2.2")
+async def test_a_peer_too_slow_to_finish_its_hello_is_told_handshake_timeout():
+    # It was closed without a word: its dialler saw a clean close, not why.
+    async with anyio.create_task_group() as tg:
+        node = Node(seed=72, handshake_timeout=1.0)
+        await node.start(tg)
+        silent = await connect(node.address)  # upgrades, then says nothing
+        (said,) = await frames_until_closed(silent)
+        assert isinstance(said, wire.Error) and said.code == "HANDSHAKE_TIMEOUT"
+        halfway = await connect(node.address)  # a hello, never an auth
+        hs = Handshake(Identity.generate(), role="node", listen=(), advertise=None, caps=(),
+                       nonce=os.urandom(16))
+        await halfway.send(wire.encode(hs.start()).decode())
+        said = await frames_until_closed(halfway)
+        assert [type(m) for m in said] == [wire.Hello, wire.Auth, wire.Error]
+        assert said[-1].code == "HANDSHAKE_TIMEOUT"  # type: ignore[attr-defined]
+        assert [e["code"] for e in node.errors] == ["HANDSHAKE_TIMEOUT"] * 2
+        await node.aclose()
