@@ -10,6 +10,7 @@ others theirs). Time is passed in.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 __all__ = ["Record", "ValueStore"]
@@ -48,6 +49,9 @@ class ValueStore:
     republish_interval: float = 3600.0
     replicate_interval: float = 3600.0
     _records: dict[bytes, Record] = field(init=False, default_factory=dict)
+    # (original, expires_at, key) of every record, and of records since replaced
+    # (skipped when popped): the next to evict in O(log n), not a pass over all.
+    _order: list[tuple[bool, float, bytes]] = field(init=False, default_factory=list)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -61,9 +65,13 @@ class ValueStore:
         interval = self.republish_interval if original or (old and old.original) else self.replicate_interval
         if old is None and len(self._records) >= self.max_records:
             self._evict_one()
-        self._records[key] = Record(
+        rec = self._records[key] = Record(
             value, now + ttl, ttl, original or bool(old and old.original), now + interval
         )
+        heapq.heappush(self._order, (rec.original, rec.expires_at, key))
+        if len(self._order) > 2 * len(self._records) + 64:  # mostly replaced entries: rebuild
+            self._order = [(r.original, r.expires_at, k) for k, r in self._records.items()]
+            heapq.heapify(self._order)
 
     def get(self, key: bytes, now: float) -> str | None:
         """The value under ``key``, or None when absent or expired."""
@@ -97,5 +105,9 @@ class ValueStore:
 
     def _evict_one(self) -> None:
         # Replicas go before originals; among them, the one expiring soonest.
-        key = min(self._records, key=lambda k: (self._records[k].original, self._records[k].expires_at))
-        del self._records[key]
+        while self._order:
+            original, expires_at, key = heapq.heappop(self._order)
+            rec = self._records.get(key)
+            if rec is not None and rec.original == original and rec.expires_at == expires_at:
+                del self._records[key]
+                return
