@@ -200,12 +200,18 @@ def value_fits(value: str) -> bool:
 
 
 def check_value(value: str) -> None:
-    """Refuse a value of ours that does not fit (:func:`value_fits`).
+    """Refuse a value of ours that does not fit (:func:`value_fits`), or is no text.
 
     Raises:
-        EncodeError: ``VALUE_TOO_LARGE``.
+        EncodeError: ``VALUE_TOO_LARGE``, or ``INVALID_MESSAGE`` for a string that
+            is not Unicode text (a lone surrogate): no frame could carry it.
     """
-    if not value_fits(value):
+    try:
+        value.encode("utf-8")
+        fits = value_fits(value)
+    except (AttributeError, TypeError, UnicodeEncodeError):  # orjson's errors are TypeErrors
+        raise EncodeError(_C.INVALID_MESSAGE, "the value must be Unicode text.") from None
+    if not fits:
         raise EncodeError(_C.VALUE_TOO_LARGE, f"the value is over {MAX_VALUE} bytes as JSON.")
 
 

@@ -26,10 +26,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from yzcore import exceptions
+from yzcore.messages import ErrorCode
+
 __all__ = ["CONTENT_TYPE", "TransferMetrics", "enabled", "exposition"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-MAX_ERROR_SERIES = 128  #: distinct (transport, code) error series; more count as OTHER
+#: Codes a node may see or log that peers cannot invent: the wire's, the exceptions',
+#: the log-only ones. Any other code (a peer may send anything) is "unknown".
+KNOWN_CODES: frozenset[str] = frozenset(
+    {str(code) for code in ErrorCode}
+    | {c.code for c in vars(exceptions).values()
+       if isinstance(c, type) and isinstance(getattr(c, "code", None), str)}
+    | {"METRIC_FAILED", "ADDRESS_CHANGED", "SLOW_READER", "PEER_CACHE_UNREADABLE",
+       "PEER_CACHE_UNWRITABLE", "HEALTH_BELOW_BASELINE", "BRIDGE_DOWN"})
+MAX_UNKNOWN_CODES = 32  #: unknown codes with a series (or log kind) of their own; more: OTHER
 
 log = logging.getLogger("yzcore.metrics")
 
@@ -57,6 +68,7 @@ class TransferMetrics:
         self.messages: Counter[tuple[str, str, str]] = Counter()
         self.bytes: Counter[tuple[str, str, str]] = Counter()
         self.errors: Counter[tuple[str, str]] = Counter()
+        self._unknown = 0  # series of codes not in KNOWN_CODES
         self.failures = 0
         self._reported: set[str] = set()
 
@@ -79,13 +91,17 @@ class TransferMetrics:
     def error(self, transport: str, code: str) -> None:
         """An error with a code was seen on a connection of ``transport``.
 
-        Past ``MAX_ERROR_SERIES`` codes, new ones count as ``OTHER``: a peer may
-        send any code, and must not add a series a frame.
+        A peer may send any code, and must not add a series a frame: past
+        ``MAX_UNKNOWN_CODES`` codes not in :data:`KNOWN_CODES`, the next ones
+        count as ``OTHER``. Known codes always have their own.
         """
         try:
             key = (transport, code)
-            if key not in self.errors and len(self.errors) >= MAX_ERROR_SERIES:
-                key = (transport, "OTHER")
+            if key not in self.errors and code not in KNOWN_CODES:
+                if self._unknown >= MAX_UNKNOWN_CODES:
+                    key = (transport, "OTHER")
+                else:
+                    self._unknown += 1
             self.errors[key] += 1
         except Exception as exc:  # noqa: BLE001
             self._failed("error", exc)

@@ -136,3 +136,16 @@ def test_a_full_store_drops_the_replica_expiring_soonest_as_a_full_scan_would():
         if rng.random() < 0.05:
             store.expire(now)
     assert len(store._order) <= 2 * len(store) + 64
+
+
+def test_a_cached_contact_whose_request_fails_leaves_the_replacement_cache():
+    # Else a dead candidate waits there, to be promoted when a live contact leaves.
+    rng = random.Random(2)
+    me = bytes(32)
+    e = Engine(NodeInfo(me, "ws://me", "node"), 0.0, random.Random(1), EngineConfig(k=1))
+    first, cached = (NodeInfo(id_near(me, 0, rng), f"ws://c{i}", "node") for i in range(2))
+    for p in (first, cached):  # one bucket place: the second waits in its cache
+        e.connection_opened(p, 0.0, outbound=False)
+    assert cached.id not in e.table
+    e.connection_closed(cached.id, 1.0, error=True)  # its host is gone
+    assert e.table.fail(cached.id, 2.0)[0] == "unknown"  # left the cache with the failure

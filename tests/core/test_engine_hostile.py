@@ -60,6 +60,33 @@ def test_a_reply_naming_a_live_node_at_a_wrong_address_does_not_leave_it_out(bad
     assert bad_addr is None or live.id not in e.peers or e.peers[live.id].info.addr == live.addr
 
 
+@pytest.mark.req("A4.3", "B3.2")
+@pytest.mark.parametrize("case", ["failed-before-the-honest-reply", "named-twice-in-one-reply"])
+def test_a_live_node_named_wrongly_first_is_still_asked_where_an_honest_reply_says(case):
+    rng = random.Random(8)
+    e, target = engine(), rng.randbytes(32)
+    liar, honest = (NodeInfo(rng.randbytes(32), f"ws://n{i}", "node") for i in range(2))
+    live = NodeInfo(id_near(target, 200, rng), "ws://live:1/dht", "node")
+    for p in (liar, honest):
+        e.connection_opened(p, 0.0, outbound=False)
+    e.actions()
+    e.find_node(target, 0.1)
+    q = queries(e)
+    wrong = (NodeInfo(live.id, "ws://bogus:1/dht", "node"),)
+    if case == "named-twice-in-one-reply":  # its second guess must not take the honest one's place
+        wrong += (NodeInfo(live.id, "ws://bogus:2/dht", "node"),)
+    e.receive(liar.id, Nodes(q[liar.id], wrong), 0.15)
+    assert [a.node.addr for a in e.actions() if isinstance(a, Dial)] == ["ws://bogus:1/dht"]
+    if case == "failed-before-the-honest-reply":  # refused at once: failed before the honest reply
+        e.dial_failed(live.id, 0.16)
+        e.actions()
+        e.receive(honest.id, Nodes(q[honest.id], (live,)), 0.2)
+    else:
+        e.receive(honest.id, Nodes(q[honest.id], (live,)), 0.2)
+        e.dial_failed(live.id, 0.25)
+    assert [a.node.addr for a in e.actions() if isinstance(a, Dial)] == [live.addr]
+
+
 @pytest.mark.req("A4.3", "A4.4")
 def test_a_failed_dial_to_an_address_a_reply_named_is_no_failure_of_the_contact():
     # A contact in the table, named by a reply at a bogus address: the dial there
@@ -67,7 +94,8 @@ def test_a_failed_dial_to_an_address_a_reply_named_is_no_failure_of_the_contact(
     rng = random.Random(3)
     target = rng.randbytes(32)
     e = engine(EngineConfig(k=3, alpha=3), own=id_near(target, 50, rng))
-    near = [NodeInfo(id_near(target, 100 + i, rng), f"ws://near{i}:1/dht", "node") for i in range(3)]
+    near = [NodeInfo(id_near(target, 100 + i, rng), f"ws://near{i}:1/dht", "node")
+            for i in range(3)]
     contact = NodeInfo(id_near(target, 40, rng), "ws://contact:1/dht", "node")
     liar = NodeInfo(id_near(target, 2, rng), "ws://liar:1/dht", "node")
     e.connection_opened(contact, 0.0, outbound=False)
@@ -82,7 +110,8 @@ def test_a_failed_dial_to_an_address_a_reply_named_is_no_failure_of_the_contact(
         e.receive(near[2].id, Nodes(q[near[2].id], ()), t)
         e.receive(near[0].id, Error(q[near[0].id], "INTERNAL", "failed"), t)
         q = queries(e)  # the liar is next
-        e.receive(liar.id, Nodes(q[liar.id], (NodeInfo(contact.id, "ws://bogus:1/dht", "node"),)), t)
+        bogus = NodeInfo(contact.id, "ws://bogus:1/dht", "node")
+        e.receive(liar.id, Nodes(q[liar.id], (bogus,)), t)
         (dial,) = [a.node for a in e.actions() if isinstance(a, Dial)]
         assert dial.id == contact.id and dial.addr == "ws://bogus:1/dht"
         e.dial_failed(contact.id, t)

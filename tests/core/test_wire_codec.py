@@ -378,3 +378,19 @@ def test_fuzz_truncated_and_flipped_frames(msg, data):
         check_decode(bytes(frame))
     else:
         check_decode(bytes(frame[:i]))
+
+
+@pytest.mark.req("B5.2")
+def test_a_put_refuses_at_once_a_value_no_frame_could_carry():
+    # It was kept and republished, then dropped with a log line at each send.
+    import random
+
+    from yzcore.protocol.engine import Engine
+
+    engine = Engine(NodeInfo(bytes(32), "mem://me"), 0.0, random.Random(1))
+    for value, code in (("x" * wire.MAX_VALUE, ErrorCode.VALUE_TOO_LARGE),
+                        ("\ud800", ErrorCode.INVALID_MESSAGE)):
+        with pytest.raises(EncodeError) as info:
+            engine.put(bytes(32), value, 0.0)
+        assert info.value.code == code
+    assert len(engine.store) == 0 and not engine.actions()

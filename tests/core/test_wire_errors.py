@@ -379,6 +379,17 @@ def test_error_reference_lists_every_wire_code_with_its_advice():
         assert f"| `{code}` | {wire.advice(code)} |" in text, f"add {code} to errors.md"
 
 
+def test_every_log_only_code_in_the_reference_is_known_to_the_metrics():
+    # Codes outside KNOWN_CODES share a bounded set of series (a peer may send any).
+    from yzcore.metrics import KNOWN_CODES
+
+    text = (DOCS / "errors.md").read_text()
+    section = text.split("## Log-only codes", 1)[1].split("\n## ", 1)[0]
+    codes = [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+    assert codes and set(codes) <= KNOWN_CODES, set(codes) - KNOWN_CODES
+    assert {str(c) for c in wire.ErrorCode} <= KNOWN_CODES
+
+
 def test_error_reference_lists_every_exception_class_and_code():
     from yzcore import exceptions
 

@@ -55,7 +55,8 @@ async def ask(conn: Connection, msg: wire.Message) -> wire.Message:
 async def web_error_page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A web server's 404 for the upgrade: HTML over lines, and something private."""
     await reader.read(4096)
-    body = b"<html>\r\n<head><title>404 Not Found</title></head>\r\n\ttoken=s3cret\x1b[0m\r\n</html>\r\n"
+    body = (b"<html>\r\n<head><title>404 Not Found</title></head>\r\n"
+            b"\ttoken=s3cret\x1b[0m\r\n</html>\r\n")
     writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
     await writer.drain()

@@ -310,7 +310,8 @@ async def test_a_value_at_the_frame_limit_is_refused_and_one_that_fits_is_passed
         await other.start(tg)
         await other.joined()
         ws = await raw_peer(node.address)
-        head, tail = '{"v":"1.0","t":"store","rid":0,"key":"%s","value":"' % ("ab" * 32), '","ttl":7200}'
+        head = '{"v":"1.0","t":"store","rid":0,"key":"%s","value":"' % ("ab" * 32)
+        tail = '","ttl":7200}'
         at_limit = "x" * (wire.MAX_FRAME - len(head) - len(tail))
         await ws.send(head + at_limit + tail)
         reply = await next_reply(ws, wire.Error)

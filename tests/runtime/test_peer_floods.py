@@ -15,9 +15,8 @@ from websockets.exceptions import ConnectionClosed
 from yzcore import wire
 from yzcore.identity import Identity
 from yzcore.protocol.handshake import Handshake
-from yzcore.metrics import MAX_ERROR_SERIES
+from yzcore.metrics import MAX_UNKNOWN_CODES
 from yzcore.runtime import Node
-from yzcore.runtime.reporting import MAX_KINDS
 
 from .test_node import next_reply_to, raw_peer
 
@@ -34,7 +33,7 @@ async def test_bad_frames_and_error_notices_in_a_flood_are_logged_a_line_a_secon
         node = Node(seed=71)
         await node.start(tg)
         ws = await raw_peer(node.address)
-        count = 2 * MAX_KINDS + 100
+        count = 4 * MAX_UNKNOWN_CODES
         for i in range(count):
             await ws.send("{bad")
             await ws.send('{"v":"1.1","t":"error","rid":null,"code":"X%d","message":"%s"}'
@@ -42,11 +41,15 @@ async def test_bad_frames_and_error_notices_in_a_flood_are_logged_a_line_a_secon
         reply = await next_reply_to(ws, wire.Ping(1))  # served, after every one of them
         assert isinstance(reply, wire.Pong)
         lines = [r for r in caplog.records if r.name == "yzcore.node"]
-        # A line for the first of each code, then the throttle's one kind for the rest.
-        assert len(lines) <= MAX_KINDS + 5, len(lines)
+        # A line for the first of each code up to the bound, then one for all the others.
+        assert len(lines) <= MAX_UNKNOWN_CODES + 3, len(lines)
         assert sum(getattr(r, "code", None) == "MALFORMED_JSON" for r in lines) <= 2
-        assert node.metrics is not None and len(node.metrics.errors) <= MAX_ERROR_SERIES + 1
-        assert node.metrics.errors[("ws", "MALFORMED_JSON")] == count  # each still counted
+        metrics = node.metrics
+        assert metrics is not None and len(metrics.errors) <= MAX_UNKNOWN_CODES + 2
+        assert metrics.errors[("ws", "MALFORMED_JSON")] == count  # each still counted
+        assert metrics.errors[("ws", "OTHER")] == count - MAX_UNKNOWN_CODES
+        metrics.error("ws", "TIMEOUT")  # a code peers cannot invent keeps its own series
+        assert metrics.errors[("ws", "TIMEOUT")] == 1
         assert len(node.errors) == node.errors.maxlen
         await ws.close()
         await node.aclose()

@@ -29,7 +29,7 @@ from yzcore.bootstrap.auth import check_mac
 from yzcore.bootstrap.dashboard import DASHBOARD_HTML
 from yzcore.bootstrap.directory import Directory
 from yzcore.bootstrap.supervisor import BridgeSupervisor
-from yzcore.exceptions import TransportError, WireError, WsUpgradeRejected
+from yzcore.exceptions import ConnectionClosed, TransportError, WireError, WsUpgradeRejected
 from yzcore.identity import Identity, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.runtime.managers import signal_error, signal_limiter
@@ -169,6 +169,8 @@ class BootstrapServer:
             return
         if old is not None:  # a reconnecting client: the new connection wins
             old.pc.abort()
+            if old.registered:  # down until it registers again (its close will not say so)
+                self.directory.bridge_closed(peer.id, anyio.current_time())
         self.clients[peer.id] = client
         if peer.role == "bridge":
             client.nonce = os.urandom(32)
@@ -260,9 +262,12 @@ class BootstrapServer:
         client and ``DIAL_BACK_MAX`` in all; none for a client that came
         through a proxy (its IP as seen here is the proxy's: it could have this
         server probe the proxy's host, ports on loopback included); a
-        loopback address only when this server listens on loopback itself.
-        The answer names the failure's code and cause, never what the dialled
-        address sent back (a local web page is not the asker's to read).
+        loopback address only when this server listens on loopback itself
+        (a proxy that adds no forwarding header hides itself: every client then
+        looks like the proxy and may learn which of its host's ports answer;
+        have it add X-Forwarded-For, as nginx's proxy_set_header does). The
+        answer names the failure's code and our own sentence, never what the
+        dialled address sent back (a local web page is not the asker's to read).
         """
         pc = client.pc
         try:
@@ -303,9 +308,12 @@ class BootstrapServer:
                                          round(anyio.current_time() - started, 3), peer.id)
         except Exception as exc:  # noqa: BLE001 - every failure is the answer
             code, text = describe_failure(exc)
-            if isinstance(exc, WsUpgradeRejected):  # its text quotes the page: not for the asker
+            # Not what answered there: a page, an error frame's text, a close reason.
+            if isinstance(exc, WsUpgradeRejected):
                 text = (f"{msg.addr} answered HTTP {exc.status}, not a WebSocket upgrade"
                         if exc.status is not None else f"{msg.addr} answered, but not over HTTP")
+            elif isinstance(exc, WireError | ConnectionClosed):
+                text = f"{msg.addr} took the connection, but completed no yzcore hello"
             result = wire.DialBackResult(msg.rid, False, code, text,
                                          round(anyio.current_time() - started, 3))
         finally:
@@ -355,17 +363,16 @@ class BootstrapServer:
 
     def _record(self, code: str, peer: bytes | None, message: str, *,
                 fields: dict[str, object] | None = None) -> None:
-        """Keep an error for /status and log it; a refusal for a limit (``fields`` names it)
-        is logged at most once a second per limit, as a node's are."""
+        """Keep an error for /status and log it: at most a line a second per code (and,
+        for a refusal for a limit, per limit ``fields`` names), as a node's throttled
+        lines: most of these a client can cause at will, with bad frames or hellos."""
         entry = {"time": time.time(), "code": code, "peer": peer.hex() if peer else None,
                  "message": message}
         self.errors.append(entry)
-        unlogged = 0
-        if fields is not None:
-            said = throttled(self._logged, (code, fields.get("operation")), message)
-            if said is None:
-                return
-            message, unlogged = said
+        said = throttled(self._logged, (code, (fields or {}).get("operation")), message)
+        if said is None:
+            return
+        message, unlogged = said
         log.warning(message, extra={"code": code, "peer_id": entry["peer"], "transport": "ws",
                                     "unlogged": unlogged, **(fields or {})})
 

@@ -204,7 +204,10 @@ class ConnectionPolicy:
     def _release_unused_seeds(self) -> None:
         """A join is over: the seeds it was given are kept (bootstrap) before any
         dial; those it never dialled are let go, or each would stay for good, and
-        count as kept if it ever connected."""
+        count as kept if it ever connected. Not while another join runs: they
+        may be its seeds."""
+        if any(op.join for op in self._ops.values()):  # type: ignore[attr-defined]
+            return
         for peer_id in [i for i, p in self.peers.items()
                         if p.kept and not (p.connected or p.dialing)]:
             self.peers[peer_id].kept = False
@@ -225,16 +228,15 @@ class ConnectionPolicy:
         reply named): that says nothing of the contact, and a peer could
         otherwise have live nodes evicted by naming them at bogus addresses.
         """
-        contact = self.table.get(peer_id)
-        if contact is None:
-            return
+        contact = self.table.get(peer_id)  # None also for one in a replacement cache
         peer = self.peers.get(peer_id)
-        if peer is not None and not peer.connected and peer.info.addr != contact.address:
+        if (contact is not None and peer is not None and not peer.connected
+                and peer.info.addr != contact.address):
             return
         status, _ = self.table.fail(peer_id, now)
         if status == routing.EVICTED and peer is None:
             self.rpc.forget_peer(peer_id)  # (else _prune does, once it is done with the peer)
-        if status == routing.EVICTED and contact.address:
+        if status == routing.EVICTED and contact is not None and contact.address:
             role = (contact.meta or {}).get("role", "node")
             info = NodeInfo(peer_id, contact.address, role)  # type: ignore[arg-type]
             self._dormant[peer_id] = (info, now, now + self.config.dormant_interval, 0)

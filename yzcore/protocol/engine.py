@@ -30,8 +30,8 @@ from yzcore.protocol.lookup import Lookup, LookupResult
 from yzcore.protocol.neighbourhood import Neighbourhood
 from yzcore.protocol.rpc import Pending, RpcTable
 from yzcore.protocol.store import ValueStore
-from yzcore.wire import (Error, ErrorCode, FindNode, FindValue, Keep, Message, NodeInfo, Nodes, Ping,
-                         Pong, Store, Stored, Value)
+from yzcore.wire import (Error, ErrorCode, FindNode, FindValue, Keep, Message, NodeInfo, Nodes,
+                         Ping, Pong, Store, Stored, Value)
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -72,8 +72,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self.config = cfg = config or EngineConfig()
         self.rng = rng
         self.table = routing.RoutingTable(info.id, cfg.k, now=now)
-        self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto, min_rto=cfg.min_rto,
-                            first_rid=rng.randrange(1, 2**52))  # not the last run's: see RpcTable
+        self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto,
+                            min_rto=cfg.min_rto, first_rid=rng.randrange(1, 2**52))  # see RpcTable
         self.store = ValueStore(cfg.max_values, cfg.republish_interval, cfg.replicate_interval)
         self.limiter = ratelimit.RateLimiter() if cfg.rate_limit else None
         self.peers: dict[bytes, PeerState] = {}
@@ -157,8 +157,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         return op
 
     def put(self, key: bytes, value: str, now: float, ttl: float | None = None) -> int:
-        """Store ``value`` at the k nodes closest to ``key`` (and keep republishing it);
-        EncodeError ``VALUE_TOO_LARGE`` when it is over :data:`~yzcore.wire.MAX_VALUE`."""
+        """Store ``value`` at the k closest to ``key``, republished (too large: EncodeError)."""
         check_value(value)
         ttl = self.config.value_ttl if ttl is None else ttl
         self.store.put(key, value, ttl, now, original=True)
@@ -187,6 +186,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
             ip: Its IP address, for the routing table's diversity limit.
         """
         peer = self._peer(info)
+        was = peer.connected  # (the runtime tells again of a connection it kept: tie-break)
         peer.info = info  # the verified hello is the freshest information (A4.5)
         peer.connected, peer.dialing, peer.last_active, peer.outbound = True, False, now, outbound
         peer.declined = False  # said on a connection this one replaced
@@ -197,7 +197,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if (not peer.kept and outbound and info.role in TABLE_ROLES
                 and self._kept_count() < self.config.conn_target):
             peer.kept = True
-        if peer.kept and self._kept_count() > self.config.conn_max:
+        if peer.kept and not (was or peer.pinned) and self._kept_count() > self.config.conn_max:
             peer.kept = False  # kept before it connected (a join's seed): no room now
         if peer.kept:
             self._out.append(Send(info.id, Keep()))

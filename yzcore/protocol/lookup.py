@@ -47,7 +47,9 @@ class _Candidate:
         self.state = NEW
         self.retried = False  # asked again after a clean close
         self.deferred = False  # asked again after a rate limit's wait
-        self.alt: NodeInfo | None = None  # another address a reply gave for it
+        # Another address a reply gave for it, to ask if the first fails; False
+        # once one was taken (one other address per candidate, no more).
+        self.alt: NodeInfo | None | bool = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,19 +112,19 @@ class Lookup:
 
         Replies are not signed: a peer may name a live node at an address that
         is not its own. The first address heard for an id is asked first; the
-        first other one is kept, and asked if the first fails. A candidate
-        with no address (nobody can dial it) is no candidate.
+        first other one (from another reply) is kept, and asked if the first
+        fails, or at once if it failed already; no third. A candidate with no
+        address (nobody can dial it) is no candidate.
         """
         by_id, at, t, own = self._by_id, self._at, self._t, self.self_id
         from_bytes = int.from_bytes
-        fresh = []
+        fresh: list[int] = []
         for info in nodes:
             node_id = info.id
             known = by_id.get(node_id)
             if known is not None:
-                if (known.alt is None and info.addr != known.info.addr and info.addr
-                        and known.state != ANSWERED):
-                    known.alt = info
+                if known.alt is None and info.addr and info.addr != known.info.addr:
+                    self._other_address(known, info, fresh)
                 continue
             if node_id == own or not info.addr:
                 continue
@@ -135,6 +137,17 @@ class Lookup:
         elif fresh:  # one sort of a mostly sorted list beats an insort each
             self._order.extend(fresh)
             self._order.sort()
+
+    def _other_address(self, c: _Candidate, info: NodeInfo, fresh: list[int]) -> None:
+        """A reply names candidate ``c`` at another address than it has (``fresh``: the
+        distances of the candidates this reply made so far)."""
+        if (int.from_bytes(info.id, "big") ^ self._t) in fresh:
+            return  # named twice in one reply: the peer's second guess is no other source
+        if c.state == FAILED:  # failed at the first address already: ask at this one
+            c.info, c.alt, c.state = info, False, NEW
+            self._failed -= 1
+        elif c.state != ANSWERED:
+            c.alt = info
 
     def answered(self, peer: bytes, nodes: tuple[NodeInfo, ...] = (), value: str | None = None) -> None:
         """A peer answered: it is live; its nodes become candidates."""
@@ -206,8 +219,8 @@ class Lookup:
         reply gave another address for is asked there next."""
         c = self._by_id.get(peer)
         if c is not None and c.state != ANSWERED and c.state != FAILED:
-            if c.alt is not None:
-                c.info, c.alt, c.state = c.alt, None, NEW
+            if isinstance(c.alt, NodeInfo) and c.state != ABANDONED:  # (not waited for again)
+                c.info, c.alt, c.state = c.alt, False, NEW
                 self._queried -= 1
                 return
             c.state = FAILED

@@ -490,7 +490,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         if isinstance(msg, wire.Error) and msg.rid is None and (
                 msg.code not in _ENGINE_NOTICES or self.conns.get(pc.peer.id) is not pc):
             if msg.code not in _ENGINE_NOTICES:
-                self._record(str(msg.code), pc.peer.id, f"peer reports: {msg.message}", throttle=True)
+                self._record(msg.code, pc.peer.id, f"peer reports: {msg.message}", throttle=True)
             return True
         if type(msg) in _LOCAL_TYPES:  # messages are final classes: no subclass to miss
             self._service(pc, msg)

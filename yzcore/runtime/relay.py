@@ -60,9 +60,10 @@ class Relaying:
                 except TransportError:
                     return
             if first is None:
-                self._record(str(ErrorCode.HANDSHAKE_TIMEOUT), None, f"inbound connection from "
-                             f"{conn.remote_address} sent nothing within {self.handshake_timeout:g} s",
-                             transport=conn.transport, throttle=True)
+                self._record(str(ErrorCode.HANDSHAKE_TIMEOUT), None,
+                             f"inbound connection from {conn.remote_address} sent nothing "
+                             f"within {self.handshake_timeout:g} s", transport=conn.transport,
+                             throttle=True)
                 await tell_late(conn, self.handshake_timeout)
                 return
         msg = None  # a hello, most of the time: the handshake decodes it (once)
@@ -79,7 +80,7 @@ class Relaying:
             await self._accepted(conn, first)
 
     async def _refuse(self, conn: Connection, text: str) -> None:
-        self._record(str(ErrorCode.RELAY_UNAVAILABLE), None, text)
+        self._record(str(ErrorCode.RELAY_UNAVAILABLE), None, text, throttle=True)
         await tell(conn, wire.Error(None, ErrorCode.RELAY_UNAVAILABLE,
                                     f"{text}. {wire.advice(ErrorCode.RELAY_UNAVAILABLE)}"))
         await conn.close()

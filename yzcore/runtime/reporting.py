@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from yzcore import wire
 from yzcore.exceptions import ConnectionClosed
+from yzcore.metrics import KNOWN_CODES, MAX_UNKNOWN_CODES
 from yzcore.protocol.actions import Limited
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ __all__ = ["DIAL_LOG_EVERY", "Reporting", "limit_fields", "throttled"]
 
 log = logging.getLogger("yzcore.node")
 DIAL_LOG_EVERY = 1.0  # seconds between two log lines of one failed-dial code
-MAX_KINDS = 256  # kinds of throttled line remembered; more share one, OTHER
 
 
 class Reporting:
@@ -31,8 +31,9 @@ class Reporting:
 
         ``throttle`` (failed dials, and what a peer can send at will: bad frames,
         error notices): one log line per code a second, saying how many like it
-        went unlogged since; /status and the metrics still count each. A node whose cached peers all died dials dozens of them a second;
-        with 750 nodes in one process, logging each failed dial took 23% of the CPU.
+        went unlogged since; /status and the metrics still count each. A node
+        whose cached peers all died dials dozens of them a second; with 750
+        nodes in one process, logging each failed dial took 23% of the CPU.
         ``fields``: more for the log line's JSON (a rate limit's limit and wait).
         """
         if transport is None:
@@ -77,7 +78,8 @@ def throttled(state: dict[Any, tuple[float, int]], kind: tuple[str, Any],
     not logged, else the line, saying how many went unlogged before it, and their count.
     ``state`` keeps each kind's count."""
     now = time.monotonic()
-    if kind not in state and len(state) >= MAX_KINDS:  # a peer may send any code
+    if (kind not in state and kind[0] not in KNOWN_CODES  # a peer may send any code
+            and sum(k[0] not in KNOWN_CODES for k in state) >= MAX_UNKNOWN_CODES):
         kind = ("OTHER", kind[1])
     last, unlogged = state.get(kind, (-DIAL_LOG_EVERY, 0))
     if now - last < DIAL_LOG_EVERY:
