@@ -10,9 +10,11 @@ renamed over the old one), so a crash mid-write never leaves half a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -62,7 +64,9 @@ def load_addresses(data_dir: str) -> int:
 
 
 def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
-    """Replace the cache with ``peers`` (those with an address); how many were written."""
+    """Replace the cache with ``peers`` (those with an address, the first ``MAX_PEERS``);
+    how many were written. Callers put what is on disk last (see the runtime's
+    ``_cache_peers``): a node that knows nobody right now keeps what it knew."""
     seen: set[bytes] = set()
     rows = []
     for p in peers:
@@ -70,8 +74,17 @@ def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
             seen.add(p.id)
             rows.append({"id": p.id.hex(), "addr": p.addr, "role": p.role})
     path = Path(data_dir) / FILE_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"saved_at": time.time(), "peers": rows,
-                               "addresses": KNOWN_ADDRESSES.snapshot()}), encoding="utf-8")
-    os.replace(tmp, path)
+    data = json.dumps({"saved_at": time.time(), "peers": rows,
+                       "addresses": KNOWN_ADDRESSES.snapshot()}).encode()
+    fd, tmp = tempfile.mkstemp(prefix=".peers-", suffix=".tmp", dir=data_dir)  # one per writer
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before it replaces the old one
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return len(rows)

@@ -334,8 +334,9 @@ class Recovery:
         live = [pc.info for pc in self.conns.values() if pc.info.role in ("node", "bridge")]
         table = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
                  for c in self.engine.table.nearest(self.id, 32)]
-        try:
-            peercache.save(self.data_dir, [*live, *self._bridges, *table])
+        try:  # what is on disk last: known now first, but nothing dropped for knowing nobody
+            peercache.save(self.data_dir, [*live, *self._bridges, *table,
+                                           *peercache.load(self.data_dir)])
         except OSError as exc:
             log.warning("could not write the peer cache: %s", exc, extra={"code": "PEER_CACHE_UNWRITABLE"})
 
