@@ -95,6 +95,26 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of nodes >= 2")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):  # nan too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 async def _until_stopped(parent_watch: bool) -> None:
     """Return on SIGINT or SIGTERM, or when the parent process is gone (stdin closed)."""
     async with anyio.create_task_group() as tg:
@@ -239,6 +259,13 @@ def _sim(args: argparse.Namespace) -> int:
         print(f"error [INVALID_ARGUMENT] no scenario {args.scenario!r}; choose one of "
               f"{', '.join(sorted(SCENARIOS))}.", file=sys.stderr)
         return 2
+    if args.plot:  # before the run, not after it
+        try:
+            open(args.plot, "a", encoding="utf-8").close()
+        except OSError as exc:
+            print(f"error [INVALID_ARGUMENT] cannot write the plot {args.plot}: {exc.strerror}.",
+                  file=sys.stderr)
+            return 2
     verdict = run(args.scenario, args.nodes, args.seed)
     if args.json:
         print(json.dumps({"scenario": verdict.scenario, "criteria": verdict.criteria,
@@ -378,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first retry delay bound; doubles per attempt, 5 attempts a round")
         p.add_argument("--backoff-cap", type=_positive, metavar="SECONDS",
                        help="largest retry delay bound (default 8)")
-        p.add_argument("--start-jitter", type=float, metavar="SECONDS",
+        p.add_argument("--start-jitter", type=_not_negative, metavar="SECONDS",
                        help="wait up to this long (uniformly drawn) before joining, so a fleet "
                        "restarted at once does not reach the bootstrap server at once (default: 10 for a "
                        "node, 0 for a bridge)")
@@ -415,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a node not heard from this long is no longer introduced (default 30)")
     p.add_argument("--bridge-heartbeat", type=_positive, default=5.0, help=argparse.SUPPRESS)
     p = command("sim", _sim, "run a simulator scenario on a virtual clock and print its verdict")
-    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--nodes", type=_count, default=1000)
     # Checked when the command runs: importing the simulator here would slow every yz command.
     p.add_argument("--scenario", default="crisis", help="formation, lost_all, dead_peer, crisis, "
                    "partition, mass_restart, nat, backoff, stale, failover, stampede or lookups "
@@ -436,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         through.add_argument("--via", help="a node URL, e.g. ws://127.0.0.1:8080/dht")
         through.add_argument("--bootstrap", metavar="URL",
                              help="a bootstrap server: join through the nodes it introduces")
-        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("--timeout", type=_positive, default=30.0)
         p.add_argument("--json", action="store_true")
 
     for name, func, text in (("find-node", _find_node, "the k nodes closest to an id"),
@@ -468,6 +495,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:  # raised in a task group: say its errors, if ours
+        ours, rest = group.split(YzError)
+        if ours is None or rest is not None:
+            raise
+        for exc in _leaves(ours):
+            print(f"error {exc}", file=sys.stderr)
+        return 1
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 if __name__ == "__main__":

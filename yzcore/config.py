@@ -149,9 +149,10 @@ def resolve(profile: str = "default", *, flags: Mapping[str, Any] | None = None,
         out[key] = Setting(_parse(key, text.strip(), defaults[key]), "--set")
     engine_config(out)  # every engine value checked here, not when the node starts
     bad = [k for k in ("probe_interval", "heartbeat_interval", "backoff_base", "backoff_cap")
-           if not out[k].value > 0]
-    if bad or out["start_jitter"].value < 0:
-        raise InvalidConfig(f"{', '.join(bad) or 'start_jitter'} must be positive.")
+           if not 0 < out[k].value < math.inf]
+    if bad or not 0 <= out["start_jitter"].value < math.inf:  # nan fails both
+        raise InvalidConfig(f"{', '.join(bad) or 'start_jitter'} must be a finite number "
+                            f"{'> 0' if bad else '>= 0'}.")
     return out
 
 

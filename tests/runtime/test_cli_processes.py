@@ -168,3 +168,22 @@ def test_status_reads_a_bootstrap_server_and_refuses_what_is_no_yzcore_status(pr
     assert other.returncode == 1 and "[STATUS_UNAVAILABLE]" in other.stderr
     assert "is not a yzcore node's or bootstrap server's status" in other.stderr
     assert "Traceback" not in other.stderr
+
+
+@pytest.mark.req("A2.3")
+def test_common_mistakes_get_one_line_with_a_code_not_a_traceback(tmp_path):
+    # Errors raised inside the node's task group came wrapped in an exception group,
+    # which only the traceback printer knew how to show (45-73 lines of it).
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([*YZ, "node", "--listen", f"127.0.0.1:{port}"], capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error [LISTEN_FAILED]") and "Traceback" not in out.stderr
+    for bad in (["node", "--start-jitter", "nan"], ["sim", "--nodes", "0"]):
+        out = subprocess.run([*YZ, *bad], capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
