@@ -19,13 +19,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100"]
 # Installed by hand where Cython must stay out (the install itself runs --no-deps).
-RUNTIME_DEPS = ["orjson>=3.9", "anyio>=4.4", "websockets>=15.0", "cryptography>=42"]
+RUNTIME_DEPS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ next::
     │       └── HandshakeError       (per instance)    the signed hello failed
     ├── PubSubFailed                 (per instance)    no home took a subscription or message
     ├── HistoryError                 CONFIG_HISTORY    <data_dir>/history is unusable
+    ├── DataDirInUse                 DATA_DIR_IN_USE   another process runs on <data_dir>
     ├── KeyFileError                 KEY_FILE_INVALID  <data_dir>/node.key is unusable
     │   └── KeyFilePermissionError   KEY_FILE_PERMISSIONS  node.key is open to others
     └── TransportError               TRANSPORT_ERROR   a transport could not carry a message
@@ -48,6 +49,7 @@ __all__ = [
     "HandshakeError",
     "PubSubFailed",
     "HistoryError",
+    "DataDirInUse",
     "KeyFileError",
     "KeyFilePermissionError",
     "TransportError",
@@ -200,6 +202,16 @@ class HistoryError(YzError):
     advice = (
         "Make <data_dir>/history readable and writable by the node's user, or move it aside "
         "to begin a new history (a node still starts, without recording its configuration)."
+    )
+
+
+class DataDirInUse(YzError):
+    """Another process runs on this ``--data-dir`` (it holds ``<data_dir>/lock``)."""
+
+    code = "DATA_DIR_IN_USE"
+    advice = (
+        "Two processes with one key are one node twice, and the network keeps only one: stop "
+        "the other process, or give this one its own --data-dir."
     )
 
 

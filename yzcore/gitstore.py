@@ -14,7 +14,7 @@ import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from yzcore.exceptions import HistoryError
 
@@ -133,12 +133,19 @@ class GitStore:
                                "or one stopped while it did.", advice="If no yz node is starting "
                                "on this data dir, remove that lock file.") from None
         os.close(fd)
+        moved = False  # set_head renames our lock onto the branch: then it is no longer ours
+
+        def set_head(sha: str) -> None:
+            nonlocal moved
+            _replace(lock, (sha + "\n").encode(), into=os.path.join(self.path, _BRANCH))
+            moved = True
+
         try:
-            yield lambda sha: _replace(lock, (sha + "\n").encode(),
-                                       into=os.path.join(self.path, _BRANCH))
+            yield set_head
         finally:
-            if os.path.exists(lock):
-                os.unlink(lock)
+            if not moved:  # else a lock there now is another writer's: never remove it
+                with suppress(FileNotFoundError):
+                    os.unlink(lock)
 
     def _object_path(self, sha: str) -> str:
         return os.path.join(self.path, "objects", sha[:2], sha[2:])

@@ -9,11 +9,14 @@ its id and its place in other nodes' routing tables.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -25,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from yzcore.exceptions import InvalidArgument, KeyFileError, KeyFilePermissionError
+from yzcore.exceptions import DataDirInUse, InvalidArgument, KeyFileError, KeyFilePermissionError
 
 __all__ = [
     "KEY_BYTES",
@@ -35,11 +38,13 @@ __all__ = [
     "verify",
     "node_id_of",
     "load_or_create",
+    "holding",
 ]
 
 KEY_BYTES = 32  #: length of an Ed25519 private or public key
 SIGNATURE_BYTES = 64  #: length of an Ed25519 signature
 KEY_FILE = "node.key"  #: file name of the private key inside the data directory
+LOCK_FILE = "lock"  #: held by the process running on the data directory (its pid inside)
 
 _log = logging.getLogger("yzcore.identity")
 _DIR_ADVICE = "Make the data directory readable and writable by this user, or use another one."
@@ -185,11 +190,47 @@ def load_or_create(data_dir: str | os.PathLike[str]) -> Identity:
     return identity
 
 
+@contextmanager
+def holding(data_dir: str | os.PathLike[str] | None) -> Iterator[Callable[[], None]]:
+    """Hold ``<data_dir>/lock`` while the block runs: one process on a data directory
+    (nothing to hold without one). Yields a function that lets it go sooner.
+
+    Raises:
+        DataDirInUse: another process holds it (its pid is in the message).
+    """
+    if data_dir is None:
+        yield lambda: None
+        return
+    fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    held = [fd]
+
+    def release() -> None:
+        while held:
+            os.close(held.pop())  # (closing frees the lock; the kernel does if we die)
+
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DataDirInUse(f"{data_dir} is in use by process {holder}.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield release
+    finally:
+        release()
+
+
 def _read_key(path: Path) -> Identity | None:
     """The identity stored at ``path``, or None when there is no file."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
+        if os.path.islink(path):  # a link to a key that is not there (a volume not mounted)
+            raise KeyFileError(
+                f"the node key {path} links to {os.readlink(path)}, which does not exist.",
+                advice="This node's identity is there: mount or restore it (or remove the link "
+                       "to start as a new node, with a new id).") from None
         return None
     except OSError as exc:
         raise KeyFileError(f"cannot open the node key {path}: {exc}.", advice=_DIR_ADVICE) from exc
@@ -236,8 +277,8 @@ def _create_key(directory: Path, path: Path) -> Identity:
             os.link(tmp, path)
         except FileExistsError:
             existing = _read_key(path)
-            if existing is None:  # deleted under our feet; ours will do
-                os.replace(tmp, path)
+            if existing is None:  # deleted under our feet: try once more, never over a file
+                os.link(tmp, path)
                 return identity
             return existing
         except OSError:

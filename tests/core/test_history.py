@@ -195,3 +195,21 @@ def test_a_damaged_foreign_or_busy_history_is_a_history_error(tmp_path):
     blocked.write_text("a file where the data dir should be")
     with pytest.raises(HistoryError):
         ConfigHistory(str(blocked)).record(_config(), now=1, author="aa")
+
+
+def test_a_writer_never_removes_the_lock_another_writer_took_after_it(tmp_path):
+    # set_head renames our lock onto the branch; a lock file there afterwards is the
+    # next writer's, and removing it let two writers in at once (attempts were lost).
+    from yzcore.gitstore import _BRANCH
+
+    store = GitStore(str(tmp_path / "history.git"))
+    lock = os.path.join(store.path, _BRANCH) + ".lock"
+    with store.updating() as set_head:
+        set_head(store.write("blob", b"x"))  # any object will do: only the ref moves
+        with open(lock, "w"):  # the next writer takes the lock
+            pass
+    assert os.path.exists(lock)
+    os.unlink(lock)
+    with store.updating():  # and our own lock goes when we did not move the branch
+        pass
+    assert not os.path.exists(lock)

@@ -228,6 +228,17 @@ def test_key_path_that_is_a_directory_is_refused(tmp_path):
     assert "regular file" in str(info.value)
 
 
+def test_a_key_link_to_nothing_is_refused_not_replaced_by_a_new_identity(tmp_path):
+    # A link to a secret on a volume that is not mounted at this start: the node
+    # took a new identity and wrote it over the link.
+    link = tmp_path / KEY_FILE
+    link.symlink_to(tmp_path / "secrets" / "node.key")
+    with pytest.raises(KeyFileError) as info:
+        load_or_create(tmp_path)
+    assert info.value.code == "KEY_FILE_INVALID" and "mount" in str(info.value)
+    assert link.is_symlink()
+
+
 def test_unusable_data_dir_is_reported_as_a_key_file_error(tmp_path):
     # A path under a regular file cannot be created, even by root.
     (tmp_path / "file").write_bytes(b"")

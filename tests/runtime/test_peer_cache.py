@@ -1,7 +1,9 @@
-"""The peer cache on disk (A7.3), with real nodes on 127.0.0.1: what a node writes,
-and that a node which knows nobody for a while keeps what it knew."""
+"""What a node keeps: its data directory (one process at a time), the peer cache on
+disk (A7.3), with real nodes on 127.0.0.1, and the bridges it learns (A5.5)."""
 
 from __future__ import annotations
+
+import os
 
 import anyio
 import pytest
@@ -9,6 +11,25 @@ import pytest
 from yzcore.runtime import Node, peercache
 
 pytestmark = pytest.mark.anyio
+
+
+async def test_one_data_dir_runs_one_node_at_a_time(tmp_path):
+    # Two processes on one data dir were one node twice: its peers kept one of the
+    # two connections, and the other node sat unconnected, reporting healthy.
+    from yzcore.exceptions import DataDirInUse
+
+    async with anyio.create_task_group() as tg:
+        first = Node(data_dir=str(tmp_path), seed=86)
+        await first.start(tg)
+        second = Node(data_dir=str(tmp_path), seed=87)
+        with pytest.raises(DataDirInUse) as refused:
+            await second.start(tg)
+        assert refused.value.code == "DATA_DIR_IN_USE" and str(os.getpid()) in str(refused.value)
+        await first.aclose()
+        again = Node(data_dir=str(tmp_path), seed=88)  # free as soon as aclose returns
+        await again.start(tg)
+        assert again.id == first.id
+        await again.aclose()
 
 
 @pytest.mark.req("A7.3", "A1.3")
@@ -45,3 +66,20 @@ async def test_a_node_that_knows_nobody_for_a_while_keeps_its_cached_peers(tmp_p
             while not any(e["peer"] == b.id.hex() for e in fresh.errors):
                 await anyio.sleep(0.05)
         await fresh.aclose()
+
+
+@pytest.mark.req("A5.5")
+def test_a_bridge_that_moved_is_followed_to_its_new_address_and_few_are_kept():
+    # A bridge restarted elsewhere with its key (a rescheduled container) kept its
+    # old address here: a node behind NAT dialled the dead one for good.
+    from yzcore.runtime.recovery import MAX_BRIDGES
+    from yzcore.wire import NodeInfo
+
+    node = Node(seed=85)
+    bridge = os.urandom(32)
+    node._learn_bridges([NodeInfo(bridge, "ws://10.0.0.1:8090/dht", "bridge")])
+    node._learn_bridges([NodeInfo(bridge, "ws://10.0.0.2:8090/dht", "bridge")])
+    assert [(b.id, b.addr) for b in node._bridges] == [(bridge, "ws://10.0.0.2:8090/dht")]
+    node._learn_bridges([NodeInfo(os.urandom(32), f"ws://10.0.1.{i}:8090/dht", "bridge")
+                         for i in range(2 * MAX_BRIDGES)])
+    assert len(node._bridges) == MAX_BRIDGES and node._bridges[-1].addr.startswith("ws://10.0.1.31")

@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import anyio
@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from yzcore import wire
 from yzcore.config import Setting
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
-from yzcore.identity import Identity, load_or_create
+from yzcore.identity import Identity, holding, load_or_create
 from yzcore.metrics import TransferMetrics
 from yzcore.metrics import enabled as metrics_enabled
 from yzcore.protocol.actions import Close, Dial, Done, Limited, PutResult, Send
@@ -65,8 +65,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         advertise: The URL other nodes should dial; defaults to the bound listen address.
         peers: URLs to join through (no id needed: the handshake tells).
         bootstrap: Bootstrap server URLs, tried in turn for introductions.
-        data_dir: Where the node key and the peer cache live; None for an ephemeral
-            identity and no cache.
+        data_dir: Where the node key and the peer cache live, held by one process at a time
+            (DataDirInUse); None for an ephemeral identity and no cache.
         role: "node", "bridge" or "browser".
         bridge_secret: A bridge's shared secret, proved to each bootstrap server.
         config: Protocol knobs.
@@ -129,12 +129,11 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         self.probe_interval = probe_interval
         self._last_lookup: tuple[float, float] | None = None  # (finished at, seconds taken)
         self._probe_op = 0
-        self._stopping = False
-        self._ended_once = False
+        self._stopping = self._ended_once = False
+        self._release: Callable[[], None] = lambda: None  # the data dir (DataDirInUse)
         self._backoff_policy = backoff or BackoffPolicy()
         self.recovery = RecoveryPolicy(RecoveryConfig(backoff=self._backoff_policy,
-                                                      start_jitter=start_jitter),
-                                       self._rng)
+                                                      start_jitter=start_jitter), self._rng)
         self.heartbeat_interval = heartbeat_interval
         self.cache_interval = cache_interval
         if role == "bridge":  # one registration per bootstrap server: each keeps its own registry
@@ -149,8 +148,6 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         self._recover_at = self._probe_at = float("inf")
         self._recovering = False  # an attempt to reconnect is running
         self._replies = Replies(first=SERVICE_RIDS)  # reconnect requests to bridges
-        self._relay_lock = anyio.Lock()
-        self._relay_answers = 0
         self.fatal: BaseException | None = None
         self.http = HttpEndpoints(self)
         self.managers = Managers(self)  # the connection-manager factory (B6.3)
@@ -163,29 +160,31 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         await tg.start(self._run)
 
     async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        if self.data_dir:  # before any dial: a name that no longer resolves has an address (A6.4)
-            peercache.load_addresses(self.data_dir)
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                if self._listen:
-                    self._listener = await transport_for(self._listen).listen(self._listen, http=self.http)
-                    tg.start_soon(self._listener.serve, self._inbound)
-                self.address = self._advertise or self._own_address()
-                info = NodeInfo(self.id, self.address, self.role)
-                self.engine = Engine(info, anyio.current_time(), self._rng, self._config)
-                self.managers.start(tg)
-                if self._follows_interfaces():  # A6.5
-                    tg.start_soon(self._interface_loop)
-                tg.start_soon(self._timer_loop)
-                tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
-                if self._listen is None and self.role == "node":  # reached through a bridge
-                    tg.start_soon(self._relay_loop)
-                if self.data_dir:
-                    tg.start_soon(self._cache_loop)
-                task_status.started()
-        finally:  # however it ended: aclose, kill, or the caller's task group cancelled
-            await self._ended()
+        with holding(self.data_dir) as self._release:  # one process on a data dir at a time
+            if self.data_dir:  # before any dial: names that no longer resolve have one (A6.4)
+                peercache.load_addresses(self.data_dir)
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    if self._listen:
+                        transport = transport_for(self._listen)
+                        self._listener = await transport.listen(self._listen, http=self.http)
+                        tg.start_soon(self._listener.serve, self._inbound)
+                    self.address = self._advertise or self._own_address()
+                    info = NodeInfo(self.id, self.address, self.role)
+                    self.engine = Engine(info, anyio.current_time(), self._rng, self._config)
+                    self.managers.start(tg)
+                    if self._follows_interfaces():  # A6.5
+                        tg.start_soon(self._interface_loop)
+                    tg.start_soon(self._timer_loop)
+                    tg.start_soon(self._join)  # it starts the heartbeats, after the start jitter
+                    if self._listen is None and self.role == "node":  # reached through a bridge
+                        tg.start_soon(self._relay_loop)
+                    if self.data_dir:
+                        tg.start_soon(self._cache_loop)
+                    task_status.started()
+            finally:  # however it ended: aclose, kill, or the caller's task group cancelled
+                await self._ended()
 
     async def joined(self, timeout: float = 30.0) -> None:
         """Wait until the bootstrap lookup finished (at once for a first node)."""
@@ -218,6 +217,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         if not self._ended_once:
             self._ended_once = True
             self._cache_peers()
+            self._release()  # before aclose returns: the next process may start at once
             for link in self.links:
                 link.close()
         self._stopping = True

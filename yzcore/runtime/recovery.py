@@ -35,6 +35,7 @@ log = logging.getLogger("yzcore.node")
 INTRODUCTIONS = 8  # peers asked for at once
 MAX_RELAY_ANSWERS = 16  # relayed dials answered at once
 MAX_SEED_DIALS = 8  # peers dialled at once when (re)joining
+MAX_BRIDGES = 16  # bridges remembered (each dead one costs a failed dial a recovery)
 HEALTHY_POLL = 5.0  # seconds between looks at a connected node's table (the last close wakes it)
 
 
@@ -94,11 +95,19 @@ class Recovery:
         return None
 
     def _learn_bridges(self, bridges: Iterable[NodeInfo]) -> None:
-        known = {b.id for b in self._bridges}
+        """Remember bridges (the cache's, then each introduction's): one that moved (same
+        id, a new address: a rescheduled container with its key) is followed to its new
+        address; past ``MAX_BRIDGES``, the ones learnt longest ago are forgotten."""
+        known = {b.id: i for i, b in enumerate(self._bridges)}
         for b in bridges:
-            if b.id not in known and b.id != self.id and b.addr:
+            if b.id == self.id or not b.addr:
+                continue
+            if b.id not in known:
+                known[b.id] = len(self._bridges)
                 self._bridges.append(b)
-                known.add(b.id)
+            elif self._bridges[known[b.id]].addr != b.addr:
+                self._bridges[known[b.id]] = b
+        del self._bridges[:-MAX_BRIDGES]
 
     async def _dial_all(self, infos: list[NodeInfo], *, by_url: bool = False) -> list[NodeInfo]:
         """Dial up to ``MAX_SEED_DIALS`` of ``infos`` at once; those that answered."""

@@ -41,6 +41,8 @@ class Relaying:
         self._waiting: dict[bytes, tuple[anyio.Event, list[tuple[Connection, anyio.Event]]]] = {}
         self.relays: dict[bytes, int] = {}  # spliced connections per relayed peer
         self.relayed_frames = 0
+        self._relay_lock = anyio.Lock()  # one move to a bridge at a time (recovery)
+        self._relay_answers = 0  # relayed dials being answered now (recovery)
 
     def relay_status(self) -> dict[str, int]:
         """For ``/status``: connections spliced now, the peers they reach, frames relayed."""
