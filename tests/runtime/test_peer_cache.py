@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from yzcore.runtime import Node, peercache
+from yzcore.runtime.http import health
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +33,7 @@ async def test_one_data_dir_runs_one_node_at_a_time(tmp_path):
         await again.aclose()
 
 
-@pytest.mark.req("A7.3", "A1.3")
+@pytest.mark.req("A7.3", "A1.3", "A4.3")
 async def test_a_node_that_knows_nobody_for_a_while_keeps_its_cached_peers(tmp_path):
     # Each save replaced the cache with what the node knew at that moment: one
     # that ran 10 s with its peers down, or was stopped during its start jitter,
@@ -65,7 +66,17 @@ async def test_a_node_that_knows_nobody_for_a_while_keeps_its_cached_peers(tmp_p
         with anyio.fail_after(10):
             while not any(e["peer"] == b.id.hex() for e in fresh.errors):
                 await anyio.sleep(0.05)
+        # Alone, but not a first node: it is not healthy (it called itself healthy, a
+        # network of one by its empty routing table), and says why.
+        verdict = health(fresh)
+        assert not verdict["healthy"] and verdict["needed"] == 1
+        assert "0 live connections, needs 1" in verdict["reasons"]
         await fresh.aclose()
+        first = Node(seed=89)  # a first node, alone, is
+        await first.start(tg)
+        await first.joined()
+        assert health(first)["healthy"], health(first)
+        await first.aclose()
 
 
 @pytest.mark.req("A5.5")

@@ -17,6 +17,7 @@ import anyio
 from yzcore import USE_EXTENSIONS, __version__
 from yzcore.config import overrides
 from yzcore.metrics import CONTENT_TYPE, exposition
+from yzcore.runtime import peercache
 from yzcore.transport import HttpResponse
 from yzcore.web import asset
 from yzcore.wire import PROTOCOL_VERSION
@@ -32,6 +33,8 @@ def health(node: Node) -> dict[str, Any]:
     engine = node.engine
     connections = len(node.conns)
     size = engine.network_size_estimate() if engine else 1
+    if size < 2 and _knows_others(node):  # alone by its table, but it had a network
+        size = 2
     need = min(3, max(size - 1, 0))
     reasons = []
     if engine is None:
@@ -47,6 +50,15 @@ def health(node: Node) -> dict[str, Any]:
         reasons.append(f"last find_node probe failed or took over 2 s ({probe['seconds']:.2f}s)")
     return {"healthy": not reasons, "connections": connections, "needed": need,
             "network_size_estimate": size, "probe": probe, "reasons": reasons}
+
+
+def _knows_others(node: Node) -> bool:
+    """Whether the node knows of other nodes: given as --peer, in its routing table
+    (stale ones too) or in its peer cache. A node that lost them all would estimate
+    a network of one, itself, and call itself healthy alone; only a first node is."""
+    engine = node.engine
+    return bool(node._peers or (engine is not None and len(engine.table))
+                or (node.data_dir and peercache.load(node.data_dir)))
 
 
 def _peer(node: Node, pc: Any) -> dict[str, Any]:
