@@ -288,6 +288,8 @@ def _sub(args: argparse.Namespace) -> int:
 def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
     """Register config, status, diagnose, health and client on the parser (``command`` makes
     a subcommand)."""
+    from yzcore.cli import _positive  # (the parser's module imports this one)
+
     p = command("client", _light_client, "the Python light client: join as a browser-class peer "
                 "and run find-node ID, put KEY VALUE, get KEY, connect ID (a browser-class "
                 "peer, over WebRTC) or serve (stay online, taking WebRTC connections)")
@@ -295,7 +297,8 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="a STUN/TURN server for WebRTC (repeatable; default: none, host "
                    "candidates only)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="serve: stop after this long")
+    p.add_argument("--duration", type=_positive, metavar="SECONDS",
+                   help="serve: stop after this long")
     p.add_argument("action", choices=("find-node", "put", "get", "connect", "serve"))
     p.add_argument("words", nargs="*", metavar="ARG", help="ID, KEY VALUE, KEY or nothing")
     p = command("pub", _pub, "publish a message on a pubsub channel")
@@ -319,7 +322,7 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p = command("status", _status, "a node's (or a bootstrap server's) health, connections and "
                 "recent errors")
     p.add_argument("url", help="the node's URL (ws://HOST:PORT/dht or http://HOST:PORT)")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=_positive, default=5.0)
     p.add_argument("--json", action="store_true")
     p = command("diagnose", _diagnose, "test each step into a network and name the cause of a failure")
     p.add_argument("--bootstrap", required=True, metavar="URL")

@@ -9,7 +9,6 @@ its id and its place in other nodes' routing tables.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -198,11 +197,14 @@ def holding(data_dir: str | os.PathLike[str] | None) -> Iterator[Callable[[], No
     Raises:
         DataDirInUse: another process holds it (its pid is in the message).
     """
+    try:
+        import fcntl  # POSIX: elsewhere there is no lock to take
+    except ImportError:
+        data_dir = None
     if data_dir is None:
         yield lambda: None
         return
-    fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    held = [fd]
+    held: list[int] = []
 
     def release() -> None:
         while held:
@@ -210,12 +212,19 @@ def holding(data_dir: str | os.PathLike[str] | None) -> Iterator[Callable[[], No
 
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(os.open(Path(data_dir) / LOCK_FILE,
+                                os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600))
+            fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(held[0], 0)
+            os.pwrite(held[0], f"{os.getpid()}\n".encode(), 0)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            holder = os.pread(held[0], 32, 0).decode(errors="replace").strip() or "?"
             raise DataDirInUse(f"{data_dir} is in use by process {holder}.") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # read-only, or a file system without locks: run, and say so
+            release()
+            _log.warning("running without the lock of %s (%s): make sure no other process "
+                         "uses this data directory", data_dir, exc,
+                         extra={"code": "DATA_DIR_UNLOCKED"})
         yield release
     finally:
         release()

@@ -91,6 +91,22 @@ def test_a_bridge_that_moved_is_followed_to_its_new_address_and_few_are_kept():
     node._learn_bridges([NodeInfo(bridge, "ws://10.0.0.1:8090/dht", "bridge")])
     node._learn_bridges([NodeInfo(bridge, "ws://10.0.0.2:8090/dht", "bridge")])
     assert [(b.id, b.addr) for b in node._bridges] == [(bridge, "ws://10.0.0.2:8090/dht")]
+    node._learn_bridges([NodeInfo(bridge, "ws://10.0.0.1:8090/dht", "bridge")], fresh=False)
+    assert node._bridges[0].addr == "ws://10.0.0.2:8090/dht"  # the cache is older news
     node._learn_bridges([NodeInfo(os.urandom(32), f"ws://10.0.1.{i}:8090/dht", "bridge")
                          for i in range(2 * MAX_BRIDGES)])
     assert len(node._bridges) == MAX_BRIDGES and node._bridges[-1].addr.startswith("ws://10.0.1.31")
+    node._learn_bridges([NodeInfo(os.urandom(32), "ws://10.0.2.1:8090/dht", "bridge")], fresh=False)
+    assert all(b.addr.startswith("ws://10.0.1.") for b in node._bridges)  # no room: not learnt
+
+
+def test_one_cache_entry_an_address_the_one_known_now(tmp_path):
+    # A node restarted without its key at the same address is a new id there: the
+    # cache kept each old id too, one failed dial each at every recovery.
+    from yzcore.wire import NodeInfo
+
+    now, gone = os.urandom(32), os.urandom(32)
+    peercache.save(str(tmp_path), [NodeInfo(now, "ws://node-3:8080/dht"),
+                                   NodeInfo(gone, "ws://node-3:8080/dht")])
+    assert [p.id for p in peercache.load(str(tmp_path))] == [now]
+    assert sorted(os.listdir(tmp_path)) == ["peers.json"]  # no temporary file left

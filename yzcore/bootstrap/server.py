@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ from yzcore.bootstrap.dashboard import DASHBOARD_HTML
 from yzcore.bootstrap.directory import Directory
 from yzcore.bootstrap.supervisor import BridgeSupervisor
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError, WsUpgradeRejected
-from yzcore.identity import Identity, load_or_create
+from yzcore.identity import Identity, holding, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.runtime.managers import signal_error, signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
@@ -94,6 +94,8 @@ class BootstrapServer:
                  handshake_timeout: float = 5.0) -> None:
         self.max_clients = max_clients
         self.identity = identity or (load_or_create(data_dir) if data_dir else Identity.generate())
+        self._data_dir = data_dir
+        self._release: Callable[[], None] = lambda: None  # the data dir's lock (DataDirInUse)
         self.id = self.identity.node_id
         self._listen = listen
         self._advertise = advertise
@@ -124,15 +126,17 @@ class BootstrapServer:
         await tg.start(self._run)
 
     async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            self._listener = await transport_for(self._listen).listen(self._listen, http=self._http)
-            self.address = self._advertise or self._listener.address
-            tg.start_soon(self._listener.serve, self._accepted)
-            tg.start_soon(self._tick_loop)
-            if self.supervisor is not None:
-                tg.start_soon(self.supervisor.run, self.address)
-            task_status.started()
+        with holding(self._data_dir) as self._release:  # one process on a data dir at a time
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                listener = transport_for(self._listen)
+                self._listener = await listener.listen(self._listen, http=self._http)
+                self.address = self._advertise or self._listener.address
+                tg.start_soon(self._listener.serve, self._accepted)
+                tg.start_soon(self._tick_loop)
+                if self.supervisor is not None:
+                    tg.start_soon(self.supervisor.run, self.address)
+                task_status.started()
 
     async def aclose(self) -> None:
         """Stop: supervised bridges first, then every connection and the listener."""
@@ -144,6 +148,7 @@ class BootstrapServer:
             await self._listener.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+        self._release()  # now, not once the task group is done: a restart may follow at once
 
     # -- connections ------------------------------------------------------------------
 

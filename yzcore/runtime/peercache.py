@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,24 +66,26 @@ def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
     """Replace the cache with ``peers`` (those with an address, the first ``MAX_PEERS``);
     how many were written. Callers put what is on disk last (see the runtime's
     ``_cache_peers``): a node that knows nobody right now keeps what it knew."""
-    seen: set[bytes] = set()
+    # One entry an id, and one an address: the first id at an address wins (a node
+    # restarted there without its key comes back as a new id).
+    seen: set[bytes | str] = set()
     rows = []
     for p in peers:
-        if p.addr and p.id not in seen and len(rows) < MAX_PEERS:
-            seen.add(p.id)
+        if p.addr and p.id not in seen and p.addr not in seen and len(rows) < MAX_PEERS:
+            seen.update((p.id, p.addr))
             rows.append({"id": p.id.hex(), "addr": p.addr, "role": p.role})
     path = Path(data_dir) / FILE_NAME
-    data = json.dumps({"saved_at": time.time(), "peers": rows,
-                       "addresses": KNOWN_ADDRESSES.snapshot()}).encode()
-    fd, tmp = tempfile.mkstemp(prefix=".peers-", suffix=".tmp", dir=data_dir)  # one per writer
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before it replaces the old one
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    tmp = path.with_name(".peers.tmp")  # one writer: the node holds the data dir's lock
+    with open(tmp, "wb") as f:
+        f.write(json.dumps({"saved_at": time.time(), "peers": rows,
+                            "addresses": KNOWN_ADDRESSES.snapshot()}).encode())
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it replaces the old one
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # and the rename on disk too
+        fd = os.open(data_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return len(rows)

@@ -55,7 +55,7 @@ class Recovery:
             intro = await self._introductions()  # a bridge first: it gives us our address
             await self._use_bridge()
         cached = peercache.load(self.data_dir) if self.data_dir else []
-        self._learn_bridges(p for p in cached if p.role == "bridge")
+        self._learn_bridges((p for p in cached if p.role == "bridge"), fresh=False)
         seeds = await self._dial_all([p for p in cached if p.id != self._relay_bridge])
         if self._relay_bridge in self.conns:  # the bridge is a node too: join through it
             seeds.append(self.conns[self._relay_bridge].info)
@@ -94,18 +94,19 @@ class Recovery:
                 return intro
         return None
 
-    def _learn_bridges(self, bridges: Iterable[NodeInfo]) -> None:
-        """Remember bridges (the cache's, then each introduction's): one that moved (same
-        id, a new address: a rescheduled container with its key) is followed to its new
-        address; past ``MAX_BRIDGES``, the ones learnt longest ago are forgotten."""
+    def _learn_bridges(self, bridges: Iterable[NodeInfo], *, fresh: bool = True) -> None:
+        """Remember bridges. From an introduction (``fresh``), one that moved (same id, a
+        new address: a rescheduled container with its key) is followed to its new
+        address, and past ``MAX_BRIDGES`` the ones learnt longest ago are forgotten.
+        From the cache (not ``fresh``), only bridges not known yet, while there is room."""
         known = {b.id: i for i, b in enumerate(self._bridges)}
         for b in bridges:
-            if b.id == self.id or not b.addr:
+            if b.id == self.id or not b.addr or (not fresh and len(known) >= MAX_BRIDGES):
                 continue
             if b.id not in known:
                 known[b.id] = len(self._bridges)
                 self._bridges.append(b)
-            elif self._bridges[known[b.id]].addr != b.addr:
+            elif fresh and self._bridges[known[b.id]].addr != b.addr:
                 self._bridges[known[b.id]] = b
         del self._bridges[:-MAX_BRIDGES]
 
