@@ -16,12 +16,13 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -85,14 +86,21 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
-    return value
+def _seconds(*, zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 when ``zero``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ((0 <= value) if zero else (0 < value)) or not value < math.inf:  # nan fails too
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds "
+                                             f"{'>=' if zero else '>'} 0")
+        return value
+    return parse
+
+
+_positive, _not_negative = _seconds(zero=False), _seconds(zero=True)
 
 
 def _count(text: str) -> int:
@@ -102,16 +110,6 @@ def _count(text: str) -> int:
         value = 0
     if value < 2:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of nodes >= 2")
-    return value
-
-
-def _not_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < float("inf"):  # nan too
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
     return value
 
 

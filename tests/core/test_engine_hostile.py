@@ -30,13 +30,10 @@ def queries(e: Engine) -> dict[bytes, int]:
             if isinstance(a, Send) and isinstance(a.message, FindNode)}
 
 
-@pytest.mark.req("A4.3", "B3.2")
-@pytest.mark.parametrize("bad_addr", [None, "ws://attacker-chosen:1/dht"])
-def test_a_reply_naming_a_live_node_at_a_wrong_address_does_not_leave_it_out(bad_addr):
-    # Replies are unsigned. A peer that answers first, naming a live node near the
-    # target at no address or a bogus one, had the lookup fail that node for good,
-    # the honest address a second peer gave being ignored.
-    rng = random.Random(7)
+def liar_and_honest(seed: int) -> tuple[Engine, NodeInfo, NodeInfo, NodeInfo, int, dict[bytes, int]]:
+    """A node connected to a liar and an honest peer, looking up a target a live node is
+    near: (engine, liar, honest, live, the lookup's op, its queries: peer -> rid)."""
+    rng = random.Random(seed)
     e, target = engine(), rng.randbytes(32)
     liar, honest = (NodeInfo(rng.randbytes(32), f"ws://n{i}", "node") for i in range(2))
     live = NodeInfo(id_near(target, 200, rng), "ws://live:1/dht", "node")
@@ -44,7 +41,16 @@ def test_a_reply_naming_a_live_node_at_a_wrong_address_does_not_leave_it_out(bad
         e.connection_opened(p, 0.0, outbound=False)
     e.actions()
     op = e.find_node(target, 0.1)
-    q = queries(e)
+    return e, liar, honest, live, op, queries(e)
+
+
+@pytest.mark.req("A4.3", "B3.2")
+@pytest.mark.parametrize("bad_addr", [None, "ws://attacker-chosen:1/dht"])
+def test_a_reply_naming_a_live_node_at_a_wrong_address_does_not_leave_it_out(bad_addr):
+    # Replies are unsigned. A peer that answers first, naming a live node near the
+    # target at no address or a bogus one, had the lookup fail that node for good,
+    # the honest address a second peer gave being ignored.
+    e, liar, honest, live, op, q = liar_and_honest(7)
     e.receive(liar.id, Nodes(q[liar.id], (NodeInfo(live.id, bad_addr, "node"),)), 0.15)
     e.receive(honest.id, Nodes(q[honest.id], (live,)), 0.16)
     dials = [a.node for a in e.actions() if isinstance(a, Dial)]
@@ -63,15 +69,7 @@ def test_a_reply_naming_a_live_node_at_a_wrong_address_does_not_leave_it_out(bad
 @pytest.mark.req("A4.3", "B3.2")
 @pytest.mark.parametrize("case", ["failed-before-the-honest-reply", "named-twice-in-one-reply"])
 def test_a_live_node_named_wrongly_first_is_still_asked_where_an_honest_reply_says(case):
-    rng = random.Random(8)
-    e, target = engine(), rng.randbytes(32)
-    liar, honest = (NodeInfo(rng.randbytes(32), f"ws://n{i}", "node") for i in range(2))
-    live = NodeInfo(id_near(target, 200, rng), "ws://live:1/dht", "node")
-    for p in (liar, honest):
-        e.connection_opened(p, 0.0, outbound=False)
-    e.actions()
-    e.find_node(target, 0.1)
-    q = queries(e)
+    e, liar, honest, live, _, q = liar_and_honest(8)
     wrong = (NodeInfo(live.id, "ws://bogus:1/dht", "node"),)
     if case == "named-twice-in-one-reply":  # its second guess must not take the honest one's place
         wrong += (NodeInfo(live.id, "ws://bogus:2/dht", "node"),)
