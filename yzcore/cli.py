@@ -16,19 +16,19 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import platform
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
 import yzcore
-from yzcore.cli_ops import add_ops_commands, record_attempt, rollback_values
+from yzcore.cli_ops import (add_ops_commands, count, not_negative, positive, record_attempt,
+                            rollback_values)
 from yzcore.exceptions import YzError
 from yzcore.ids import id_from_hex, key_for
 
@@ -84,33 +84,6 @@ def _version(_: argparse.Namespace) -> int:
         else:
             print(f"  {scheme + '://':<10} {kind.__module__}:{kind.__name__}")
     return 0
-
-
-def _seconds(*, zero: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds, > 0 (or >= 0 when ``zero``)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not ((0 <= value) if zero else (0 < value)) or not value < math.inf:  # nan fails too
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds "
-                                             f"{'>=' if zero else '>'} 0")
-        return value
-    return parse
-
-
-_positive, _not_negative = _seconds(zero=False), _seconds(zero=True)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of nodes >= 2")
-    return value
 
 
 async def _until_stopped(parent_watch: bool) -> None:
@@ -257,6 +230,7 @@ def _sim(args: argparse.Namespace) -> int:
         print(f"error [INVALID_ARGUMENT] no scenario {args.scenario!r}; choose one of "
               f"{', '.join(sorted(SCENARIOS))}.", file=sys.stderr)
         return 2
+    made = bool(args.plot) and not os.path.exists(args.plot)
     if args.plot:  # before the run, not after it
         try:
             open(args.plot, "a", encoding="utf-8").close()
@@ -264,7 +238,12 @@ def _sim(args: argparse.Namespace) -> int:
             print(f"error [INVALID_ARGUMENT] cannot write the plot {args.plot}: {exc.strerror}.",
                   file=sys.stderr)
             return 2
-    verdict = run(args.scenario, args.nodes, args.seed)
+    try:
+        verdict = run(args.scenario, args.nodes, args.seed)
+    except BaseException:  # (Ctrl-C): no empty plot left behind
+        if made:
+            os.unlink(args.plot)
+        raise
     if args.json:
         print(json.dumps({"scenario": verdict.scenario, "criteria": verdict.criteria,
                           "passed": verdict.passed, "figures": verdict.figures,
@@ -394,16 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a node URL to join through (repeatable)")
         p.add_argument("--bootstrap", action="append", default=[], metavar="URL",
                        help="a bootstrap server URL (repeatable; tried in turn)")
-        p.add_argument("--probe-interval", type=_positive, metavar="SECONDS",
+        p.add_argument("--probe-interval", type=positive, metavar="SECONDS",
                        help="seconds between health checks (default 30; raise it when many nodes "
                        "share one host)")
-        p.add_argument("--heartbeat-interval", type=_positive, metavar="SECONDS",
+        p.add_argument("--heartbeat-interval", type=positive, metavar="SECONDS",
                        help="seconds between heartbeats to the bootstrap server (default 5)")
-        p.add_argument("--backoff-base", type=_positive, metavar="SECONDS",
+        p.add_argument("--backoff-base", type=positive, metavar="SECONDS",
                        help="first retry delay bound; doubles per attempt, 5 attempts a round")
-        p.add_argument("--backoff-cap", type=_positive, metavar="SECONDS",
+        p.add_argument("--backoff-cap", type=positive, metavar="SECONDS",
                        help="largest retry delay bound (default 8)")
-        p.add_argument("--start-jitter", type=_not_negative, metavar="SECONDS",
+        p.add_argument("--start-jitter", type=not_negative, metavar="SECONDS",
                        help="wait up to this long (uniformly drawn) before joining, so a fleet "
                        "restarted at once does not reach the bootstrap server at once (default: 10 for a "
                        "node, 0 for a bridge)")
@@ -436,11 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the secret bridges must prove (default with --bridges: a fresh one)")
     p.add_argument("--max-clients", type=int, default=10_000, metavar="N",
                    help="most client connections at once; more are refused with RATE_LIMITED")
-    p.add_argument("--node-ttl", type=_positive, default=30.0, metavar="SECONDS",
+    p.add_argument("--node-ttl", type=positive, default=30.0, metavar="SECONDS",
                    help="a node not heard from this long is no longer introduced (default 30)")
-    p.add_argument("--bridge-heartbeat", type=_positive, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--bridge-heartbeat", type=positive, default=5.0, help=argparse.SUPPRESS)
     p = command("sim", _sim, "run a simulator scenario on a virtual clock and print its verdict")
-    p.add_argument("--nodes", type=_count, default=1000)
+    p.add_argument("--nodes", type=count, default=1000)
     # Checked when the command runs: importing the simulator here would slow every yz command.
     p.add_argument("--scenario", default="crisis", help="formation, lost_all, dead_peer, crisis, "
                    "partition, mass_restart, nat, backoff, stale, failover, stampede or lookups "
@@ -454,14 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="the bootstrap server and dashboard port")
     p.add_argument("--data-dir", help="keep keys, peer caches and logs here (default: a temporary "
                    "directory, removed on exit)")
-    p.add_argument("--duration", type=_positive, metavar="SECONDS",
+    p.add_argument("--duration", type=positive, metavar="SECONDS",
                    help="stop by itself after this long (default: run until Ctrl-C)")
     def client_options(p: argparse.ArgumentParser) -> None:
         through = p.add_mutually_exclusive_group(required=True)
         through.add_argument("--via", help="a node URL, e.g. ws://127.0.0.1:8080/dht")
         through.add_argument("--bootstrap", metavar="URL",
                              help="a bootstrap server: join through the nodes it introduces")
-        p.add_argument("--timeout", type=_positive, default=30.0)
+        p.add_argument("--timeout", type=positive, default=30.0)
         p.add_argument("--json", action="store_true")
 
     for name, func, text in (("find-node", _find_node, "the k nodes closest to an id"),

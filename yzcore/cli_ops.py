@@ -11,15 +11,49 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-__all__ = ["add_ops_commands", "record_attempt", "rollback_values"]
+__all__ = ["add_ops_commands", "count", "not_negative", "positive", "record_attempt",
+           "rollback_values"]
 
 log = logging.getLogger("yzcore.cli")
+
+# -- argparse types (the parser's module uses them too) --------------------------------
+
+
+def _seconds(*, zero: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 when ``zero``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ((0 <= value) if zero else (0 < value)) or not value < math.inf:  # nan fails too
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds "
+                                             f"{'>=' if zero else '>'} 0")
+        return value
+    return parse
+
+
+positive, not_negative = _seconds(zero=False), _seconds(zero=True)
+
+
+def count(text: str) -> int:
+    """An argparse type: a number of nodes, at least 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of nodes >= 2")
+    return value
+
 
 
 def rollback_values(args: argparse.Namespace,
@@ -288,8 +322,6 @@ def _sub(args: argparse.Namespace) -> int:
 def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> None:
     """Register config, status, diagnose, health and client on the parser (``command`` makes
     a subcommand)."""
-    from yzcore.cli import _positive  # (the parser's module imports this one)
-
     p = command("client", _light_client, "the Python light client: join as a browser-class peer "
                 "and run find-node ID, put KEY VALUE, get KEY, connect ID (a browser-class "
                 "peer, over WebRTC) or serve (stay online, taking WebRTC connections)")
@@ -297,7 +329,7 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="a STUN/TURN server for WebRTC (repeatable; default: none, host "
                    "candidates only)")
-    p.add_argument("--duration", type=_positive, metavar="SECONDS",
+    p.add_argument("--duration", type=positive, metavar="SECONDS",
                    help="serve: stop after this long")
     p.add_argument("action", choices=("find-node", "put", "get", "connect", "serve"))
     p.add_argument("words", nargs="*", metavar="ARG", help="ID, KEY VALUE, KEY or nothing")
@@ -322,7 +354,7 @@ def add_ops_commands(command: Any, config_options: Any, client_options: Any) -> 
     p = command("status", _status, "a node's (or a bootstrap server's) health, connections and "
                 "recent errors")
     p.add_argument("url", help="the node's URL (ws://HOST:PORT/dht or http://HOST:PORT)")
-    p.add_argument("--timeout", type=_positive, default=5.0)
+    p.add_argument("--timeout", type=positive, default=5.0)
     p.add_argument("--json", action="store_true")
     p = command("diagnose", _diagnose, "test each step into a network and name the cause of a failure")
     p.add_argument("--bootstrap", required=True, metavar="URL")

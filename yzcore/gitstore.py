@@ -132,19 +132,14 @@ class GitStore:
             raise HistoryError(f"{lock} exists: another start is recording its configuration, "
                                "or one stopped while it did.", advice="If no yz node is starting "
                                "on this data dir, remove that lock file.") from None
+        ours = os.fstat(fd).st_ino  # set_head renames it onto the branch: then it is gone
         os.close(fd)
-        moved = False  # set_head renames our lock onto the branch: then it is no longer ours
-
-        def set_head(sha: str) -> None:
-            nonlocal moved
-            _replace(lock, (sha + "\n").encode(), into=os.path.join(self.path, _BRANCH))
-            moved = True
-
         try:
-            yield set_head
+            yield lambda sha: _replace(lock, (sha + "\n").encode(),
+                                       into=os.path.join(self.path, _BRANCH))
         finally:
-            if not moved:  # else a lock there now is another writer's: never remove it
-                with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == ours:  # a lock there now may be the next writer's
                     os.unlink(lock)
 
     def _object_path(self, sha: str) -> str:

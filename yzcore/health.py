@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -64,7 +65,8 @@ def run_health(args: argparse.Namespace) -> int:
         now = snapshot(args.bootstrap)
     except (OSError, ValueError) as exc:
         print(f"error [BOOTSTRAP_UNREACHABLE] {args.bootstrap}: {exc}. Check the URL and that the "
-              "bootstrap server runs (`yz diagnose --bootstrap URL` tests each step).")
+              "bootstrap server runs (`yz diagnose --bootstrap URL` tests each step).",
+              file=sys.stderr)
         return 2
     out: dict[str, Any] = {"now": now}
     code = 0
@@ -78,7 +80,7 @@ def run_health(args: argparse.Namespace) -> int:
             below = compare(now, base, args.tolerance)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"error [INVALID_ARGUMENT] {args.compare} is not a baseline `yz health "
-                  f"--save-baseline` wrote: {exc}")
+                  f"--save-baseline` wrote: {exc}", file=sys.stderr)
             return 2
         out.update(baseline=base, below=below, back_to_baseline=not below)
         code = 1 if below else 0

@@ -90,7 +90,7 @@ def test_a_minimal_network_and_health_back_to_its_baseline_after_a_rollback(proc
     verdict = json.loads(back.stdout)
     assert back.returncode == 0 and verdict["back_to_baseline"] and verdict["now"]["share"] == 1.0, verdict
     unreachable = _health("--bootstrap", "ws://127.0.0.1:9/dht")
-    assert unreachable.returncode == 2 and "[BOOTSTRAP_UNREACHABLE]" in unreachable.stdout
+    assert unreachable.returncode == 2 and "[BOOTSTRAP_UNREACHABLE]" in unreachable.stderr
 
 
 @pytest.mark.req("B8.4", "B8.2")
