@@ -55,6 +55,14 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
         code = page.evaluate("""async ([url, id]) => { try { await window.yz.connect(url, id); return "ok"; }
                                 catch (e) { return e.code; } }""", [infos[1]["address"], infos[2]["id"]])
         assert code == "ID_MISMATCH"
+        # What no frame could carry is refused at once, as the Python side does: an
+        # oversized value was sent, and each node closed the browser's connection (1009).
+        refused = page.evaluate("""async () => { const out = [];
+            for (const v of ["x".repeat(65279), "\\ud800 cut"]) {
+              try { await window.yz.put("too-much", v); out.push("sent"); }
+              catch (e) { out.push(e.code); } }
+            return out; }""")
+        assert refused == ["VALUE_TOO_LARGE", "INVALID_MESSAGE"], refused
         counters = page.evaluate("() => window.yz.counters.ws")
         my_id = page.evaluate("() => window.yz.idHex")
         assert counters["out"]["types"]["store"] == stored and counters["in"]["types"]["stored"] >= stored

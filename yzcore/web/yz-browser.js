@@ -33,6 +33,19 @@ import { Channels } from "./yz-pubsub.js";
 const MAX_ANSWERING = 16, MAX_ANSWERING_PER_PEER = 2;  // offers answered at once (as the Python side)
 const MAX_RELAY_ANSWERS = 16;  // relayed connections set up at once for dialers
 const MAX_DIALS = 4;           // `dial` signals followed at once
+const MAX_VALUE = 65280;       // longest value, in bytes as JSON (wire.MAX_VALUE): fits any store
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Refuse at once, as the Python side does, a value no frame could carry or that is no text
+ *  (a node would close the connection over the first, or not match its error to us). */
+function checkValue(value) {
+  if (typeof value !== "string" || LONE_SURROGATE.test(value)) {
+    throw new YzError("INVALID_MESSAGE", "the value must be a string of Unicode text");
+  }
+  if (utf8.encode(JSON.stringify(value)).length > MAX_VALUE) {
+    throw new YzError("VALUE_TOO_LARGE", `the value is over ${MAX_VALUE} bytes as JSON; store a smaller value or split it over several keys`);
+  }
+}
 
 export { PROTOCOL_VERSION, YzError };
 
@@ -82,6 +95,7 @@ export class YzClient {
 
   /** A verified connection to the node at `url` (one per URL; its id checked every time). */
   async connect(url, expectedId = null) {
+    if (this.closed) throw new YzError("CONNECTION_CLOSED", "the client closed");
     let pending = this.connecting.get(url);
     if (!pending) {
       const open = [...this.peers.values()].find((p) => p.path === "ws" && p.info.addr === url && p.isOpen());
@@ -101,7 +115,8 @@ export class YzClient {
 
   async open(url, expectedId = null) {
     const link = new Link(this, await openSocket(url), "ws", url);
-    const info = await hello(this, link, expectedId);
+    let info;
+    try { info = await hello(this, link, expectedId); } catch (e) { link.close(); throw e; }
     const peer = this.register(new Peer(this, link, { ...info, addr: url, path: "ws" }, true));
     if (peer.link === link && SERVERS.includes(info.role)) this.learn({ id: info.id, addr: url, role: info.role });
     return peer;
@@ -164,6 +179,7 @@ export class YzClient {
 
   /** Store `value` under sha256(`name`) at the k closest nodes; how many stored it. */
   async put(name, value, ttl = 3600) {
+    checkValue(value);
     const key = await YzClient.keyFor(name);
     const closest = (await this.lookup(key)).nodes;
     const stored = await Promise.all(closest.map(async (c) => {
@@ -419,10 +435,13 @@ export class YzClient {
       refuse("WEBRTC_UNAVAILABLE", "this browser has no RTCPeerConnection");
       return;
     }
-    let pc = null;
+    let pc = null, settle;
+    // The caller's slot is held until the channel is up or given up, not only until the
+    // answer is sent: else a stream of offers keeps any number of connections open.
+    const settled = new Promise((resolve) => { settle = resolve; });
     try {
       pc = new RTCPeerConnection(this.rtcConfig);
-      const giveUp = setTimeout(() => { try { pc.close(); } catch { /* closed */ } }, 10000 + GATHER_MS);
+      const giveUp = setTimeout(() => { try { pc.close(); } catch { /* closed */ } settle(); }, 10000 + GATHER_MS);
       pc.ondatachannel = (ev) => {
         const channel = ev.channel;
         if (channel.label !== "yz") { channel.close(); return; }
@@ -434,6 +453,7 @@ export class YzClient {
             const peer = this.register(new Peer(this, link, { ...info, addr: null, path: "webrtc" }, false));
             if (peer.link === link && this.onpeer) this.onpeer(peer);
           } catch (e) { link.close(); console.warn(`yz: WebRTC hello from ${short(from)}: ${e.message}`); }
+          settle();
         };
         if (channel.readyState === "open") run(); else channel.onopen = run;
       };
@@ -441,6 +461,7 @@ export class YzClient {
       await pc.setLocalDescription(await pc.createAnswer());
       await gathered(pc);
       this.sendSignal(via, from, { kind: "answer", session, sdp: pc.localDescription.sdp, relays: this.relays() });
+      await settled;
     } catch (e) {
       try { if (pc) pc.close(); } catch { /* closed */ }
       refuse("WEBRTC_FAILED", `could not answer: ${e.message}`);
@@ -467,6 +488,7 @@ export class YzClient {
 
   close() {
     this.closed = true; this.listening = null; this.bootstrap = null;
+    this.pubsub.close();  // no renewals, no reconnecting to homes
     for (const s of this.sessions.values()) s.handle({ kind: "error", code: "CONNECTION_CLOSED", message: "the client closed" });
     for (const p of [...this.peers.values()]) p.close();
     this.peers.clear();

@@ -77,14 +77,19 @@ async function loadKeys() {
   return keys;
 }
 
-/** A WebSocket once open. */
-function openSocket(url) {
+/** A WebSocket once open, within `ms` (a host that takes the connection and never answers
+ *  the upgrade must not hold a lookup for as long as the browser would wait). */
+function openSocket(url, ms = TIMEOUT_MS) {
   return new Promise((resolve, reject) => {
     let ws;
     try { ws = new WebSocket(url); } catch (e) { reject(new YzError("CONNECT_FAILED", `cannot open ${url}: ${e.message}`)); return; }
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => resolve(ws);
-    ws.onerror = () => reject(new YzError("CONNECT_FAILED", `cannot open ${url}`));
+    const timer = setTimeout(() => {
+      reject(new YzError("TIMEOUT", `${url} did not open within ${ms} ms`));
+      try { ws.close(); } catch { /* closing */ }
+    }, ms);
+    ws.onopen = () => { clearTimeout(timer); resolve(ws); };
+    ws.onerror = () => { clearTimeout(timer); reject(new YzError("CONNECT_FAILED", `cannot open ${url}`)); };
   });
 }
 

@@ -129,6 +129,12 @@ export class Channels {
   }
 
   /** A connection closed: subscribe again where it was a home. */
+  /** The client is closing: every channel left at once, without a word to its homes. */
+  close() {
+    for (const ch of this.channels.values()) clearTimeout(ch.timer);
+    this.channels.clear();
+  }
+
   closed(peer) {
     for (const ch of this.channels.values()) {
       if (ch.homes.delete(peer.info.id)) {
