@@ -87,10 +87,11 @@ def _version(_: argparse.Namespace) -> int:
 
 
 async def _until_stopped(parent_watch: bool) -> None:
-    """Return on SIGINT or SIGTERM, or when the parent process is gone (stdin closed)."""
+    """Return on SIGINT, SIGTERM or SIGHUP (the terminal closed), or when the parent process
+    is gone (stdin closed)."""
     async with anyio.create_task_group() as tg:
         async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 async for _ in signals:
                     break
             tg.cancel_scope.cancel()

@@ -64,22 +64,16 @@ def _fetch(url: str) -> dict[str, Any] | None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    keep = args.data_dir is not None
+    keep = [args.data_dir is not None]  # (and once a start failed: its logs say why)
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="yz-up-"))
     root.mkdir(parents=True, exist_ok=True)
     logs = [open(root / name, "ab") for name in ("bootstrap.log", "nodes.log")]  # noqa: SIM115
-    boot_url = f"ws://127.0.0.1:{args.port}/dht"
-    http = f"http://127.0.0.1:{args.port}"
     common = ["--log-json", "--log-level", "info"] if args.log_json else []
     boot = Child("bootstrap", yz_command(
         "bootstrap", "--listen", f"127.0.0.1:{args.port}", "--bridges", str(args.bridges),
         "--data-dir", str(root / "bootstrap"), "--bridge-heartbeat", HEARTBEAT, *common),
         stderr=logs[0])
-    nodes = [Child(f"node-{i + 1}", yz_command(
-        "node", "--listen", "127.0.0.1:0", "--bootstrap", boot_url,
-        "--data-dir", str(root / f"node-{i + 1}"), "--heartbeat-interval", HEARTBEAT,
-        "--start-jitter", "2", *common),  # one machine, started by us: a short spread will do
-        stderr=logs[1]) for i in range(args.nodes)]
+    nodes: list[Child] = []  # made once the bootstrap server's address is known (--port 0)
     tty = sys.stdout.isatty()
     started = time.monotonic()
 
@@ -90,7 +84,7 @@ def run_up(args: argparse.Namespace) -> int:
                     tg.start_soon(child.stop)
             await boot.stop()  # it stops its bridges first
 
-    async def table() -> None:
+    async def table(http: str) -> None:
         names = {c.info.get("address"): c.name for c in nodes}
         shown = None
         while True:
@@ -105,49 +99,73 @@ def run_up(args: argparse.Namespace) -> int:
                 shown = summary
             await anyio.sleep(1.0)
 
+    async def up() -> int:
+        try:
+            await boot.start()
+        except RuntimeError as exc:
+            keep[0] = True
+            print(f"error [LISTEN_FAILED] the bootstrap server did not start: {exc}; is port "
+                  f"{args.port} free? (see {root / 'bootstrap.log'}, kept)", file=sys.stderr)
+            return 1
+        boot_url = boot.info.get("address") or f"ws://127.0.0.1:{args.port}/dht"
+        http = boot_url.replace("ws://", "http://", 1).removesuffix("/dht")
+        nodes.extend(Child(f"node-{i + 1}", yz_command(
+            "node", "--listen", "127.0.0.1:0", "--bootstrap", boot_url,
+            "--data-dir", str(root / f"node-{i + 1}"), "--heartbeat-interval", HEARTBEAT,
+            "--start-jitter", "2", *common),  # one machine, started by us: a short spread will do
+            stderr=logs[1]) for i in range(args.nodes))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(boot.drain)
+            failed: list[str] = []
+
+            async def start(child: Child) -> None:
+                try:
+                    await child.start()
+                except RuntimeError as exc:
+                    failed.append(str(exc))
+
+            async with anyio.create_task_group() as starting:
+                for child in nodes:
+                    starting.start_soon(start, child)
+            if failed:
+                keep[0] = True
+                for text in failed:
+                    print(f"error [NODE_START_FAILED] {text}; see {root / 'nodes.log'} (kept)",
+                          file=sys.stderr)
+                tg.cancel_scope.cancel()  # (else the bootstrap server's drain holds the group)
+                return 1
+            for child in nodes:
+                tg.start_soon(child.drain)
+            print(f"yz up: bootstrap {boot_url}, {args.bridges} bridges, {args.nodes} nodes; "
+                  f"logs in {root}", flush=True)
+            print(f"dashboard: {http}/", flush=True)
+            tg.start_soon(table, http)
+            await anyio.sleep(args.duration or float("inf"))
+            tg.cancel_scope.cancel()
+        return 0
+
     async def main() -> int:
         from yzcore.cli import _until_stopped
 
+        code = [0]
         try:
-            try:
-                await boot.start()
-            except RuntimeError as exc:
-                print(f"error [LISTEN_FAILED] the bootstrap server did not start: {exc}; is port "
-                      f"{args.port} free? (see {root / 'bootstrap.log'})", file=sys.stderr)
-                return 1
             async with anyio.create_task_group() as tg:
-                tg.start_soon(boot.drain)
-                failed: list[str] = []
+                async def stopped() -> None:  # listening from the start: a signal during
+                    await _until_stopped(parent_watch=False)  # start-up stops it all too
+                    tg.cancel_scope.cancel()
 
-                async def start(child: Child) -> None:
-                    try:
-                        await child.start()
-                    except RuntimeError as exc:
-                        failed.append(str(exc))
+                async def run() -> None:
+                    code[0] = await up()
+                    tg.cancel_scope.cancel()
 
-                async with anyio.create_task_group() as starting:
-                    for child in nodes:
-                        starting.start_soon(start, child)
-                if failed:
-                    for text in failed:
-                        print(f"error [NODE_START_FAILED] {text}; see {root / 'nodes.log'}",
-                              file=sys.stderr)
-                    return 1
-                for child in nodes:
-                    tg.start_soon(child.drain)
-                print(f"yz up: bootstrap {boot_url}, {args.bridges} bridges, {args.nodes} nodes; "
-                      f"logs in {root}", flush=True)
-                print(f"dashboard: {http}/", flush=True)
-                tg.start_soon(table)
-                with anyio.move_on_after(args.duration or float("inf")):
-                    await _until_stopped(parent_watch=False)
-                tg.cancel_scope.cancel()
-            return 0
+                tg.start_soon(stopped)
+                tg.start_soon(run)
+            return code[0]
         finally:
             await stop_all()
-            stopped = sum(1 for c in [boot, *nodes]
-                          if c.process is not None and c.process.returncode is not None)
-            print(f"yz up: stopped {stopped} processes (the bootstrap server stopped its bridges)",
+            stopped_ = sum(1 for c in [boot, *nodes]
+                           if c.process is not None and c.process.returncode is not None)
+            print(f"yz up: stopped {stopped_} processes (the bootstrap server stopped its bridges)",
                   flush=True)
 
     try:
@@ -155,5 +173,5 @@ def run_up(args: argparse.Namespace) -> int:
     finally:
         for f in logs:
             f.close()
-        if not keep:
+        if not keep[0]:
             shutil.rmtree(root, ignore_errors=True)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,39 @@ def test_yz_up_brings_15_of_15_nodes_healthy_within_30_s_and_leaves_no_process(t
     # No orphans: the bridges (children of the bootstrap server) are gone too, and nothing listens.
     wait_for("every node and bridge process gone", lambda: not any(alive(p) for p in pids), 10)
     assert get_json(boot, "/status") is None
+
+
+@pytest.mark.req("A2.3")
+def test_yz_up_that_cannot_start_a_node_stops_everything_and_says_why(tmp_path):
+    # It printed the error and hung, the bootstrap server and the other nodes running.
+    (tmp_path / "node-2").write_text("a file where node-2's data dir would go")
+    out = subprocess.run([*YZ, "up", "--nodes", "2", "--bridges", "0", "--port", "0",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "error [NODE_START_FAILED] node-2" in out.stderr and "stopped 3 processes" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.req("B2.1")
+def test_yz_up_on_port_0_serves_where_the_bootstrap_server_landed_and_a_hangup_stops_it():
+    # --port 0 printed port-0 URLs and gave the nodes ws://127.0.0.1:0/dht; a hangup (the
+    # terminal closed) killed it at once, leaving its temporary directory behind.
+    up = subprocess.Popen([*YZ, "up", "--nodes", "2", "--bridges", "0", "--port", "0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        (boot,), _ = wait_for("the bootstrap URL", lambda: [x.split()[3].rstrip(",") for x in lines
+                                                           if x.startswith("yz up: bootstrap")], 30)
+        assert not boot.endswith(":0/dht"), boot
+        wait_for("2 nodes known to it", lambda: len((get_json(boot, "/status") or {}).get(
+            "nodes", [])) == 2 or None, 30)
+        logs = next(x for x in lines if "logs in" in x).rsplit("logs in ", 1)[1].strip()
+    finally:
+        up.send_signal(signal.SIGHUP)
+        code = up.wait(timeout=30)
+        reader.join(timeout=5)
+    assert code == 0 and any("stopped 3 processes" in x for x in lines), "".join(lines[-5:])
+    assert not Path(logs).exists()
