@@ -58,6 +58,7 @@ class Fault(enum.StrEnum):
     NOT_HTTP = "NOT_HTTP"
     WRONG_ENDPOINT = "WRONG_ENDPOINT"
     WRONG_PATH = "WRONG_PATH"
+    UPGRADE_NOT_PASSED = "UPGRADE_NOT_PASSED"
     BRIDGE_DOWN = "BRIDGE_DOWN"
     PEER_UNREACHABLE = "PEER_UNREACHABLE"
     ADVERTISED_UNREACHABLE = "ADVERTISED_UNREACHABLE"
@@ -79,6 +80,9 @@ ADVICE: dict[str, str] = {
     Fault.WRONG_ENDPOINT: "This URL serves a web page, not the WebSocket endpoint; the endpoint is "
     "/dht (ws://HOST:PORT/dht), and the port must be the node's or bootstrap server's.",
     Fault.WRONG_PATH: "The server has no WebSocket endpoint at that path; yzcore's is /dht.",
+    Fault.UPGRADE_NOT_PASSED: "The endpoint is there, but the WebSocket upgrade did not reach it: "
+    "a proxy on the way drops it (nginx: proxy_http_version 1.1; proxy_set_header Upgrade "
+    "$http_upgrade; proxy_set_header Connection \"upgrade\").",
     Fault.BRIDGE_DOWN: "This bridge does not answer: nodes behind NAT cannot be reached through it; "
     "restart it (a bootstrap server with --bridges restarts its own).",
     Fault.PEER_UNREACHABLE: "The node the bootstrap server introduced cannot be reached from here: "
@@ -201,28 +205,37 @@ async def _network_steps(url: str, report: Report) -> bool:
         report.add("dns", "ok" if addresses != [host] else "skip",
                    f"{host} -> {', '.join(addresses)}" if addresses != [host] else f"{host} is an address",
                    seconds=time.monotonic() - start)
-    ip = addresses[0]
-    return await anyio.to_thread.run_sync(_socket_steps, ip, host, port, path, tls, report)
+    return await anyio.to_thread.run_sync(_socket_steps, addresses, host, port, path, tls, report)
 
 
-def _socket_steps(ip: str, host: str, port: int, path: str, tls: bool, report: Report) -> bool:
-    """TCP, TLS and the upgrade on a plain blocking socket: its errors say exactly what happened."""
+def _socket_steps(addresses: list[str], host: str, port: int, path: str, tls: bool,
+                  report: Report) -> bool:
+    """TCP, TLS and the upgrade on a plain blocking socket: its errors say exactly what happened.
+
+    Each of the name's addresses in turn, as a dial does (``localhost`` may be ::1 first,
+    where nothing listens, and 127.0.0.1 then): the step fails only when all do.
+    """
     start = time.monotonic()
-    try:
-        sock = socket.create_connection((ip, port), timeout=TIMEOUT)
-    except TimeoutError:
-        report.add("tcp", "fail", f"no answer from {ip}:{port} within {TIMEOUT:g} s",
-                   Fault.PACKETS_DROPPED, time.monotonic() - start)
+    failed: list[tuple[str, Fault]] = []
+    for ip in addresses:
+        try:
+            sock = socket.create_connection((ip, port), timeout=TIMEOUT)
+            break
+        except TimeoutError:
+            failed.append((f"no answer from {ip}:{port} within {TIMEOUT:g} s",
+                           Fault.PACKETS_DROPPED))
+        except ConnectionRefusedError as exc:
+            failed.append((f"{ip}:{port} refused the connection ({exc.strerror})",
+                           Fault.PORT_CLOSED))
+        except OSError as exc:
+            failed.append((f"{ip}:{port}: {exc.strerror or exc}", Fault.HOST_UNREACHABLE))
+    else:  # the verdict of the address that got furthest: refused, then silent, then no route
+        rank = (Fault.PORT_CLOSED, Fault.PACKETS_DROPPED, Fault.HOST_UNREACHABLE)
+        report.add("tcp", "fail", "; ".join(text for text, _ in failed),
+                   min((code for _, code in failed), key=rank.index), time.monotonic() - start)
         return False
-    except ConnectionRefusedError as exc:
-        report.add("tcp", "fail", f"{ip}:{port} refused the connection ({exc.strerror})", Fault.PORT_CLOSED,
-                   time.monotonic() - start)
-        return False
-    except OSError as exc:
-        report.add("tcp", "fail", f"{ip}:{port}: {exc.strerror or exc}", Fault.HOST_UNREACHABLE,
-                   time.monotonic() - start)
-        return False
-    report.add("tcp", "ok", f"connected to {ip}:{port}", seconds=time.monotonic() - start)
+    before = f" ({'; '.join(text for text, _ in failed)})" if failed else ""
+    report.add("tcp", "ok", f"connected to {ip}:{port}{before}", seconds=time.monotonic() - start)
     try:
         if tls:
             try:
@@ -267,6 +280,9 @@ def _upgrade_step(sock: socket.socket, host: str, port: int, path: str, report: 
     if status == 200:
         report.add("upgrade", "fail", f"{line}: the server answered the WebSocket upgrade at {path} "
                    "with a page (\"Unexpected server response: 200\")", Fault.WRONG_ENDPOINT)
+    elif status == 426:  # an endpoint that wants the upgrade, and did not get it (yzcore's says so)
+        report.add("upgrade", "fail", f"{line} at {path}: the upgrade request arrived without "
+                   "its Upgrade header", Fault.UPGRADE_NOT_PASSED)
     else:
         report.add("upgrade", "fail", f"{line} at {path}", Fault.WRONG_PATH)
     return False

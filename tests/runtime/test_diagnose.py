@@ -7,11 +7,13 @@ cause was a version mismatch).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -121,6 +123,66 @@ def test_the_wrong_port_serving_a_web_page_is_named():
 @pytest.mark.req("A6.3")
 def test_a_closed_port_is_told_apart_from_dropped_packets():
     assert_names("PORT_CLOSED", "--bootstrap", f"ws://127.0.0.1:{free_port()}/dht")
+
+
+@pytest.mark.req("A6.3")
+def test_every_address_of_a_name_is_tried_before_the_port_is_called_closed(procs):
+    # localhost may resolve to ::1 first, where a server on 127.0.0.1 does not listen:
+    # diagnose tried the first address only and said PORT_CLOSED, where a dial connects.
+    from yzcore.diagnose import Report, _socket_steps
+
+    port = int(bootstrap(procs).rsplit(":", 1)[1].split("/")[0])
+    report = Report()
+    assert _socket_steps(["::1", "127.0.0.1"], "localhost", port, "/dht", False, report)
+    tcp = next(s for s in report.steps if s.name == "tcp")
+    assert tcp.verdict == "ok" and f"127.0.0.1:{port}" in tcp.detail and "::1" in tcp.detail
+    closed = Report()
+    assert not _socket_steps(["::1", "127.0.0.1"], "localhost", free_port(), "/dht", False, closed)
+    assert closed.steps[-1].code == "PORT_CLOSED" and "127.0.0.1" in closed.steps[-1].detail
+
+
+@contextmanager
+def header_stripping_proxy(target: int) -> Iterator[int]:
+    """A reverse proxy that drops the Upgrade and Connection headers (nginx without
+    proxy_set_header Upgrade), passing everything else on."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += client.recv(4096)
+                lines = [x for x in head.split(b"\r\n")
+                         if not x.lower().startswith((b"upgrade:", b"connection:"))]
+                upstream = socket.create_connection(("127.0.0.1", target))
+                upstream.sendall(b"\r\n".join(lines))
+                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.req("B2.3")
+def test_a_proxy_that_drops_the_upgrade_is_named_not_a_wrong_path(procs):
+    # The node's 426 ("this is the WebSocket endpoint") was reported as WRONG_PATH, whose
+    # advice says the path is wrong when it is /dht already.
+    port = int(bootstrap(procs).rsplit(":", 1)[1].split("/")[0])
+    with header_stripping_proxy(port) as proxy:
+        report = assert_names("UPGRADE_NOT_PASSED", "--bootstrap", f"ws://127.0.0.1:{proxy}/dht")
+    assert "proxy_set_header Upgrade" in next(s for s in report["steps"] if s["code"])["advice"]
 
 
 @contextmanager
