@@ -91,7 +91,8 @@ async def _until_stopped(parent_watch: bool) -> None:
     is gone (stdin closed)."""
     async with anyio.create_task_group() as tg:
         async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            stop = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            with anyio.open_signal_receiver(*stop) as signals:
                 async for _ in signals:
                     break
             tg.cancel_scope.cancel()

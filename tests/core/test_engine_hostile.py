@@ -30,7 +30,8 @@ def queries(e: Engine) -> dict[bytes, int]:
             if isinstance(a, Send) and isinstance(a.message, FindNode)}
 
 
-def liar_and_honest(seed: int) -> tuple[Engine, NodeInfo, NodeInfo, NodeInfo, int, dict[bytes, int]]:
+def liar_and_honest(
+        seed: int) -> tuple[Engine, NodeInfo, NodeInfo, NodeInfo, int, dict[bytes, int]]:
     """A node connected to a liar and an honest peer, looking up a target a live node is
     near: (engine, liar, honest, live, the lookup's op, its queries: peer -> rid)."""
     rng = random.Random(seed)

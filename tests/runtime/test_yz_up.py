@@ -84,7 +84,8 @@ def test_yz_up_on_port_0_serves_where_the_bootstrap_server_landed_and_a_hangup_s
     up = subprocess.Popen([*YZ, "up", "--nodes", "2", "--bridges", "0", "--port", "0"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),
+                              daemon=True)
     reader.start()
     try:
         (boot,), _ = wait_for("the bootstrap URL", lambda: [x.split()[3].rstrip(",") for x in lines
