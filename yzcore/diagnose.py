@@ -43,6 +43,7 @@ __all__ = ["Fault", "Report", "Step", "diagnose"]
 
 TIMEOUT = 3.0  # seconds for each network step
 DIAL_BACK_WAIT = 8.0  # the bootstrap server's dial-back takes up to 5 s
+REFUSED_LATELY = 600.0  # a bridge refused longer ago than this is history, not a fault now
 
 
 class Fault(enum.StrEnum):
@@ -211,10 +212,7 @@ async def _network_steps(url: str, report: Report) -> bool:
 def _socket_steps(addresses: list[str], host: str, port: int, path: str, tls: bool,
                   report: Report) -> bool:
     """TCP, TLS and the upgrade on a plain blocking socket: its errors say exactly what happened.
-
-    Each of the name's addresses in turn, as a dial does (``localhost`` may be ::1 first,
-    where nothing listens, and 127.0.0.1 then): the step fails only when all do.
-    """
+    TCP to each address in turn, as a dial does (``localhost``: ::1 first, maybe)."""
     start = time.monotonic()
     failed: list[tuple[str, Fault]] = []
     for ip in addresses:
@@ -306,8 +304,10 @@ async def _bridge_steps(intro: Any, bootstrap: str, identity: Identity, report: 
         bridges[b.id.hex()] = b.addr or ""
     for b in (status or {}).get("bridges", []):
         bridges.setdefault(b["id"], b.get("address") or "")
+    now = time.time()  # the server's clock in its entries: a few minutes of skew will do
     refused = [e for e in (status or {}).get("recent_errors", [])
-               if e.get("code") == str(wire.ErrorCode.BRIDGE_AUTH_FAILED)]
+               if e.get("code") == str(wire.ErrorCode.BRIDGE_AUTH_FAILED)
+               and now - float(e.get("time") or 0) <= REFUSED_LATELY]
     if refused:
         report.add("bridge registration", "fail", refused[-1].get("message", ""),
                    wire.ErrorCode.BRIDGE_AUTH_FAILED)

@@ -25,10 +25,14 @@ def snapshot(bootstrap: str, timeout: float = 5.0) -> dict[str, Any]:
     """The network's health now, from the bootstrap server's ``/status``.
 
     Raises:
-        OSError: the server could not be reached or answered no JSON.
+        OSError: the server could not be reached.
+        ValueError: it answered no JSON (WrongRole: it is no bootstrap server).
     """
     with urllib.request.urlopen(http_base(bootstrap) + "/status", timeout=timeout) as resp:
         status = json.loads(resp.read())
+    if not isinstance(status, dict) or status.get("role") != "bootstrap":  # a node's: 0/0
+        raise WrongRole(f"{bootstrap} is a {status.get('role') if isinstance(status, dict) else '?'}"
+                        ", not a bootstrap server")
     nodes = status.get("nodes", [])
     conns = [n.get("connections") or 0 for n in nodes]
     return {
@@ -59,10 +63,18 @@ def _line(h: dict[str, Any]) -> str:
             f"on average, bridges {h['bridges_healthy']} healthy")
 
 
+class WrongRole(ValueError):
+    """The URL answers, but not as a bootstrap server."""
+
+
 def run_health(args: argparse.Namespace) -> int:
     """The ``yz health`` command."""
     try:
         now = snapshot(args.bootstrap)
+    except WrongRole as exc:
+        print(f"error [WRONG_ROLE] {exc}: `yz health` reads a bootstrap server's /status "
+              "(--bootstrap ws://HOST:PORT/dht of a `yz bootstrap`).", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"error [BOOTSTRAP_UNREACHABLE] {args.bootstrap}: {exc}. Check the URL and that the "
               "bootstrap server runs (`yz diagnose --bootstrap URL` tests each step).",

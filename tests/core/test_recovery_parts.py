@@ -188,6 +188,18 @@ def test_silent_nodes_expire_after_the_ttl():
     assert list(d.nodes) == [nid(2)] and d.nodes[nid(2)].connections == 4
 
 
+def test_a_node_whose_link_closed_is_not_counted_healthy_until_it_says_so_again():
+    # A stopped node counted healthy in /status, the dashboard and yz health until it
+    # expired (node_ttl, 30 s), though the server had seen its connection close.
+    d = Directory(random.Random(1), node_ttl=30.0)
+    info = NodeInfo(nid(1), "ws://127.0.0.1:1/dht")
+    d.heartbeat(info, 0.0, healthy=True, connections=4, routing_table=9, probe=0.01)
+    d.left(info.id)
+    assert d.nodes[info.id].healthy is False and list(d.nodes) == [info.id]
+    d.heartbeat(info, 5.0, healthy=True, connections=4, routing_table=9, probe=0.01)
+    assert d.nodes[info.id].healthy is True
+
+
 @pytest.mark.req("A5.3")
 def test_a_silent_bridge_is_judged_unhealthy_within_10_s_and_a_closed_one_at_once():
     d = Directory(random.Random(1), bridge_check=2.0, bridge_misses=2)

@@ -316,6 +316,25 @@ def test_a_bridge_with_the_wrong_secret_is_named(procs, tmp_path):
     assert_names("BRIDGE_AUTH_FAILED", "--bootstrap", boot)
 
 
+@pytest.mark.req("A2.4")
+def test_a_bridge_refused_long_ago_is_history_not_a_fault(monkeypatch):
+    # A refusal stayed among the server's last 32 errors, failing every diagnosis
+    # for as long as it took 32 newer errors to push it out.
+    import time
+
+    import anyio
+
+    from yzcore import diagnose
+
+    for age, failing in ((3600.0, False), (5.0, True)):
+        status = {"bridges": [], "recent_errors": [{"code": "BRIDGE_AUTH_FAILED", "peer": "ab" * 32,
+                                                    "time": time.time() - age, "message": "no"}]}
+        monkeypatch.setattr(diagnose, "_http_json", lambda url, path, s=status: s)
+        report = diagnose.Report()
+        anyio.run(diagnose._bridge_steps, None, "ws://127.0.0.1:1/dht", Identity.generate(), report)
+        assert report.failed("bridge registration") == failing, age
+
+
 @pytest.mark.req("A2.3")
 def test_a_full_bootstrap_server_is_named_rate_limited(procs):
     boot = bootstrap(procs, "--max-clients", "0")

@@ -91,6 +91,8 @@ def test_a_minimal_network_and_health_back_to_its_baseline_after_a_rollback(proc
     assert back.returncode == 0 and verdict["back_to_baseline"] and verdict["now"]["share"] == 1.0, verdict
     unreachable = _health("--bootstrap", "ws://127.0.0.1:9/dht")
     assert unreachable.returncode == 2 and "[BOOTSTRAP_UNREACHABLE]" in unreachable.stderr
+    a_node = _health("--bootstrap", infos["n0"]["address"])  # it said "0/0 healthy", exit 0
+    assert a_node.returncode == 2 and "[WRONG_ROLE]" in a_node.stderr, a_node.stdout
 
 
 @pytest.mark.req("B8.4", "B8.2")

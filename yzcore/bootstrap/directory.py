@@ -149,6 +149,14 @@ class Directory:
             entry.routing_table, entry.probe = routing_table, probe
             entry.peers, entry.sent, entry.received = peers, sent, received
 
+    def left(self, node_id: bytes) -> None:
+        """A node's link to this server closed: not healthy as far as we know, until its
+        next heartbeat says so (a stopped node is listed, down, until ``node_ttl``)."""
+        entry = self.nodes.get(node_id)
+        if entry is not None and entry.healthy:
+            entry.healthy = False
+            self._healthy.discard(node_id)
+
     def expire(self, now: float) -> list[bytes]:
         """Drop nodes not heard from for ``node_ttl``, and bridges gone for ``bridge_ttl``;
         the nodes' ids."""

@@ -199,6 +199,7 @@ class BootstrapServer:
         peer = client.pc.peer
         if self.clients.get(peer.id) is client:
             del self.clients[peer.id]
+            self.directory.left(peer.id)  # a stopped node no longer counts healthy meanwhile
             if client.registered:
                 self.directory.bridge_closed(peer.id, anyio.current_time())
                 log.warning("bridge %s disconnected", peer.id.hex()[:16],
