@@ -87,11 +87,13 @@ def _version(_: argparse.Namespace) -> int:
 
 
 async def _until_stopped(parent_watch: bool) -> None:
-    """Return on SIGINT, SIGTERM or SIGHUP (the terminal closed), or when the parent process
-    is gone (stdin closed)."""
+    """Return on SIGINT, SIGTERM or SIGHUP (the terminal closed; not under nohup), or when the
+    parent process is gone (stdin closed)."""
     async with anyio.create_task_group() as tg:
         async def on_signal() -> None:
-            stop = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            stop = [signal.SIGINT, signal.SIGTERM]
+            if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup means: run on
+                stop.append(signal.SIGHUP)
             with anyio.open_signal_receiver(*stop) as signals:
                 async for _ in signals:
                     break

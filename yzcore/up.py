@@ -12,6 +12,7 @@ stops every process; children also exit by themselves if this process dies
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -165,8 +166,9 @@ def run_up(args: argparse.Namespace) -> int:
             await stop_all()
             stopped_ = sum(1 for c in [boot, *nodes]
                            if c.process is not None and c.process.returncode is not None)
-            print(f"yz up: stopped {stopped_} processes (the bootstrap server stopped its bridges)",
-                  flush=True)
+            with contextlib.suppress(OSError):  # a closed terminal takes no more lines
+                print(f"yz up: stopped {stopped_} processes (the bootstrap server stopped its "
+                      "bridges)", flush=True)
 
     try:
         return anyio.run(main)

@@ -195,7 +195,7 @@ def test_a_node_whose_link_closed_is_not_counted_healthy_until_it_says_so_again(
     info = NodeInfo(nid(1), "ws://127.0.0.1:1/dht")
     d.heartbeat(info, 0.0, healthy=True, connections=4, routing_table=9, probe=0.01)
     d.left(info.id)
-    assert d.nodes[info.id].healthy is False and list(d.nodes) == [info.id]
+    assert d.nodes[info.id].healthy is None and list(d.nodes) == [info.id]  # unknown: not healthy
     d.heartbeat(info, 5.0, healthy=True, connections=4, routing_table=9, probe=0.01)
     assert d.nodes[info.id].healthy is True
 

@@ -150,11 +150,12 @@ class Directory:
             entry.peers, entry.sent, entry.received = peers, sent, received
 
     def left(self, node_id: bytes) -> None:
-        """A node's link to this server closed: not healthy as far as we know, until its
-        next heartbeat says so (a stopped node is listed, down, until ``node_ttl``)."""
+        """A node's link to this server closed: its health is unknown (as before its first
+        heartbeat) until a heartbeat says (a stopped node stays listed until ``node_ttl``;
+        one that moved to another address reconnects within a heartbeat)."""
         entry = self.nodes.get(node_id)
-        if entry is not None and entry.healthy:
-            entry.healthy = False
+        if entry is not None and entry.healthy is not None:
+            entry.healthy = None
             self._healthy.discard(node_id)
 
     def expire(self, now: float) -> list[bytes]:

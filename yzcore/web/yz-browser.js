@@ -205,6 +205,10 @@ export class YzClient {
 
   /** Keep one connection per peer id; answers the one kept (the other is closed). */
   register(peer) {
+    if (this.closed) {  // one that was opening when the client closed
+      peer.close();
+      throw new YzError("CONNECTION_CLOSED", "the client closed");
+    }
     const id = peer.info.id, old = this.peers.get(id);
     if (old && old !== peer && old.isOpen()) {
       // Both sides dialled at once: both keep the connection the lower id dialled.

@@ -54,6 +54,7 @@ export class Channels {
   /** One look for the homes and one subscribe at each. The first round throws when no
    *  home took the subscription; later ones keep trying, less and less often. */
   async round(ch) {
+    if (this.client.closed) throw new YzError("CONNECTION_CLOSED", "the client closed");
     if (ch.running) { ch.again = true; return; }  // one round at a time; another right after
     ch.running = true; ch.again = false;
     clearTimeout(ch.timer);
@@ -128,13 +129,13 @@ export class Channels {
     }
   }
 
-  /** A connection closed: subscribe again where it was a home. */
   /** The client is closing: every channel left at once, without a word to its homes. */
   close() {
     for (const ch of this.channels.values()) clearTimeout(ch.timer);
     this.channels.clear();
   }
 
+  /** A connection closed: subscribe again where it was a home. */
   closed(peer) {
     for (const ch of this.channels.values()) {
       if (ch.homes.delete(peer.info.id)) {
