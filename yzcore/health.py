@@ -31,8 +31,9 @@ def snapshot(bootstrap: str, timeout: float = 5.0) -> dict[str, Any]:
     with urllib.request.urlopen(http_base(bootstrap) + "/status", timeout=timeout) as resp:
         status = json.loads(resp.read())
     if not isinstance(status, dict) or status.get("role") != "bootstrap":  # a node's: 0/0
-        raise WrongRole(f"{bootstrap} is a {status.get('role') if isinstance(status, dict) else '?'}"
-                        ", not a bootstrap server")
+        role = status.get("role") if isinstance(status, dict) else None
+        raise WrongRole(f"{bootstrap} is a {role or 'server of another kind'}, "
+                        "not a bootstrap server")
     nodes = status.get("nodes", [])
     conns = [n.get("connections") or 0 for n in nodes]
     return {
