@@ -167,18 +167,19 @@ def value_fits(value: str) -> bool:
 
 
 def check_value(value: str) -> None:
-    """Refuse a value of ours that does not fit (:func:`value_fits`), or is no text.
+    """Refuse a value of ours over :data:`MAX_VALUE` bytes as JSON, or that is no text.
 
     Raises:
         EncodeError: ``VALUE_TOO_LARGE``, or ``INVALID_MESSAGE`` for a string that
             is not Unicode text (a lone surrogate): no frame could carry it.
     """
-    try:
-        value.encode("utf-8")
-        fits = value_fits(value)
-    except (AttributeError, TypeError, UnicodeEncodeError):  # orjson's errors are TypeErrors
-        raise EncodeError(_C.INVALID_MESSAGE, "the value must be Unicode text.") from None
-    if not fits:
+    try:  # orjson refuses a lone surrogate (a TypeError), and says the size
+        size = len(orjson.dumps(value)) if isinstance(value, str) else -1
+    except TypeError:
+        size = -1
+    if size < 0:
+        raise EncodeError(_C.INVALID_MESSAGE, "the value must be Unicode text.")
+    if size > MAX_VALUE:
         raise EncodeError(_C.VALUE_TOO_LARGE, f"the value is over {MAX_VALUE} bytes as JSON.")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from yzcore.supervise import Child, yz_command
+from yzcore.transport import http_base
 
 __all__ = ["render", "run_up"]
 
@@ -109,7 +110,7 @@ def run_up(args: argparse.Namespace) -> int:
                   f"{args.port} free? (see {root / 'bootstrap.log'}, kept)", file=sys.stderr)
             return 1
         boot_url = boot.info.get("address") or f"ws://127.0.0.1:{args.port}/dht"
-        http = boot_url.replace("ws://", "http://", 1).removesuffix("/dht")
+        http = http_base(boot_url)
         nodes.extend(Child(f"node-{i + 1}", yz_command(
             "node", "--listen", "127.0.0.1:0", "--bootstrap", boot_url,
             "--data-dir", str(root / f"node-{i + 1}"), "--heartbeat-interval", HEARTBEAT,

@@ -25,7 +25,6 @@ module to one job; it uses the engine's state and emits its actions.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from yzcore import routing
 from yzcore.protocol.actions import Action, Close, Dial, Send
 from yzcore.protocol.config import EngineConfig
-from yzcore.protocol.rpc import Pending, RpcTable
+from yzcore.protocol.rpc import RpcTable
 from yzcore.wire import Error, ErrorCode, Keep, Message, NodeInfo
 
 __all__ = ["TABLE_ROLES", "ConnectionPolicy", "PeerState"]
@@ -186,20 +185,12 @@ class ConnectionPolicy:
         self.peers[peer_id].queue.clear()
         if count_failure:
             self._table_fail(peer_id, now)
+        wait = self.config.declined_wait
         for p in self.rpc.drop_peer(peer_id):
-            if declined and self._defer(p, now, self.config.declined_wait):
+            if declined and self._defer(p, now, wait):  # type: ignore[attr-defined]
                 continue
             if not (retry and self._retry(p, now)):  # type: ignore[attr-defined]
                 self._rpc_failed(p, now)  # type: ignore[attr-defined]
-
-    def _defer(self, p: Pending, now: float, wait: float) -> bool:
-        """Ask a lookup's peer again after ``wait`` (once), still waiting for its answer."""
-        op = self._ops.get(p.owner) if p.owner is not None else None  # type: ignore[attr-defined]
-        if op is None or p.kind == "store" or not op.lookup.defer(p.peer):
-            return False
-        heapq.heappush(self._deferred, (now + wait, op.id, p.peer))  # type: ignore[attr-defined]
-        self._advance(op, now)  # type: ignore[attr-defined]
-        return True
 
     def _release_unused_seeds(self) -> None:
         """A join is over: the seeds it was given are kept (bootstrap) before any

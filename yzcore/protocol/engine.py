@@ -471,6 +471,15 @@ class Engine(ConnectionPolicy, Neighbourhood):
         op.lookup.failed(p.peer)
         self._advance(op, now)
 
+    def _defer(self, p: Pending, now: float, wait: float) -> bool:
+        """Ask a lookup's peer again after ``wait`` (once), still waiting for its answer."""
+        op = self._ops.get(p.owner) if p.owner is not None else None
+        if op is None or p.kind == "store" or not op.lookup.defer(p.peer):
+            return False
+        heapq.heappush(self._deferred, (now + wait, op.id, p.peer))
+        self._advance(op, now)
+        return True
+
     def _retry(self, p: Pending, now: float, again: bool = False) -> bool:
         op = self._ops.get(p.owner) if p.owner is not None else None
         if op is None or self.peers[p.peer].info.addr is None:

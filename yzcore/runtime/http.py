@@ -17,7 +17,6 @@ import anyio
 from yzcore import USE_EXTENSIONS, __version__
 from yzcore.config import overrides
 from yzcore.metrics import CONTENT_TYPE, exposition
-from yzcore.runtime import peercache
 from yzcore.transport import HttpResponse
 from yzcore.web import asset
 from yzcore.wire import PROTOCOL_VERSION
@@ -57,8 +56,7 @@ def _knows_others(node: Node) -> bool:
     (stale ones too) or in its peer cache. A node that lost them all would estimate
     a network of one, itself, and call itself healthy alone; only a first node is."""
     engine = node.engine
-    return bool(node._peers or (engine is not None and len(engine.table))
-                or (node.data_dir and peercache.load(node.data_dir)))
+    return bool(node._peers or (engine is not None and len(engine.table)) or node._remembered)
 
 
 def _peer(node: Node, pc: Any) -> dict[str, Any]:

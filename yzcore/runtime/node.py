@@ -34,7 +34,6 @@ from yzcore.protocol.config import EngineConfig
 from yzcore.protocol.engine import Engine
 from yzcore.protocol.lookup import LookupResult
 from yzcore.protocol.recovery import RecoveryConfig, RecoveryPolicy
-from yzcore.runtime import peercache
 from yzcore.runtime.http import HttpEndpoints
 from yzcore.runtime.link import BootstrapLink
 from yzcore.runtime.managers import Managers
@@ -161,8 +160,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with holding(self.data_dir) as self._release:  # one process on a data dir at a time
-            if self.data_dir:  # before any dial: names that no longer resolve have one (A6.4)
-                peercache.load_addresses(self.data_dir)
+            self._recall()  # the peer cache, before any dial
             try:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg

@@ -62,18 +62,19 @@ def load_addresses(data_dir: str) -> int:
     return 0
 
 
-def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
+def save(data_dir: str, peers: Iterable[NodeInfo]) -> list[NodeInfo]:
     """Replace the cache with ``peers`` (those with an address, the first ``MAX_PEERS``);
-    how many were written. Callers put what is on disk last (see the runtime's
+    those written. Callers put what is on disk last (see the runtime's
     ``_cache_peers``): a node that knows nobody right now keeps what it knew."""
     # One entry an id, and one an address: the first id at an address wins (a node
     # restarted there without its key comes back as a new id).
     seen: set[bytes | str] = set()
-    rows = []
+    kept = []
     for p in peers:
-        if p.addr and p.id not in seen and p.addr not in seen and len(rows) < MAX_PEERS:
+        if p.addr and p.id not in seen and p.addr not in seen and len(kept) < MAX_PEERS:
             seen.update((p.id, p.addr))
-            rows.append({"id": p.id.hex(), "addr": p.addr, "role": p.role})
+            kept.append(p)
+    rows = [{"id": p.id.hex(), "addr": p.addr, "role": p.role} for p in kept]
     path = Path(data_dir) / FILE_NAME
     tmp = path.with_name(".peers.tmp")  # one writer: the node holds the data dir's lock
     with open(tmp, "wb") as f:
@@ -88,4 +89,4 @@ def save(data_dir: str, peers: Iterable[NodeInfo]) -> int:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return len(rows)
+    return kept

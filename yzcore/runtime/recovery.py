@@ -42,6 +42,10 @@ HEALTHY_POLL = 5.0  # seconds between looks at a connected node's table (the las
 class Recovery:
     """Join and reconnect (mixed into the node)."""
 
+    #: The peers the peer cache on disk names: read once at start (:meth:`_recall`),
+    #: then what each save wrote. Only ever replaced, never changed in place.
+    _remembered: list[NodeInfo] = []
+
     # -- joining ------------------------------------------------------------------
 
     async def _join(self) -> None:  # type: ignore[misc]
@@ -54,7 +58,7 @@ class Recovery:
         if self._listen is None and self.role == "node" and self.links:
             intro = await self._introductions()  # a bridge first: it gives us our address
             await self._use_bridge()
-        cached = peercache.load(self.data_dir) if self.data_dir else []
+        cached = self._remembered
         self._learn_bridges((p for p in cached if p.role == "bridge"), fresh=False)
         seeds = await self._dial_all([p for p in cached if p.id != self._relay_bridge])
         if self._relay_bridge in self.conns:  # the bridge is a node too: join through it
@@ -193,8 +197,7 @@ class Recovery:
         if source == "cache":
             known = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
                      for c in self._engine.table.contacts()]
-            if self.data_dir:
-                known += peercache.load(self.data_dir)
+            known += self._remembered
             random.Random(self._seed ^ len(known)).shuffle(known)
             return await self._dial_all(known)
         if source == "bridges":
@@ -338,6 +341,14 @@ class Recovery:
 
     # -- the peer cache ---------------------------------------------------------------
 
+    def _recall(self) -> None:
+        """Read the peer cache, once, at start: the peers it names, and the addresses
+        host names last resolved to (before any dial: for a name that no longer
+        resolves, A6.4)."""
+        if self.data_dir:
+            peercache.load_addresses(self.data_dir)
+            self._remembered = peercache.load(self.data_dir)
+
     def _cache_peers(self) -> None:
         if not self.data_dir or self.engine is None:
             return
@@ -345,8 +356,8 @@ class Recovery:
         table = [NodeInfo(c.id, c.address, (c.meta or {}).get("role", "node"))  # type: ignore[arg-type]
                  for c in self.engine.table.nearest(self.id, 32)]
         try:  # what is on disk last: known now first, but nothing dropped for knowing nobody
-            peercache.save(self.data_dir, [*live, *self._bridges, *table,
-                                           *peercache.load(self.data_dir)])
+            self._remembered = peercache.save(self.data_dir, [*live, *self._bridges, *table,
+                                                              *self._remembered])
         except OSError as exc:
             log.warning("could not write the peer cache: %s", exc, extra={"code": "PEER_CACHE_UNWRITABLE"})
 
