@@ -9,7 +9,8 @@ import pytest
 
 from yzcore.protocol.actions import Dial, Send
 from yzcore.protocol.engine import Engine, EngineConfig
-from yzcore.wire import FindNode, Keep, NodeInfo, Nodes
+from yzcore.messages import MAX_VALUE
+from yzcore.wire import FindNode, Keep, NodeInfo, Nodes, Store
 
 
 def id_near(base: bytes, shared_bits: int, rng: random.Random) -> bytes:
@@ -135,7 +136,7 @@ def test_a_full_store_drops_the_replica_expiring_soonest_as_a_full_scan_would():
         assert len(records) <= store.max_records
         if rng.random() < 0.05:
             store.expire(now)
-    assert len(store._order) <= 2 * len(store) + 64
+    assert store._entries <= 2 * len(store) + 64
 
 
 def test_a_cached_contact_whose_request_fails_leaves_the_replacement_cache():
@@ -149,3 +150,68 @@ def test_a_cached_contact_whose_request_fails_leaves_the_replacement_cache():
     assert cached.id not in e.table
     e.connection_closed(cached.id, 1.0, error=True)  # its host is gone
     assert e.table.fail(cached.id, 2.0)[0] == "unknown"  # left the cache with the failure
+
+
+def _stores(e: Engine, peer: NodeInfo, items: list[tuple[bytes, str]], now: float, rid: int) -> int:
+    """``peer`` stores each (key, value) at ``e``; returns the next rid."""
+    for key, value in items:
+        e.receive(peer.id, Store(rid, key, value, 86400.0), now)
+        rid += 1
+    e.actions()
+    return rid
+
+
+def test_a_peer_flooding_the_store_pushes_out_only_its_own_values():
+    # Any peer may store under any key. The store dropped the replica expiring
+    # soonest when full: one peer's stores under keys of its own, with the longest
+    # ttl, pushed out every value the other peers had stored here.
+    rng = random.Random(5)
+    me = NodeInfo(bytes(32), "ws://me", "node")
+    e = Engine(me, 0.0, random.Random(1), EngineConfig(max_values=100))
+    honest = [NodeInfo(rng.randbytes(32), f"ws://h{i}", "node") for i in range(5)]
+    flooder = NodeInfo(rng.randbytes(32), "ws://f", "node")
+    for p in [*honest, flooder]:
+        e.connection_opened(p, 0.0, outbound=False)
+    e.actions()
+    theirs = {}
+    for i, p in enumerate(honest):  # 50 values, 10 from each, short-lived
+        items = [(rng.randbytes(32), f"honest {i}.{j}") for j in range(10)]
+        e.receive(p.id, Store(1, items[0][0], items[0][1], 600.0), 1.0)
+        _stores(e, p, items[1:], 1.0, 2)
+        theirs.update(items)
+    _stores(e, flooder, [(rng.randbytes(32), "x" * 100) for _ in range(5000)], 2.0, 1)
+    assert len(e.store) == 100
+    assert all(e.store.get(k, 3.0) == v for k, v in theirs.items())  # all 50 still here
+    mine = [(rng.randbytes(32), "mine") for _ in range(60)]  # published here: kept before replicas
+    for key, value in mine:
+        e.put(key, value, 4.0)
+    e.actions()
+    assert all(e.store.get(k, 5.0) == v for k, v in mine)
+    # The 40 places left are shared: the flooder is cut to the others' 10 first,
+    # then all six lose alike.
+    held = {p.id: 0 for p in [*honest, flooder]}
+    for rec in e.store._records.values():
+        if rec.source is not None:
+            held[rec.source] += 1
+    assert sum(held.values()) == 40 and max(held.values()) - min(held.values()) <= 1
+
+
+def test_the_store_holds_its_byte_budget_whatever_the_values_sizes():
+    # 10,000 values of MAX_VALUE bytes were 650 MB that any peer could make a node hold.
+    rng = random.Random(6)
+    budget = 1 << 20
+    e = Engine(NodeInfo(bytes(32), "ws://me", "node"), 0.0, random.Random(1),
+               EngineConfig(max_values=1000, max_value_bytes=budget))
+    peers = [NodeInfo(rng.randbytes(32), f"ws://p{i}", "node") for i in range(3)]
+    for p in peers:
+        e.connection_opened(p, 0.0, outbound=False)
+    rid = 1
+    for step in range(600):
+        p = rng.choice(peers)
+        size = rng.choice((1, 100, 5000, MAX_VALUE - 2))  # (JSON adds the quotes)
+        rid = _stores(e, p, [(rng.randbytes(32), "é" * (size // 2) if step % 7 == 0 else
+                              "v" * size)], float(step), rid)
+        held = sum(len(r.value.encode()) for r in e.store._records.values())
+        assert held <= e.store.spent <= budget
+        assert len(e.store) <= 1000
+    assert e.store.spent > budget - MAX_VALUE  # the budget is used, not just kept

@@ -66,6 +66,10 @@ class EngineConfig:
         republish_interval: How often a published value is pushed again.
         replicate_interval: How often a held replica is pushed again.
         max_values: Most values held.
+        max_value_bytes: What the values held may take, bytes (UTF-8; each
+            counts at least ``max_value_bytes / max_values``). When a new one
+            does not fit, the replicas of the peer whose replicas take the
+            most go first: one peer's flood pushes out only its own.
         rate_limit: Whether incoming lookups are rate limited.
     """
 
@@ -95,4 +99,5 @@ class EngineConfig:
     republish_interval: float = 3600.0
     replicate_interval: float = 3600.0
     max_values: int = 10_000
+    max_value_bytes: int = 64 * 1024 * 1024
     rate_limit: bool = True

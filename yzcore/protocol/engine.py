@@ -74,7 +74,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self.table = routing.RoutingTable(info.id, cfg.k, now=now)
         self.rpc = RpcTable(timeout=cfg.rpc_timeout, initial_rto=cfg.initial_rto,
                             min_rto=cfg.min_rto, first_rid=rng.randrange(1, 2**52))  # see RpcTable
-        self.store = ValueStore(cfg.max_values, cfg.republish_interval, cfg.replicate_interval)
+        self.store = ValueStore(cfg.max_values, cfg.republish_interval,
+                                cfg.replicate_interval, cfg.max_value_bytes)
         self.limiter = ratelimit.RateLimiter() if cfg.rate_limit else None
         self.peers: dict[bytes, PeerState] = {}
         self._dials: set[bytes] = set()  # Dial actions out, not yet opened or failed
@@ -139,11 +140,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         self.info = NodeInfo(self.info.id, addr, self.info.role)
 
     def find_node(self, target: bytes, now: float, k: int | None = None) -> int:
-        """Start a lookup for the ``k`` (default: the configured k) nodes closest to ``target``.
-
-        Returns:
-            The op id its ``Done`` will carry.
-        """
+        """Start a lookup for the ``k`` (default: the configured k) nodes closest to
+        ``target``; returns the op id its ``Done`` will carry."""
         return self._start("find_node", target, now, k=k)
 
     def get(self, key: bytes, now: float) -> int:
@@ -337,7 +335,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
             nodes = () if value is not None else self._closest(msg.key, exclude=peer_id)
             self._reply(peer_id, Value(msg.rid, value, nodes))
         else:
-            self.store.put(msg.key, msg.value, min(msg.ttl, self.config.max_ttl), now)
+            ttl = min(msg.ttl, self.config.max_ttl)
+            self.store.put(msg.key, msg.value, ttl, now, source=peer_id)
             self._reply(peer_id, Stored(msg.rid))
 
     def _reply(self, peer_id: bytes, msg: Message) -> None:
