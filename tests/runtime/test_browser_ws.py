@@ -71,6 +71,12 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
         peers = get_json(node_url, "/status")["peers"]  # type: ignore[index]
         assert {"id": my_id, "role": "browser", "transport": "ws"} in [
             {k: p[k] for k in ("id", "role", "transport")} for p in peers], peers
+        # The connections its lookups opened to all 8 close once idle (5 s), as a
+        # node's do, but 4 (its relays); they stayed open for as long as the page.
+        open_ws = "[...window.yz.peers.values()].filter((p) => p.path === 'ws' && p.isOpen()).length"
+        assert page.evaluate(f"() => {open_ws}") == 8
+        page.wait_for_function(f"() => {open_ws} === 4", timeout=20000)
+        assert page.evaluate("async (t) => (await window.yz.findNode(t)).length", target) == 8
         browser.close()
     assert not errors, errors
     # The value the browser stored, read by a Python client through another node (integrity, B3.2).

@@ -1,12 +1,12 @@
 // yz-browser.js: a yzcore browser-class peer, as a plain ES module (no build step).
 //
-// Served by every node at /yz-browser.js. It joins a yzcore network the way
-// `yz find-node --via URL` does: it accepts no connections, dials nodes over
-// WebSocket, proves its Ed25519 key with the signed hello (WebCrypto; the key
-// is kept in IndexedDB, so the browser keeps its id), and runs iterative
-// lookups itself: findNode, put and get; and it subscribes and publishes on
-// pubsub channels (yz-pubsub.js). It counts messages and bytes per
-// path (ws, webrtc, relay) and direction; counting never changes what is sent (B3.3).
+// Served by every node at /yz-browser.js. It joins a yzcore network the way `yz find-node
+// --via URL` does: it accepts no connections, dials nodes over WebSocket (closing those idle
+// for 5 s but a few), proves its Ed25519 key with the signed hello (WebCrypto; the key is kept
+// in IndexedDB, so the browser keeps its id), and runs iterative lookups itself: findNode, put
+// and get; and it subscribes and publishes on pubsub channels (yz-pubsub.js). It counts
+// messages and bytes per path (ws, webrtc, relay) and direction; counting never changes what
+// is sent (B3.3).
 //
 // Other browser-class peers it reaches over a WebRTC DataChannel, set up with
 // `signal` messages through the bootstrap server (listen) or a server node,
@@ -24,9 +24,9 @@
 //   await peer.request({ t: "ping" });
 
 import {
-  ALPHA, GATHER_MS, K, Link, MAX_RELAYS, PROTOCOL_VERSION, Peer, RELAY_READY_MS, SERVERS, YzError,
-  byDistance, distance, emptyCounters, gathered, hello, hex, isHex, isWsUrl, less, loadKeys,
-  openSocket, sha256, short, unhex, utf8,
+  ALPHA, GATHER_MS, IDLE_MS, K, Link, MAX_RELAYS, PROTOCOL_VERSION, Peer, RELAY_READY_MS, SERVERS,
+  YzError, byDistance, closeIdle, distance, emptyCounters, gathered, hello, hex, isHex, isWsUrl,
+  less, loadKeys, openSocket, sha256, short, unhex, utf8,
 } from "./yz-peer.js";
 import { Channels } from "./yz-pubsub.js";
 
@@ -86,8 +86,7 @@ export class YzClient {
   }
 
   fail(failure) {
-    this.failures.push(failure);
-    if (this.failures.length > 100) this.failures.shift();  // the latest ones
+    if (this.failures.push(failure) > 100) this.failures.shift();  // the latest ones
     console.warn(`yz: ${failure.code} (${failure.manager}) peer ${short(failure.peer)}: ${failure.message}`);
   }
 
@@ -114,6 +113,7 @@ export class YzClient {
   }
 
   async open(url, expectedId = null) {
+    this.sweeper ??= setInterval(() => closeIdle(this), IDLE_MS / 2);  // cleared by close()
     const link = new Link(this, await openSocket(url), "ws", url);
     let info;
     try { info = await hello(this, link, expectedId); } catch (e) { link.close(); throw e; }
@@ -225,11 +225,8 @@ export class YzClient {
     return peer;
   }
 
-  forget(peer) {
-    if (this.peers.get(peer.info.id) === peer) {
-      this.peers.delete(peer.info.id);
-      this.pubsub.closed(peer);  // subscribe again where it was a home
-    }
+  forget(peer) {  // a connection closed: subscribe again where it was a home
+    if (this.peers.get(peer.info.id) === peer) { this.peers.delete(peer.info.id); this.pubsub.closed(peer); }
   }
 
   /** Up to 8 URLs of server nodes this client holds connections to (bridges first). */
@@ -491,7 +488,8 @@ export class YzClient {
   }
 
   close() {
-    this.closed = true; this.listening = null; this.bootstrap = null;
+    this.closed = true; this.listening = this.bootstrap = null;
+    clearInterval(this.sweeper); this.sweeper = null;
     this.pubsub.close();  // no renewals, no reconnecting to homes
     for (const s of this.sessions.values()) s.handle({ kind: "error", code: "CONNECTION_CLOSED", message: "the client closed" });
     for (const p of [...this.peers.values()]) p.close();

@@ -16,6 +16,8 @@ const MAX_FRAME = 65536;
 const PATHS = ["ws", "webrtc", "relay"];
 const ROLES = ["node", "bridge", "browser", "bootstrap"];
 const SERVERS = ["node", "bridge"];
+const IDLE_MS = 5000;  // a lookup's connection to a server closes once idle this long (as a node's)
+const KEEP = 4;        // server connections kept open however idle (bridges first, then the oldest)
 
 const utf8 = new TextEncoder(), text = new TextDecoder();
 const hex = (b) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, "0")).join("");
@@ -237,7 +239,7 @@ async function hello(client, link, expectedId = null, waitFirst = false) {
 class Peer {
   constructor(client, link, info, outbound) {
     this.client = client; this.link = link; this.info = info; this.path = link.path;
-    this.outbound = outbound; this.waiting = new Map();
+    this.outbound = outbound; this.waiting = new Map(); this.since = this.active = Date.now();
     this.ws = link.raw instanceof WebSocket ? link.raw : null;
     link.onclosed = () => {
       for (const [, w] of this.waiting) { clearTimeout(w.timer);
@@ -250,11 +252,12 @@ class Peer {
 
   label() { return this.info.addr || `${this.path}://${short(this.info.id)}`; }
   isOpen() { return this.link.isOpen(); }
-  send(msg) { this.link.send(msg); }
+  send(msg) { this.active = Date.now(); this.link.send(msg); }
   close() { this.link.close(); }
 
   onMessage(msg) {
     const c = this.client;
+    this.active = Date.now();
     try {
       switch (msg.t) {
         case "ping": this.send({ t: "pong", rid: msg.rid }); return;
@@ -300,11 +303,25 @@ class Peer {
   }
 }
 
+/** Close the client's WebSocket connections idle for IDLE_MS, as a node closes its lookups'
+ *  ones: all but KEEP to server nodes (its relays and signal paths), the bootstrap server's,
+ *  and those to its channels' homes. Without this a page holds every node it ever asked. */
+function closeIdle(client, now = Date.now()) {
+  const open = [...client.peers.values()].filter((p) => p.path === "ws" && p.isOpen());
+  const kept = open.filter((p) => SERVERS.includes(p.info.role))
+    .sort((a, b) => (b.info.role === "bridge") - (a.info.role === "bridge") || a.since - b.since)
+    .slice(0, KEEP);
+  for (const p of open) {
+    if (p !== client.bootstrap && !kept.includes(p) && !p.waiting.size && !client.pubsub.holds(p.info.id)
+        && now - p.active >= IDLE_MS) p.close();
+  }
+}
+
 const emptyCounters = () => Object.fromEntries(PATHS.map((p) => [p,
   { in: { messages: 0, bytes: 0, types: {} }, out: { messages: 0, bytes: 0, types: {} } }]));
 
 export {
-  K, ALPHA, GATHER_MS, RELAY_READY_MS, MAX_RELAYS, SERVERS, utf8, hex, unhex,
+  K, ALPHA, GATHER_MS, IDLE_MS, RELAY_READY_MS, MAX_RELAYS, SERVERS, closeIdle, utf8, hex, unhex,
   isHex, sha256, distance, less, byDistance, isWsUrl, short, loadKeys, openSocket,
   gathered, Link, hello, Peer, emptyCounters,
 };

@@ -129,6 +129,9 @@ export class Channels {
     }
   }
 
+  /** Whether the peer `id` is a home of one of the channels. */
+  holds(id) { for (const ch of this.channels.values()) if (ch.homes.has(id)) return true; return false; }
+
   /** The client is closing: every channel left at once, without a word to its homes. */
   close() {
     for (const ch of this.channels.values()) clearTimeout(ch.timer);
