@@ -428,3 +428,31 @@ def test_an_evicted_contact_sleeps_in_the_dormant_cache_and_is_dialled_again_lat
     # It rejoins through it: a lookup of its own id goes to the woken contact.
     assert any(isinstance(a, Send) and a.peer == other.id and isinstance(a.message, FindNode)
                and a.message.target == me.info.id for a in out)
+
+
+@pytest.mark.req("A5.2", "B7.2")
+def test_a_bridge_relaying_for_many_nodes_still_keeps_and_serves_its_own_connections():
+    # Pinned relayed nodes counted among the kept and against conn_cap: past 16,
+    # a bridge closed every other connection at its next maintenance (lookups to it
+    # cut short) and refused every node that asked to keep it (OVER_CAPACITY).
+    rng = random.Random(7)
+    bridge = Engine(NodeInfo(rng.randbytes(32), "ws://bridge", "bridge"), 0.0, random.Random(1))
+    for i in range(20):
+        relayed = NodeInfo(rng.randbytes(32), f"relay://bridge/{i}", "node")
+        bridge.connection_opened(relayed, 0.0, outbound=False)
+        bridge.pin(relayed.id)
+    bridge.actions()
+    joining = [NodeInfo(rng.randbytes(32), f"ws://n{i}", "node") for i in range(3)]
+    for n in joining:  # nodes that keep the bridge among their connections
+        bridge.connection_opened(n, 0.5, outbound=False)
+        bridge.receive(n.id, Keep(), 0.5)
+    asker = NodeInfo(rng.randbytes(32), "ws://asker", "node")  # a lookup passing by
+    bridge.connection_opened(asker, 0.6, outbound=False)
+    bridge.receive(asker.id, FindNode(1, rng.randbytes(32)), 0.6)
+    refused = [a for a in bridge.actions() if isinstance(a, Send) and isinstance(a.message, Error)]
+    assert not refused, refused
+    bridge.handle_timer(1.0)
+    closed = [a for a in bridge.actions() if isinstance(a, Close)]
+    assert not closed, closed
+    assert all(bridge.peers[n.id].kept for n in joining)
+    assert len(bridge.connected()) == 24

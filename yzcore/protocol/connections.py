@@ -268,8 +268,11 @@ class ConnectionPolicy:
     def pin(self, peer_id: bytes) -> None:
         """Keep the connection to ``peer_id`` however many others there are.
 
-        For the bridge that relays for a node without a listener: losing it
-        would make the node unreachable.
+        For the bridge that relays for a node without a listener (and the
+        nodes a bridge relays for): losing it would make the node unreachable.
+        A pinned connection counts neither among the kept (``conn_target``,
+        ``conn_max``) nor against ``conn_cap``: a bridge relaying for many
+        nodes keeps its own connections and serves lookups as any node does.
         """
         peer = self.peers.get(peer_id)
         if peer is not None:
@@ -328,7 +331,7 @@ class ConnectionPolicy:
     def _kept_count(self) -> int:
         n = 0  # a plain loop: this runs on every connection event
         for p in self.peers.values():
-            if p.kept and (p.connected or p.dialing):
+            if p.kept and not p.pinned and (p.connected or p.dialing):
                 n += 1
         return n
 
@@ -352,8 +355,9 @@ class ConnectionPolicy:
         busy = self.rpc.busy_peers()
         transient = sorted((p.last_active, i) for i, p in self.peers.items()
                            if p.connected and not p.kept and not p.held and i not in busy)
-        # Held connections count against pubsub's own limits, not these.
-        connected = sum(1 for p in self.peers.values() if p.connected and not p.held)
+        # Held connections count against pubsub's own limits, pinned ones (a bridge's
+        # relayed nodes) against the relay's: not these.
+        connected = sum(1 for p in self.peers.values() if p.connected and not p.held and not p.pinned)
         excess = connected - cfg.conn_cap
         shed = connected - cfg.conn_max
         for last_active, peer_id in transient:
