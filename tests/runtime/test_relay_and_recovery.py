@@ -47,6 +47,10 @@ async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_
         await until("C connected to D", lambda: d.id in c.conns, 10)
         via = c.conns[d.id]
         assert via.conn.transport == "bridge"
+        # The bridge's IP is neither peer's: the routing table's diversity limit (2 a
+        # /24 a bucket) would let in only 2 of all the nodes one bridge relays for.
+        await until("D holds C", lambda: c.id in d.conns, 10)
+        assert via.ip is None and d.conns[c.id].ip is None
         received = via.received
         # D stores; C gets it back.
         stored = await d.put(key_for("behind-nat"), "relayed value")
@@ -347,4 +351,34 @@ async def test_a_connected_node_sleeps_until_its_last_connection_closes(monkeypa
         await until("b noticed it lost everything", lambda: b.recovery.lost_since is not None, 10)
         assert looks[0] == 0
         await b.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A5.2")
+async def test_a_relay_request_is_answered_at_the_address_dialled_not_the_one_claimed():
+    # A browser-class peer answered a node's relay_open by connecting to the address
+    # the node's hello claimed: any node it asked could aim it at any URL.
+    hits: list[bytes] = []
+
+    async def victim(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with anyio.move_on_after(1):
+                hits.append(await stream.receive(300))
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    hostile = Node(advertise=f"ws://127.0.0.1:{port}/anything")
+    browser = Node(listen=None, role="browser")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, victim)
+        await hostile.start(tg)
+        await browser.start(tg)
+        real = hostile._listener.address  # type: ignore[union-attr]
+        assert await browser._dial(wire.NodeInfo(bytes(32), real), by_url=True) is not None
+        for _ in range(5):
+            hostile.conns[browser.id].send(wire.RelayOpen(os.urandom(16)))
+        await anyio.sleep(1.5)
+        assert hits == []  # (before: connections to the claimed address)
+        await browser.aclose()
+        await hostile.aclose()
         tg.cancel_scope.cancel()

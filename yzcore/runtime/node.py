@@ -361,6 +361,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
                 await conn.close()
                 raise
         pc = PeerConnection(conn, peer, outbound=True, metrics=self.metrics)
+        pc.dialled = node.addr
         if not self._register(pc):
             await pc.close()
             return self.conns[peer.id].info if peer.id in self.conns else None

@@ -125,8 +125,8 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
-    __slots__ = ("_recv", "_send", "conn", "info", "metrics", "outbound", "peer", "push", "received",
-                 "sent")
+    __slots__ = ("_recv", "_send", "conn", "dialled", "info", "metrics", "outbound", "peer", "push",
+                 "received", "sent")
 
     def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool,
                  metrics: TransferMetrics | None = None) -> None:
@@ -134,6 +134,8 @@ class PeerConnection:
         self.peer = peer
         self.outbound = outbound
         self.info = NodeInfo(peer.id, peer.advertise, peer.role)
+        #: The address we dialled (outbound): where the peer surely is, whatever it claims.
+        self.dialled: str | None = None
         self.push = isinstance(conn, PushConnection)
         self._send: ObjectSendStream[bytes] | None = None
         self._recv: ObjectReceiveStream[bytes] | None = None
@@ -149,6 +151,8 @@ class PeerConnection:
         Shared: the routing table keeps it with each contact, and peers behind
         one address (a NAT, a host running several nodes) then hold one string.
         """
+        if self.conn.transport == "bridge":  # the bridge's address, not the peer's
+            return None
         host, sep, _ = self.conn.remote_address.rpartition(":")
         return shared(host.strip("[]")) if sep and host else None
 

@@ -293,9 +293,10 @@ class Recovery:
 
     async def _relay_accept(self, token: bytes, via: bytes | None) -> None:
         """A peer dials us through a relay (our bridge, or a node we hold a connection to):
-        connect back to it and say hello as the listener."""
+        connect back to it, at the address we dialled it at (the one its hello claims
+        could be anyone's), and say hello as the listener."""
         pc = self.conns.get(via) if via else None
-        url = pc.peer.advertise if pc is not None else None
+        url = pc.dialled if pc is not None else None
         if not url or self._relay_answers >= MAX_RELAY_ANSWERS:
             return  # each answer is a connection: a flood of relay requests gets no more
         self._relay_answers += 1
