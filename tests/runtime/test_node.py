@@ -203,6 +203,39 @@ async def test_health_counts_a_recent_lookup_and_an_idle_node_probes():
             await node.aclose()
 
 
+@pytest.mark.req("B7.1")
+async def test_a_three_node_network_is_healthy_and_a_node_no_bootstrap_answered_is_not():
+    # Health by ARCHITECTURE §4: min(3, N-1) connections. A 3-node network estimated
+    # N at 4-12 from two contacts and asked each node for 3 (0 of 3 healthy, for good);
+    # a node whose only contact was a bootstrap server that never answered estimated a
+    # network of one, itself, and called itself healthy with no connection.
+    from tests.runtime.procs import free_port
+    from yzcore.runtime.http import health
+
+    async with anyio.create_task_group() as tg:
+        first = Node(seed=51, probe_interval=0.3)
+        await first.start(tg)
+        nodes = [first, *(Node(peers=[first.address], seed=52 + i, probe_interval=0.3)
+                          for i in range(2))]
+        for node in nodes[1:]:
+            await node.start(tg)
+        lonely = Node(bootstrap=[f"ws://127.0.0.1:{free_port()}/dht"], seed=55, probe_interval=0.3)
+        await lonely.start(tg)
+        with anyio.fail_after(15):
+            for node in nodes:
+                await node.joined()
+            while not all(health(n)["healthy"] for n in nodes):
+                await anyio.sleep(0.1)
+            await lonely.joined()
+        assert [health(n)["needed"] for n in nodes] == [2, 2, 2]
+        for _ in range(3):  # several probe intervals: still not healthy
+            await anyio.sleep(0.3)
+            verdict = health(lonely)
+            assert not verdict["healthy"] and verdict["needed"] >= 1, verdict
+        for node in [*nodes, lonely]:
+            await node.aclose()
+
+
 async def test_an_operation_in_flight_when_the_node_closes_still_returns():
     async with anyio.create_task_group() as tg:
         nodes = await start_network(tg, 2, seed=41)

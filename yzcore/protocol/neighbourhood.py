@@ -105,10 +105,16 @@ class Neighbourhood:
         return value.to_bytes(32, "big")
 
     def network_size_estimate(self) -> int:
-        """Estimated nodes in the network, from how close our k nearest contacts are."""
+        """Estimated nodes in the network, from how close our k nearest contacts are.
+
+        With fewer than k contacts the table holds the whole network its lookups
+        found (a lookup of our own id finds the k closest): those and us. From two
+        contacts the distance says 4 to 12 nodes, and a 3-node network, each node
+        with its 2 peers, asked every node for 3 connections (unhealthy for good).
+        """
         near = self.table.nearest(self.info.id, self.config.k)
-        if not near:
-            return 1
+        if len(near) < self.config.k:
+            return len(near) + 1
         own = int.from_bytes(self.info.id, "big")
         d_k = int.from_bytes(near[-1].id, "big") ^ own
         return max(len(near), min(2**40, len(near) * 2**256 // max(d_k, 1)))

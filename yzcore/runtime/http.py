@@ -53,10 +53,13 @@ def health(node: Node) -> dict[str, Any]:
 
 def _knows_others(node: Node) -> bool:
     """Whether the node knows of other nodes: given as --peer, in its routing table
-    (stale ones too) or in its peer cache. A node that lost them all would estimate
-    a network of one, itself, and call itself healthy alone; only a first node is."""
+    (stale ones too) or in its peer cache, or has a bootstrap server that did not
+    call it the first node. A node that lost them all (or never reached any) would
+    estimate a network of one, itself, and call itself healthy alone; only a first
+    node is."""
     engine = node.engine
-    return bool(node._peers or (engine is not None and len(engine.table)) or node._remembered)
+    return bool(node._peers or (engine is not None and len(engine.table)) or node._remembered
+                or (node.links and not node._first))
 
 
 def _peer(node: Node, pc: Any) -> dict[str, Any]:

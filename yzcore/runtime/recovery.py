@@ -45,6 +45,8 @@ class Recovery:
     #: The peers the peer cache on disk names: read once at start (:meth:`_recall`),
     #: then what each save wrote. Only ever replaced, never changed in place.
     _remembered: list[NodeInfo] = []
+    #: A bootstrap server said this is the network's first node (healthy alone).
+    _first = False
 
     # -- joining ------------------------------------------------------------------
 
@@ -67,6 +69,7 @@ class Recovery:
         if not seeds and self.links:
             intro = intro or await self._introductions()
             if intro is not None and intro.genesis:
+                self._first = True
                 log.info("the bootstrap server knows no other node: this is the first one")
                 self.recovery.joined(True, anyio.current_time())
                 self._set_joined()
