@@ -232,6 +232,9 @@ async def test_a_three_node_network_is_healthy_and_a_node_no_bootstrap_answered_
             await anyio.sleep(0.3)
             verdict = health(lonely)
             assert not verdict["healthy"] and verdict["needed"] >= 1, verdict
+        # /status names the server it cannot reach (it said null until connected).
+        link = lonely.http.status()["bootstrap"][0]
+        assert link["url"] == lonely.links[0].urls[0] and not link["connected"]
         for node in [*nodes, lonely]:
             await node.aclose()
 

@@ -428,3 +428,16 @@ def test_register_serves_a_scheme_in_process(clean_registry: None) -> None:
     assert get_transport("mem") is private
     registry.unregister("mem")
     assert get_transport("mem") is not private  # back to the entry point
+
+
+@pytest.mark.parametrize(("url", "base"), [
+    ("ws://127.0.0.1:8470/dht", "http://127.0.0.1:8470"),
+    ("ws://127.0.0.1:8470/p2p", "http://127.0.0.1:8470"),  # any endpoint name (was .../p2p)
+    ("wss://example.org/yz/dht", "https://example.org/yz"),  # a proxy's prefix stays
+    ("ws://[::1]:8470/dht/", "http://[::1]:8470"),
+    ("ws://127.0.0.1:8470", "http://127.0.0.1:8470"),
+])
+def test_the_http_endpoints_are_beside_the_websocket_endpoint_whatever_its_path(url, base):
+    from yzcore.transport import http_base
+
+    assert http_base(url) == base

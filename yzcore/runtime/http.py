@@ -122,7 +122,7 @@ class HttpEndpoints:
             "values": len(engine.store) if engine else 0,
             "health": health(node),
             "recent_errors": list(node.errors),
-            "bootstrap": [{"url": link.url, "connected": link.pc is not None,
+            "bootstrap": [{"url": link.target, "urls": link.urls, "connected": link.pc is not None,
                            "registered": link.registered} for link in node.links],
             "managers": node.managers.status(),
             "relay": node.relay_status(),

@@ -70,6 +70,11 @@ class BootstrapLink:
         self._challenged = anyio.Event()
         self._lock = anyio.Lock()
 
+    @property
+    def target(self) -> str:
+        """The server it is connected to, else the next it will try (``/status``)."""
+        return self.url or self.urls[self._next % len(self.urls)]
+
     # -- connecting -------------------------------------------------------------
 
     async def connect(self) -> bool:
