@@ -352,11 +352,15 @@ class FindNode:
     Attributes:
         rid: Request id, echoed by the reply.
         target: The 32-byte id to look up.
+        emergency: The asker is joining (its lookup of its own id): a receiver
+            whose rate limit would refuse it may let it through on its small,
+            audited bypass budget (A3.2). Sent only when true.
     """
 
     TYPE: ClassVar[str] = "find_node"
     rid: int
     target: bytes
+    emergency: bool = False
 
 
 @dataclass(frozen=True, slots=True)

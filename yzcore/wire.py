@@ -294,12 +294,8 @@ def _d_error(o: _Obj) -> Error:
             f"got {_show(message)}."
         )
     retry = o.get("retry_after")
-    return Error(
-        _opt_rid(o["rid"]),
-        _text(o["code"], "code", MAX_CODE),
-        message,
-        None if retry is None else _seconds(retry, "retry_after"),
-    )
+    return Error(_opt_rid(o["rid"]), _text(o["code"], "code", MAX_CODE), message,
+                 None if retry is None else _seconds(retry, "retry_after"))
 
 
 _DECODERS: Final[dict[str, Callable[[_Obj], Message]]] = {
@@ -307,7 +303,8 @@ _DECODERS: Final[dict[str, Callable[[_Obj], Message]]] = {
     "auth": _d_auth,
     "ping": lambda o: Ping(_rid(o["rid"])),
     "pong": lambda o: Pong(_rid(o["rid"])),
-    "find_node": lambda o: FindNode(_rid(o["rid"]), _hex(o["target"], "target", _ID)),
+    "find_node": lambda o: FindNode(_rid(o["rid"]), _hex(o["target"], "target", _ID),
+                                    o.get("emergency") is True),
     "nodes": lambda o: Nodes(_rid(o["rid"]), _nodes(o["nodes"])),
     "find_value": lambda o: FindValue(_rid(o["rid"]), _hex(o["key"], "key", _ID)),
     "value": lambda o: Value(
@@ -340,7 +337,8 @@ _ENCODERS: Final[dict[type, Callable[[Any], _Obj]]] = {
     Auth: lambda m: {"v": _V, "t": "auth", "sig": m.sig.hex()},
     Ping: lambda m: {"v": _V, "t": "ping", "rid": m.rid},
     Pong: lambda m: {"v": _V, "t": "pong", "rid": m.rid},
-    FindNode: lambda m: {"v": _V, "t": "find_node", "rid": m.rid, "target": m.target.hex()},
+    FindNode: lambda m: {"v": _V, "t": "find_node", "rid": m.rid, "target": m.target.hex(),
+                         **({"emergency": True} if m.emergency else {})},
     Nodes: lambda m: {"v": _V, "t": "nodes", "rid": m.rid, "nodes": _e_nodes(m.nodes)},
     FindValue: lambda m: {"v": _V, "t": "find_value", "rid": m.rid, "key": m.key.hex()},
     Value: lambda m: {"v": _V, "t": "value", "rid": m.rid, "value": m.value,

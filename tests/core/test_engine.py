@@ -383,3 +383,42 @@ def test_a_node_restarted_with_its_key_within_seconds_is_answered():
         node.receive(seed.id, reply, at + 0.02)
         assert any(isinstance(a, Done) and a.op == op for a in node.actions())
         server.connection_closed(me.id, at + 1.0)
+
+
+@pytest.mark.req("A3.2")
+def test_a_joining_node_s_lookup_passes_a_full_limit_on_the_bypass_budget_and_no_other_does():
+    # The limiter had a bypass budget for emergency discovery that no request could
+    # draw on: nothing asked for it. A join's queries now say they are one.
+    from yzcore.protocol.actions import Limited, Send
+    from yzcore.wire import Error, FindNode, Nodes
+
+    rng = random.Random(9)
+    me, other = NodeInfo(rng.randbytes(32), "mem://me"), NodeInfo(rng.randbytes(32), "mem://o")
+    server = Engine(NodeInfo(rng.randbytes(32), "mem://s"), 0.0, random.Random(1))
+    server.limiter = type(server.limiter)(rate=0.01, burst=1.0, bypass_rate=0.0, bypass_burst=2.0)
+    node = Engine(me, 0.0, random.Random(2))
+    node.connection_opened(server.info, 0.0, outbound=True)
+    node.bootstrap([server.info], 0.0)
+    (join,) = [a.message for a in node.actions()
+               if isinstance(a, Send) and isinstance(a.message, FindNode)]
+    node.find_node(rng.randbytes(32), 0.0)
+    (plain,) = [a.message for a in node.actions()
+                if isinstance(a, Send) and isinstance(a.message, FindNode)]
+    assert join.emergency and not plain.emergency
+    for peer in (me, other):
+        server.connection_opened(peer, 0.0, outbound=False)
+    server.actions()
+
+    def ask(peer: NodeInfo, msg: FindNode, rid: int) -> tuple[type, bool]:
+        server.receive(peer.id, FindNode(rid, msg.target, msg.emergency), 1.0)
+        out = server.actions()
+        (reply,) = [a.message for a in out if isinstance(a, Send)]
+        return type(reply), any(isinstance(a, Limited) and a.bypassed for a in out)
+
+    assert ask(me, plain, 100) == (Nodes, False)  # the burst of 1
+    assert ask(me, plain, 101) == (Error, False)  # limited
+    assert ask(me, join, 102) == (Nodes, True)  # joining: on the budget, logged
+    assert ask(other, join, 103) == (Nodes, False)  # (another peer's own burst)
+    assert ask(other, join, 104) == (Nodes, True)
+    assert ask(me, join, 105) == (Error, False)  # the budget of 2 is spent: small, audited
+    assert [peer for _, peer, _ in server.limiter.audit()] == [me.id, other.id]

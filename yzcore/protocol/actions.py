@@ -49,8 +49,8 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Limited:
-    """The rate limiter refused a peer's request (the reply is a :class:`Send` of its own):
-    to be logged with the limit and the wait (A2.2).
+    """The rate limiter refused a peer's request (the reply is a :class:`Send` of its own),
+    or let it through on its bypass budget: to be logged with the limit and the wait (A2.2).
 
     Attributes:
         peer: Whose request.
@@ -59,6 +59,8 @@ class Limited:
         limit: The sustained rate allowed, per second.
         burst: The burst allowed.
         retry_after: Seconds until the peer may ask again.
+        bypassed: Not refused after all: a joining node's request let through on
+            the emergency bypass budget (A3.2).
     """
 
     peer: bytes
@@ -67,6 +69,7 @@ class Limited:
     limit: float
     burst: float
     retry_after: float
+    bypassed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -317,14 +317,15 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if self.rpc.is_duplicate(peer_id, msg.rid, now):
             return
         if self.limiter is not None and isinstance(msg, (FindNode, FindValue)):
-            d = self.limiter.check(peer_id, "find_node", now)
-            if not d.allowed:
+            d = self.limiter.check(peer_id, "find_node", now, emergency=getattr(msg, "emergency", False))
+            if d.bypassed:  # let through on the bypass budget (A3.2): logged all the same
+                self._out.append(Limited(peer_id, "find_node", d.scope, 0.0, 0.0, 0.0, True))
+            elif not d.allowed:
                 self._reply(peer_id, Error(
                     msg.rid, ErrorCode.RATE_LIMITED,
                     f"{d.scope} limit of {d.limit:g} lookups/s (burst {d.burst:g}) reached; "
                     f"retry in {d.retry_after:.3f}s", d.retry_after))
-                self._out.append(Limited(peer_id, "find_node", d.scope, d.limit, d.burst,
-                                         d.retry_after))
+                self._out.append(Limited(peer_id, "find_node", d.scope, d.limit, d.burst, d.retry_after))
                 return
         if isinstance(msg, Ping):
             self._reply(peer_id, Pong(msg.rid))
@@ -371,7 +372,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
             if lookup.want_value:
                 self._request(info, "find_value", lambda rid: FindValue(rid, lookup.target), op.id, now, by)
             else:
-                self._request(info, "find_node", lambda rid: FindNode(rid, lookup.target), op.id, now, by)
+                self._request(info, "find_node", lambda rid: FindNode(rid, lookup.target, op.join),
+                              op.id, now, by)
         if lookup.done and op.id in self._ops:
             if op.kind == "put":
                 self._store_at_closest(op, now)

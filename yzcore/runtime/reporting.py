@@ -63,7 +63,15 @@ class Reporting:
                      transport=pc.conn.transport, throttle=True)
 
     def _limited(self, action: Limited) -> None:
-        """The engine refused a peer's request for its rate limit: say the limit and the wait."""
+        """The engine refused a peer's request for its rate limit: say the limit and the wait.
+        Or let a joining node's through on the bypass budget: say so (A3.2's audit)."""
+        if action.bypassed:  # no error: at most the budget's 5, then one each 10 s
+            log.info("%s from joining peer %s let through on the emergency bypass budget: the %s "
+                     "limit was reached", action.operation, action.peer.hex()[:16], action.scope,
+                     extra={"code": "RATE_LIMIT_BYPASSED", "peer_id": action.peer.hex(),
+                            "node_id": self.id.hex(), "operation": action.operation,
+                            "scope": action.scope})
+            return
         self._record("RATE_LIMITED", action.peer,
                      f"{action.operation} from this peer refused: {action.scope} limit of "
                      f"{action.limit:g}/s (burst {action.burst:g}); it may ask again in "
