@@ -302,3 +302,36 @@ async def test_the_accepting_side_refuses_a_dialer_that_is_not_who_the_offer_nam
         assert a.id not in b.conns and claimed not in b.conns
         await conn.close()
         await _stop(tg, a, b, *nodes, boot)
+
+
+@pytest.mark.req("B4.1")
+async def test_an_offer_carrying_video_is_refused(netns):
+    # A peer's offer with a video line besides the DataChannel was answered as it was:
+    # aiortc then decoded the video and queued each frame for a track nobody reads
+    # (a helper measured 74 MB -> 1.9 GB in 45 s at 1280x720).
+    import os
+
+    from aiortc import RTCPeerConnection
+
+    from yzcore_transports.webrtc import _Dial
+
+    async with anyio.create_task_group() as tg:
+        boot, nodes = await _network(tg, servers=2)
+        a, b = await _browser(tg, boot), await _browser(tg, boot)
+        ep = a.managers.endpoint
+        pc = RTCPeerConnection()
+        pc.createDataChannel("yz", ordered=True)
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        session = os.urandom(8).hex()
+        dial = ep._dials[session] = _Dial(b.id)
+        dial.paths = ep._signal(b.id, {"kind": "offer", "session": session,
+                                       "sdp": pc.localDescription.sdp, "relays": []})
+        with anyio.fail_after(10):
+            await dial.event.wait()
+        assert dial.reply["kind"] == "error" and dial.reply["code"] == "WEBRTC_FAILED"
+        assert "audio or video" in dial.reply["message"]
+        await pc.close()
+        await a.managers.reach(b.id)  # a DataChannel alone is still taken
+        assert b.id in a.conns and a.conns[b.id].conn.transport == "webrtc"
+        await _stop(tg, a, b, *nodes, boot)

@@ -412,6 +412,7 @@ export class YzClient {
   async acceptOffer(via, from, data) {
     const session = data.session;
     if (!isHex(session, 8) || typeof data.sdp !== "string") return;
+    if (/^m=(?!application .*webrtc-datachannel\r?$)/m.test(data.sdp)) return;  // audio, video: no
     // One offer may come by several paths: answer it once. Few answers at once, and per peer.
     if (this.seen.has(session)) return;
     this.seen.add(session);
