@@ -251,3 +251,55 @@ def _nat_home(name: str, c: Node, d: Node) -> bool:
     key = channel_key(name)
     ids = {c.id, d.id, *(contact.id for contact in c.engine.table.contacts())}
     return bool({c.id, d.id} & set(sorted(ids, key=lambda i: distance(i, key))[:3]))
+
+
+async def test_publishes_at_once_share_one_lookup_and_all_arrive():
+    # Each publish looked up the channel's homes: 300 at once made 300 lookups, the
+    # peers refused most for their rate limits, and a publish whose lookup found
+    # nobody went to this node alone and still said it had a home: 275 of 300 lost.
+    # (80 here: within a home's burst of 100 pubsub requests a peer.)
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 10, seed=35)
+        sub = await nodes[1].subscribe("burst")
+        publisher = nodes[6]
+        lookups = 0
+        find_node = publisher.find_node
+
+        async def counted(target, k=None):
+            nonlocal lookups
+            lookups += 1
+            return await find_node(target, k)
+
+        publisher.find_node = counted  # type: ignore[method-assign]
+        results = []
+
+        async def one(i: int) -> None:
+            results.append(await publisher.publish("burst", f"m{i}"))
+
+        async with anyio.create_task_group() as burst:
+            for i in range(80):
+                burst.start_soon(one, i)
+        assert lookups == 1 and all(r.homes == 3 for r in results)
+        got = await collect(sub, 80)
+        assert sorted(p.data for p in got) == sorted(f"m{i}" for i in range(80))
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_a_publish_whose_lookup_reached_nobody_fails_with_the_cause():
+    # It went to the publishing node alone, as if that were the channel's only home.
+    from yzcore.protocol.lookup import LookupResult
+
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 4, seed=36)
+        node = nodes[2]
+
+        async def refused(target, k=None):  # every peer asked refused, for its rate limit
+            return LookupResult(target, (), queried=3, failed=3, limited=3)
+
+        node.find_node = refused  # type: ignore[method-assign]
+        with pytest.raises(PubSubFailed) as err:
+            await node.publish("nobody", "hello")
+        assert err.value.code == "RATE_LIMITED"
+        for n in nodes:
+            await n.aclose()

@@ -63,6 +63,7 @@ class LookupResult:
         holder: The node that returned the value, if any.
         queried: How many peers were asked.
         failed: How many of them failed.
+        limited: How many of those had refused for their rate limit first.
     """
 
     target: bytes
@@ -71,6 +72,7 @@ class LookupResult:
     holder: bytes | None = None
     queried: int = 0
     failed: int = 0
+    limited: int = 0
 
 
 @dataclass(slots=True)
@@ -297,5 +299,6 @@ class Lookup:
                 nodes.append(c.info)
                 if len(nodes) >= self.k:
                     break
+        limited = sum(1 for c in self._by_id.values() if c.deferred and c.state == FAILED)
         return LookupResult(self.target, tuple(nodes), self._value, self._holder,
-                            self._queried, self._failed)
+                            self._queried, self._failed, limited)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from yzcore import wire
 from yzcore.exceptions import InvalidArgument, PubSubFailed
@@ -25,6 +23,7 @@ from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.peer import PeerConnection
 from yzcore.runtime.replies import PUBSUB_RIDS, Replies
 from yzcore.runtime.reporting import limit_fields
+from yzcore.runtime.subscription import Channel, PublishResult, Subscription
 from yzcore.wire import MAX_PUBLICATION, ErrorCode, NodeInfo, publication_fits
 
 __all__ = ["PubSub", "PublishResult", "Subscription"]
@@ -32,6 +31,7 @@ __all__ = ["PubSub", "PublishResult", "Subscription"]
 log = logging.getLogger("yzcore.pubsub")
 
 REPLY_TIMEOUT = 5.0  #: seconds a home has to answer
+HOMES_TTL = 5.0  #: seconds one lookup of a channel's homes serves the publishes on it
 RETRY_MAX = 30.0  #: longest wait between two attempts to find a home again
 _SERVER_ROLES = ("node", "bridge")
 
@@ -42,105 +42,14 @@ def _limiter() -> RateLimiter:
                        bypass_rate=0.0, bypass_burst=0.0, max_keys=4096)
 
 
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """What :meth:`PubSub.publish` achieved.
-
-    Attributes:
-        mid: The message id.
-        homes: Homes that took the message (of up to 3).
-        reached: Subscribers the best-connected home passed it on to: a
-            lower bound on how many received it (each subscriber is held by
-            several homes, so the homes' counts overlap).
-    """
-
-    mid: bytes
-    homes: int
-    reached: int
-
-
-class Subscription:
-    """This node's subscription to a channel: an async iterator of :class:`Publication`.
-
-    Messages wait in a buffer of ``buffer`` entries; when it is full, new ones
-    are dropped and counted in :attr:`dropped`. Leave with :meth:`aclose` (or
-    ``async with``); the homes let go of the channel once this node has no
-    subscription to it left.
-    """
-
-    def __init__(self, node: PubSub, channel: _Channel, buffer: int) -> None:
-        self._node = node
-        self._channel = channel
-        self._send: MemoryObjectSendStream[Publication]
-        self._recv: MemoryObjectReceiveStream[Publication]
-        self._send, self._recv = anyio.create_memory_object_stream[Publication](buffer)
-        self.dropped = 0
-
-    @property
-    def channel(self) -> str:
-        """The channel's name."""
-        return self._channel.name
-
-    @property
-    def homes(self) -> int:
-        """How many homes hold the subscription now (this node counts when it is one)."""
-        return len(self._channel.homes) + self._channel.local
-
-    async def receive(self) -> Publication:
-        """The next message; raises ``anyio.EndOfStream`` once closed."""
-        return await self._recv.receive()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Publication:
-        try:
-            return await self._recv.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Leave the channel (idempotent)."""
-        self._node._ps_leave(self)
-        self._send.close()
-        self._recv.close()
-
-    def _deliver(self, pub: Publication) -> None:
-        try:
-            self._send.send_nowait(pub)
-        except anyio.WouldBlock:
-            self.dropped += 1
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-
-class _Channel:
-    """A channel this node subscribes to, shared by its local subscriptions."""
-
-    __slots__ = ("name", "key", "subs", "homes", "local", "wake", "ready", "error")
-
-    def __init__(self, name: str, key: bytes) -> None:
-        self.name = name
-        self.key = key
-        self.subs: set[Subscription] = set()
-        self.homes: set[bytes] = set()  # remote homes that took the subscription
-        self.local = False  # this node is one of the homes
-        self.wake = anyio.Event()  # a home was lost, or the last subscription left
-        self.ready = anyio.Event()  # the first round is over
-        self.error: PubSubFailed | None = None
-
-
 class _State:
-    __slots__ = ("channels", "homes", "seen", "replies", "limiter", "expiring")
+    __slots__ = ("channels", "homes", "seen", "replies", "limiter", "expiring", "looked",
+                 "looking")
 
     def __init__(self) -> None:
-        self.channels: dict[bytes, _Channel] = {}  # what this node subscribes to
+        self.channels: dict[bytes, Channel] = {}  # what this node subscribes to
+        self.looked: dict[bytes, tuple[float, list[NodeInfo]]] = {}  # key -> (until, homes)
+        self.looking: dict[bytes, anyio.Event] = {}  # key -> set when its lookup is over
         self.homes = ChannelHomes()  # what it holds for others
         self.seen = Seen()  # messages its subscriptions have had
         self.replies = Replies(first=PUBSUB_RIDS)
@@ -185,7 +94,7 @@ class PubSub:
         ps = self._ps_state()
         ch = ps.channels.get(key)
         if ch is None:
-            ch = _Channel(name, key)
+            ch = Channel(name, key)
             self._tg.start_soon(self._ps_channel, ch, ttl)
             ps.channels[key] = ch
         sub = Subscription(self, ch, buffer)
@@ -239,7 +148,7 @@ class PubSub:
 
     # -- keeping a subscription up ----------------------------------------------------
 
-    async def _ps_channel(self, ch: _Channel, ttl: float) -> None:
+    async def _ps_channel(self, ch: Channel, ttl: float) -> None:
         """Subscribe at the channel's homes, and again whenever it is due or one is lost."""
         ps = self._ps_state()
         retry = 1.0
@@ -258,7 +167,7 @@ class PubSub:
                     if error is not None:
                         return
                 if error is None:
-                    retry, wait = 1.0, ttl / 2
+                    retry, wait = 1.0, min(ttl / 2, 5.0) if ch.hurry else ttl / 2
                 else:  # every home lost: look again soon, then less and less often
                     log.warning("%s", error, extra={"code": error.code})
                     wait, retry = retry, min(2 * retry, RETRY_MAX)
@@ -279,15 +188,16 @@ class PubSub:
             for peer in left:
                 self._ps_let_go(peer, ch.key)
 
-    async def _ps_round(self, ch: _Channel, ttl: float) -> PubSubFailed | None:
+    async def _ps_round(self, ch: Channel, ttl: float) -> PubSubFailed | None:
         """One look for the homes and one subscribe at each; None when one holds it."""
         try:
-            homes = await self._ps_homes(ch.key, ch.name)
+            homes = await self._ps_homes(ch.key, ch.name, fresh=True)
         except PubSubFailed as exc:
-            return exc
+            return exc  # (the homes it has keep it meanwhile)
         took: set[bytes] = set()
         errors: list[wire.Message | None] = []
         before = set(ch.homes)
+        ch.hurry = False
 
         async def one(home: NodeInfo) -> None:
             reply = await self._ps_ask(home, lambda rid: wire.Subscribe(rid, ch.key, ttl))
@@ -295,6 +205,10 @@ class PubSub:
                 took.add(home.id)
                 ch.homes.add(home.id)  # at once: its deliveries count, its connection is held
                 self._ps_hold(home.id)
+            elif (isinstance(reply, wire.Error) and reply.code == ErrorCode.RATE_LIMITED
+                  and home.id in before and home.id in self.conns):
+                took.add(home.id)  # busy, and it holds us till the ttl: not a lost home
+                ch.hurry = True
             else:
                 errors.append(reply)
 
@@ -310,9 +224,41 @@ class PubSub:
             return None
         return self._ps_failure(f"no home of channel {ch.name!r} took the subscription", errors)
 
-    async def _ps_homes(self, key: bytes, name: str) -> list[NodeInfo]:
+    async def _ps_homes(self, key: bytes, name: str, *, fresh: bool = False) -> list[NodeInfo]:
+        """The channel's homes: the server nodes closest to its key, this one among them if
+        it is one. A lookup serves the publishes of the next ``HOMES_TTL`` seconds, and
+        publishes at once wait for one lookup (``fresh``: look again, for a subscription):
+        a lookup each held a node to 12 publishes a second, its peers refusing the rest."""
+        ps = self._ps_state()
+        if not fresh:
+            pending = ps.looking.get(key)
+            if pending is not None:
+                await pending.wait()
+            cached = ps.looked.get(key)
+            if cached is not None and cached[0] > anyio.current_time():
+                return cached[1]
+        done = ps.looking[key] = anyio.Event()
+        try:
+            homes = await self._ps_lookup(key, name)
+        finally:
+            if ps.looking.get(key) is done:
+                del ps.looking[key]
+            done.set()
+        now = anyio.current_time()
+        if len(ps.looked) >= 1024:  # one entry a channel published on lately
+            ps.looked = {k: v for k, v in ps.looked.items() if v[0] > now}
+        ps.looked[key] = (now + HOMES_TTL, homes)
+        return homes
+
+    async def _ps_lookup(self, key: bytes, name: str) -> list[NodeInfo]:
         found = await self.find_node(key)  # type: ignore[attr-defined]
         candidates = list(found.nodes)
+        if not candidates and found.failed:  # this node alone is no home: nobody answered
+            limited = found.limited == found.failed
+            raise PubSubFailed(
+                ErrorCode.RATE_LIMITED if limited else ErrorCode.PEER_UNREACHABLE,
+                f"no peer asked for the homes of channel {name!r} answered ({found.failed} "
+                + ("refused for their rate limits" if limited else "failed") + "); retry shortly")
         if self.role in _SERVER_ROLES and self.address:  # this node may be a home itself
             candidates.append(NodeInfo(self.id, self.address, self.role))
         homes = homes_for(key, candidates)
