@@ -136,6 +136,14 @@ cdef class RoutingTable:
         self._created = float(now)
         self._refreshed = {}
 
+    def __reduce__(self):
+        # Cython's own pickling took ``_self`` for a C string: cut at the id's first zero
+        # byte, then pointing into a freed object. Rebuilt from the id instead.
+        return (_rebuild_table, (self.self_id, self.k, self.replacements, self.ip_limit,
+                                 self.max_fails, self._contacts, self._buckets, self._cache,
+                                 self._cached, self._groups, self._seq, self._created,
+                                 self._refreshed))
+
     # -- queries -----------------------------------------------------------
 
     def __len__(self):
@@ -475,3 +483,13 @@ cdef inline void _gather(list found, object members, bint stale_ok) except *:
         for c in <list>members:
             if not c.stale:
                 found.append(c)
+
+
+def _rebuild_table(self_id, k, replacements, ip_limit, max_fails, contacts, buckets, cache,
+                   cached, groups, seq, created, refreshed):
+    """A pickled or copied :class:`RoutingTable` (see ``RoutingTable.__reduce__``)."""
+    cdef RoutingTable t = RoutingTable(self_id, k, replacements=replacements,
+                                       ip_limit=ip_limit, max_fails=max_fails, now=created)
+    t._contacts, t._buckets, t._cache, t._cached = contacts, buckets, cache, cached
+    t._groups, t._seq, t._refreshed = groups, seq, refreshed
+    return t
