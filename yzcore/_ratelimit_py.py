@@ -311,6 +311,9 @@ class RateLimiter:
             r = (cost - gt) / self._grate
             if r > retry:
                 retry = r
+        # A microsecond more: ``now + retry`` loses a little to rounding, and a request
+        # made exactly that much later was refused again (for 2e-11 s).
+        retry += 1e-6
         if peer_short:
             return Decision(False, retry, "peer", False, self._prate, self._pcap)
         return Decision(False, retry, "global", False, self._grate, self._gcap)
