@@ -84,3 +84,55 @@ async def test_a_peer_too_slow_to_finish_its_hello_is_told_handshake_timeout():
         assert said[-1].code == "HANDSHAKE_TIMEOUT"  # type: ignore[attr-defined]
         assert [e["code"] for e in node.errors] == ["HANDSHAKE_TIMEOUT"] * 2
         await node.aclose()
+
+
+@pytest.mark.req("B2.2")
+async def test_a_peer_flooding_frames_is_told_then_dropped_and_the_others_are_served():
+    # Nothing bounded what one peer could send: its pings (53,000 a second) took the
+    # node's whole CPU and made every other peer's requests 300 times slower, and
+    # the node said nothing. Past FRAME_RATE frames are dropped unread, the peer is
+    # told RATE_LIMITED, and a peer still over it after FLOOD_GRACE s is dropped.
+    from yzcore.runtime.peer import FLOOD_GRACE, FRAME_BURST, FRAME_RATE
+
+    async with anyio.create_task_group() as tg:
+        node = Node(seed=73)
+        await node.start(tg)
+        flooder, honest = await raw_peer(node.address), await raw_peer(node.address)
+        told: list[wire.Message] = []
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            with anyio.move_on_after(FLOOD_GRACE + 8):
+                try:
+                    while True:
+                        for _ in range(200):
+                            await flooder.send(wire.encode(wire.Ping(sent + 1)).decode())
+                            sent += 1
+                        await anyio.sleep(0)
+                except ConnectionClosed:  # dropped
+                    pass
+
+        async def listen() -> None:
+            try:
+                async for frame in flooder:
+                    msg = wire.decode(frame)
+                    if isinstance(msg, wire.Error):
+                        told.append(msg)
+            except ConnectionClosed:
+                pass
+
+        with anyio.fail_after(FLOOD_GRACE + 10):
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(listen)
+                inner.start_soon(flood)
+                await anyio.sleep(1.0)
+                reply = await next_reply_to(honest, wire.Ping(1))  # served meanwhile
+                assert isinstance(reply, wire.Pong)
+        assert sent > FRAME_BURST + FRAME_RATE * FLOOD_GRACE  # the flood was one
+        assert [m.code for m in told] == ["RATE_LIMITED"] and told[0].rid is None
+        assert flooder.close_code is not None  # dropped
+        assert [e["code"] for e in node.errors if "frames/s" in e["message"]] == ["RATE_LIMITED"]
+        assert isinstance(await next_reply_to(honest, wire.Ping(2)), wire.Pong)
+        await honest.close()
+        await node.aclose()

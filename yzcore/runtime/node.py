@@ -102,10 +102,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         self.data_dir = data_dir
         self._config = config or EngineConfig()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
-        # One generator for the engine, the recovery policy, the bootstrap links
-        # and the probe: each random.Random is 2.5 KiB of state, and a process
-        # may run a thousand nodes. Their draws interleave; nothing here needs
-        # them apart (the simulator seeds its own per node).
+        # One generator for engine, recovery, links and probe (each is 2.5 KiB, and a
+        # process may run a thousand nodes); nothing needs their draws apart.
         self._rng = random.Random(self._seed)
         self.handshake_timeout = handshake_timeout
         self.dial_timeout = dial_timeout
@@ -278,8 +276,9 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         for action in engine.actions():
             if isinstance(action, Send):
                 pc = self.conns.get(action.peer)
-                if pc is not None and not pc.send(action.message):
-                    self._record("SLOW_READER", action.peer, "peer stopped reading; dropped")
+                if pc is not None and not pc.send(action.message) and pc.drop_once():
+                    self._record("SLOW_READER", action.peer, "peer stopped reading; dropped",
+                                 throttle=True)
                     self._tg.start_soon(pc.close)  # type: ignore[union-attr]
             elif isinstance(action, Dial):
                 self._tg.start_soon(partial(self._dial, action.node, asked=True))  # type: ignore[union-attr]
@@ -431,7 +430,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             if self._stopping:
                 return
             try:
-                if not self._on_frame(pc, frame):
+                if not self._on_frame(pc, frame) and pc.drop_once():
                     self._tg.start_soon(pc.close)  # type: ignore[union-attr]
             except Exception:  # a bug here must not break the transport's callback
                 log.exception("failed handling a message", extra={"peer_id": pc.peer.id.hex()})
@@ -472,6 +471,8 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     def _on_frame(self, pc: PeerConnection, frame: bytes) -> bool:
         """One message from a verified peer; False when the peer must be dropped."""
+        if (admitted := pc.admit()) is not True:  # over its frame budget: dropped unread
+            return admitted is None or self._flooded(pc)
         pc.received += 1
         try:
             msg = wire.decode(frame)

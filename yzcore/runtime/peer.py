@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,16 @@ __all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake", "tell", "t
 log = logging.getLogger("yzcore.node")
 
 SEND_QUEUE = 256  # frames waiting for one peer before it counts as not reading
+
+# What one peer may send on one connection, whatever the frames (refused, repeated and
+# malformed ones too): beyond it frames are dropped unread, and a peer still over it
+# FLOOD_GRACE seconds later is dropped. One peer's stream of pings took a node's whole
+# CPU (53,000 frames/s), its other peers' requests 300 times slower. An honest peer
+# stays far below: lookups are limited to 10/s a peer, pubsub requests to 50/s; a busy
+# channel's deliveries to one subscriber are the most.
+FRAME_RATE = 1000.0
+FRAME_BURST = 4000.0
+FLOOD_GRACE = 2.0
 
 # Outbound dials (connect and hello) in progress at once in one process, all
 # its nodes together. A dial waits for a slot before its timeouts start: a
@@ -125,8 +136,8 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
-    __slots__ = ("_recv", "_send", "conn", "dialled", "info", "metrics", "outbound", "peer", "push",
-                 "received", "sent")
+    __slots__ = ("_over", "_recv", "_send", "_stamp", "_tokens", "conn", "dialled", "dropping",
+                 "info", "metrics", "outbound", "peer", "push", "received", "sent")
 
     def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool,
                  metrics: TransferMetrics | None = None) -> None:
@@ -136,6 +147,9 @@ class PeerConnection:
         self.info = NodeInfo(peer.id, peer.advertise, peer.role)
         #: The address we dialled (outbound): where the peer surely is, whatever it claims.
         self.dialled: str | None = None
+        self.dropping = False  #: being closed for a fault of the peer's: said once
+        self._tokens, self._stamp = FRAME_BURST, time.monotonic()  # the frame budget
+        self._over: float | None = None  # when it went over budget, if it is
         self.push = isinstance(conn, PushConnection)
         self._send: ObjectSendStream[bytes] | None = None
         self._recv: ObjectReceiveStream[bytes] | None = None
@@ -155,6 +169,33 @@ class PeerConnection:
             return None
         host, sep, _ = self.conn.remote_address.rpartition(":")
         return shared(host.strip("[]")) if sep and host else None
+
+    def admit(self) -> bool | None:
+        """Charge one received frame to the peer's budget (``FRAME_RATE``): True to handle
+        it; None to drop it unread (over budget: the peer is told ``RATE_LIMITED`` once);
+        False, once, when it stayed over budget for ``FLOOD_GRACE`` s: drop the peer."""
+        now = time.monotonic()
+        tokens = min(FRAME_BURST, self._tokens + (now - self._stamp) * FRAME_RATE)
+        self._stamp = now
+        if self._over is not None and tokens >= FRAME_BURST / 2:
+            self._over = None  # it slowed down: forgiven (a token a millisecond is not)
+        if tokens >= 1.0 and not self.dropping:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        if self._over is None:
+            self._over = now
+            self.send(wire.Error(None, wire.ErrorCode.RATE_LIMITED, (
+                f"over {FRAME_RATE:g} frames/s (bursts of {FRAME_BURST:g}) on this connection: "
+                f"frames are dropped unread, and it closes if that lasts {FLOOD_GRACE:g} s"), 1.0))
+        if now - self._over < FLOOD_GRACE or self.dropping:
+            return None
+        return not self.drop_once()
+
+    def drop_once(self) -> bool:
+        """True the first time: the caller closes the connection for the peer's fault."""
+        first, self.dropping = not self.dropping, True
+        return first
 
     def send(self, msg: wire.Message) -> bool:
         """Send or queue a message; False when the peer is not reading."""

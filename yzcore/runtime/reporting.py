@@ -11,6 +11,7 @@ from yzcore import wire
 from yzcore.exceptions import ConnectionClosed
 from yzcore.metrics import KNOWN_CODES, MAX_UNKNOWN_CODES
 from yzcore.protocol.actions import Limited
+from yzcore.runtime.peer import FLOOD_GRACE, FRAME_RATE
 
 if TYPE_CHECKING:
     from yzcore.runtime.peer import PeerConnection
@@ -61,6 +62,15 @@ class Reporting:
         self._record(str(wire.ErrorCode.PEER_UNREACHABLE), pc.peer.id,
                      f"{where} stopped answering and left the active connections: {exc.args[0]}",
                      transport=pc.conn.transport, throttle=True)
+
+    def _flooded(self, pc: PeerConnection) -> bool:
+        """A peer stayed over its frame budget (``FRAME_RATE``): record it and drop it, without
+        a goodbye (a flood leaves no room for the close handshake); False."""
+        self._record(str(wire.ErrorCode.RATE_LIMITED), pc.peer.id,
+                     f"dropped: over {FRAME_RATE:g} frames/s on one connection for "
+                     f"{FLOOD_GRACE:g} s", transport=pc.conn.transport, throttle=True)
+        pc.abort()
+        return False
 
     def _limited(self, action: Limited) -> None:
         """The engine refused a peer's request for its rate limit: say the limit and the wait.
