@@ -382,3 +382,37 @@ async def test_a_relay_request_is_answered_at_the_address_dialled_not_the_one_cl
         await browser.aclose()
         await hostile.aclose()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A4.2", "A4.3")
+async def test_a_relayed_peer_that_crashes_is_seen_to_crash_not_to_say_goodbye():
+    # The bridge closed the other end cleanly (1000) when one end crashed, so its
+    # peer took the crash for a goodbye and never counted the failure (A4.3).
+    from yzcore.bridge import Bridge
+
+    async with anyio.create_task_group() as tg:
+        bridge = Bridge(listen="ws://127.0.0.1:0/dht")
+        await bridge.start(tg)
+        target = Node(listen=None)
+        target._bridges = [wire.NodeInfo(bridge.id, bridge.address, "bridge")]
+        await target.start(tg)
+        await until("relayed", lambda: target._relay_bridge in target.conns, 10)
+        dialer = Node()
+        await dialer.start(tg)
+        seen: list[bool] = []
+        closed = dialer._closed
+
+        def watch(pc, error):
+            if pc.peer.id == target.id:
+                seen.append(error)
+            return closed(pc, error)
+
+        dialer._closed = watch  # type: ignore[method-assign]
+        assert await dialer._dial(wire.NodeInfo(target.id, target.address, "node")) is not None
+        assert dialer.conns[target.id].conn.transport == "bridge"
+        await target.kill()
+        await until("the dialer saw it go", lambda: seen, 10)
+        assert seen == [True]
+        for n in (dialer, bridge):
+            await n.aclose()
+        tg.cancel_scope.cancel()

@@ -17,9 +17,9 @@ import os
 import anyio
 
 from yzcore import wire
-from yzcore.exceptions import TransportError, WireError
+from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.runtime.peer import PeerConnection, tell, tell_late
-from yzcore.transport import Connection
+from yzcore.transport import Connection, PushConnection
 from yzcore.wire import ErrorCode
 
 __all__ = ["MAX_RELAYS", "MAX_RELAYS_PER_PEER", "RELAY_ANSWER_TIMEOUT", "Relaying"]
@@ -121,12 +121,18 @@ class Relaying:
                                f"within {RELAY_ANSWER_TIMEOUT:g} s")
             return
         other, done = slot[0]
+        crashed = True
         try:
             await conn.send(wire.encode(wire.RelayReady()))
-            await self._splice(conn, other)
+            crashed = await self._splice(conn, other)
         except TransportError:
             pass
         finally:
+            # One end crashed: so does the other, as it would see a direct connection go
+            # (a clean close here told it "goodbye", and its peer never counted as failed).
+            for end in (conn, other) if crashed else ():
+                if isinstance(end, PushConnection):
+                    end.abort()
             with anyio.CancelScope(shield=True):
                 await conn.close()
                 await other.close()
@@ -143,16 +149,25 @@ class Relaying:
         event.set()
         await done.wait()  # the dialer's handler splices; this one keeps the connection open
 
-    async def _splice(self, a: Connection, b: Connection) -> None:
+    async def _splice(self, a: Connection, b: Connection) -> bool:
+        """Pass frames both ways until either end closes; whether that end crashed (no
+        clean close: 1006, a reset, a timeout) rather than said goodbye."""
+        crashed = False
+
         async def pump(src: Connection, dst: Connection) -> None:
+            nonlocal crashed
             try:
-                async for frame in src:
+                while True:
+                    frame = await src.receive()
                     await dst.send(frame)
                     self.relayed_frames += 1
+            except ConnectionClosed as exc:
+                crashed = crashed or exc.close_code not in (1000, 1001)
             except TransportError:
-                pass
+                crashed = True
             tg.cancel_scope.cancel()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump, a, b)
             tg.start_soon(pump, b, a)
+        return crashed
