@@ -416,3 +416,28 @@ async def test_a_relayed_peer_that_crashes_is_seen_to_crash_not_to_say_goodbye()
         for n in (dialer, bridge):
             await n.aclose()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A5.5", "A4.2")
+async def test_a_node_gives_up_on_a_hung_relaying_bridge_within_5_s():
+    # A bridge that hangs (its process frozen, its host up) kept the node relayed
+    # through it for the keepalive's 20 s (22.2 s, measured): unreachable all along.
+    from yzcore.bridge import Bridge
+    from yzcore.runtime.recovery import BRIDGE_KEEPALIVE
+
+    async with anyio.create_task_group() as tg:
+        bridge = Bridge(listen="ws://127.0.0.1:0/dht")
+        await bridge.start(tg)
+        node = Node(listen=None)
+        node._bridges = [wire.NodeInfo(bridge.id, bridge.address, "bridge")]
+        await node.start(tg)
+        await until("relayed", lambda: node._relay_bridge in node.conns, 10)
+        await until("the bridge holds it", lambda: node.id in bridge.conns, 10)
+        hung = node.conns[bridge.id]
+        bridge.conns[node.id].conn._transport.pause_reading()  # hung: reads nothing, answers nothing
+        with anyio.fail_after(sum(BRIDGE_KEEPALIVE) + 3):  # (the default keepalive: 20 s)
+            while node.conns.get(bridge.id) is hung:  # (this bridge is not hung to a new dial)
+                await anyio.sleep(0.1)
+        for n in (node, bridge):
+            await n.aclose()
+        tg.cancel_scope.cancel()

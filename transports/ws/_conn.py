@@ -190,6 +190,15 @@ class WsConnection(PushConnection, asyncio.Protocol):
         """Report ``scheme`` as this connection's transport (a relay running over ws)."""
         self._scheme = scheme
 
+    def tighten_keepalive(self, interval: float, timeout: float) -> None:
+        """Ping sooner on a connection whose loss matters most (a node's relaying bridge):
+        a peer that hangs is given up after ``interval + timeout`` s, not the default 20."""
+        self._keepalive = (interval, timeout)
+        if self.opened.done():  # else the open starts it
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_later(interval, self._tick)
+
     @property
     def lost(self) -> asyncio.Future[None]:
         """Done once the socket is gone."""

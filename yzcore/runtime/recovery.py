@@ -36,6 +36,7 @@ INTRODUCTIONS = 8  # peers asked for at once
 MAX_RELAY_ANSWERS = 16  # relayed dials answered at once
 MAX_SEED_DIALS = 8  # peers dialled at once when (re)joining
 MAX_BRIDGES = 16  # bridges remembered (each dead one costs a failed dial a recovery)
+BRIDGE_KEEPALIVE = (2.0, 3.0)  # ping the relaying bridge when quiet 2 s; 3 s to answer
 HEALTHY_POLL = 5.0  # seconds between looks at a connected node's table (the last close wakes it)
 
 
@@ -273,6 +274,9 @@ class Recovery:
         moved = self.address is not None
         self._relay_bridge = bridge.id
         self._engine.pin(bridge.id)
+        tighten = getattr(self.conns[bridge.id].conn, "tighten_keepalive", None)
+        if tighten is not None:  # a hung bridge: the next one within 5 s, not 20 (A5.5)
+            tighten(*BRIDGE_KEEPALIVE)
         log.info("reachable through bridge %s as %s", bridge.id.hex()[:16], address,
                  extra={"peer_id": bridge.id.hex(), "transport": "bridge"})
         self._readdress(address, hello_again=moved, keep=bridge.id)  # type: ignore[attr-defined]
