@@ -255,10 +255,13 @@ async def test_a_node_that_is_no_bridge_refuses_reconnection_and_the_next_bridge
 
 
 @pytest.mark.req("A5.2")
-async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_a_failed_hello():
+async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_a_failed_hello(
+        monkeypatch):
     from yzcore.bridge import Bridge
     from yzcore.runtime import relay as relay_mod
     from yzcore.transport import transport_for
+
+    monkeypatch.setattr(relay_mod, "MAX_RELAYS_PER_SOURCE", 10_000)  # (all from 127.0.0.1 here)
 
     async with anyio.create_task_group() as tg:
         br = Bridge(listen="ws://127.0.0.1:0/dht")
@@ -440,4 +443,50 @@ async def test_a_node_gives_up_on_a_hung_relaying_bridge_within_5_s():
                 await anyio.sleep(0.1)
         for n in (node, bridge):
             await n.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A5.2")
+async def test_one_address_holds_at_most_8_relays_at_once_so_a_relayed_peer_stays_reachable():
+    # A client that never says hello held each relayed dial open at the target for
+    # its handshake timeout: 16 of them used every answer the target makes at once,
+    # and no one else could reach it (0 of 4 honest dials, measured).
+    from yzcore.bridge import Bridge
+    from yzcore.runtime.recovery import MAX_RELAY_ANSWERS
+    from yzcore.runtime.relay import MAX_RELAYS_PER_SOURCE
+    from yzcore.transport import transport_for
+
+    async with anyio.create_task_group() as tg:
+        br = Bridge(listen="ws://127.0.0.1:0/dht")
+        await br.start(tg)
+        target = Node(listen=None, seed=2)
+        target._bridges = [wire.NodeInfo(br.id, br.address, "bridge")]
+        await target.start(tg)
+        await until("relayed", lambda: target._relay_bridge in target.conns, 10)
+        refused: list[str] = []
+        held: list = []
+
+        async def silent() -> None:  # asks for a relay, then never says hello
+            conn = await transport_for(br.address).connect(br.address)
+            held.append(conn)
+            await conn.send(wire.encode(wire.RelayConnect(target.id)))
+            try:
+                reply = wire.decode(await conn.receive())
+                refused.append(reply.message)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 -- spliced: closed when the target gives up
+                pass
+
+        async with anyio.create_task_group() as burst:
+            for _ in range(MAX_RELAY_ANSWERS + 4):
+                burst.start_soon(silent)
+            await until("the rest refused", lambda: len(refused) >= MAX_RELAY_ANSWERS + 4
+                        - MAX_RELAYS_PER_SOURCE, 10)
+            assert sum(br.relays.values()) == MAX_RELAYS_PER_SOURCE
+            assert all("relays from 127.0.0.1 at once" in m for m in refused), refused
+            assert target._relay_answers <= MAX_RELAYS_PER_SOURCE < MAX_RELAY_ANSWERS
+            for conn in held:
+                await conn.close()
+            burst.cancel_scope.cancel()
+        await target.aclose()
+        await br.aclose()
         tg.cancel_scope.cancel()

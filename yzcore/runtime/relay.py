@@ -22,11 +22,17 @@ from yzcore.runtime.peer import PeerConnection, tell, tell_late
 from yzcore.transport import Connection, PushConnection
 from yzcore.wire import ErrorCode
 
-__all__ = ["MAX_RELAYS", "MAX_RELAYS_PER_PEER", "RELAY_ANSWER_TIMEOUT", "Relaying"]
+__all__ = ["MAX_RELAYS", "MAX_RELAYS_PER_PEER", "MAX_RELAYS_PER_SOURCE", "RELAY_ANSWER_TIMEOUT",
+           "Relaying"]
 
 RELAY_ANSWER_TIMEOUT = 5.0  # seconds the relayed peer has to connect back
 MAX_RELAYS = 1024  # spliced connections at once
 MAX_RELAYS_PER_PEER = 64
+# Relays from one address at once (not counted behind a proxy, which hides it): a
+# relayed peer answers at most 16 at once (MAX_RELAY_ANSWERS), each held until the
+# dialer's hello or the handshake timeout, so one client that never says hello
+# kept 16 open and no one else could reach that peer.
+MAX_RELAYS_PER_SOURCE = 8
 
 
 class Relaying:
@@ -40,6 +46,7 @@ class Relaying:
         # token -> (answered, [(the peer's connection, set when the splice ends)])
         self._waiting: dict[bytes, tuple[anyio.Event, list[tuple[Connection, anyio.Event]]]] = {}
         self.relays: dict[bytes, int] = {}  # spliced connections per relayed peer
+        self._relay_sources: dict[str, int] = {}  # relays per dialer's address
         self.relayed_frames = 0
         self._relay_lock = anyio.Lock()  # one move to a bridge at a time (recovery)
         self._relay_answers = 0  # relayed dials being answered now (recovery)
@@ -97,15 +104,27 @@ class Relaying:
         if sum(self.relays.values()) >= MAX_RELAYS or self.relays.get(target, 0) >= MAX_RELAYS_PER_PEER:
             await self._refuse(conn, f"relay to {target.hex()[:16]}: too many relayed connections")
             return
-        # The slot is taken now, not once spliced: a burst of requests cannot
-        # pass the check together, and a waiting request counts too.
+        host = conn.remote_address.rpartition(":")[0]
+        source = None if getattr(conn, "forwarded", False) or not host else host
+        if source is not None and self._relay_sources.get(source, 0) >= MAX_RELAYS_PER_SOURCE:
+            await self._refuse(conn, f"relay to {target.hex()[:16]}: {MAX_RELAYS_PER_SOURCE} relays "
+                               f"from {source} at once already")
+            return
+        # The slots are taken now, not once spliced: a burst of requests cannot
+        # pass the checks together, and a waiting request counts too.
         self.relays[target] = self.relays.get(target, 0) + 1
+        if source is not None:
+            self._relay_sources[source] = self._relay_sources.get(source, 0) + 1
         try:
             await self._relay(conn, target, pc)
         finally:
             self.relays[target] -= 1
             if not self.relays[target]:
                 del self.relays[target]
+            if source is not None:
+                self._relay_sources[source] -= 1
+                if not self._relay_sources[source]:
+                    del self._relay_sources[source]
 
     async def _relay(self, conn: Connection, target: bytes, pc: PeerConnection) -> None:
         token = os.urandom(16)
