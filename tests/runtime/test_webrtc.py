@@ -214,7 +214,25 @@ async def test_a_server_node_asks_a_browser_class_peer_to_connect_to_it(netns):
         assert info.id == b.id and far.conns[b.id].conn.transport == "ws"
         assert not far.conns[b.id].outbound  # the browser-class peer dialled
         assert b.metrics.messages[("ws", "in", "signal")] == 1  # because it was asked to
-        await _stop(tg, b, *nodes, boot)
+        # A dial names its sender's own address, or goes nowhere: any peer could aim
+        # browser-class peers at any URL (a loopback service on their host, say).
+        hits: list[bytes] = []
+
+        async def victim(stream) -> None:
+            async with stream:
+                with anyio.move_on_after(1):
+                    hits.append(await stream.receive(300))
+
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        tg.start_soon(listener.serve, victim)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        c = await _browser(tg, boot)
+        for sender in (far, c):
+            sender.links[0].pc.send(wire.Signal(b.id, None, {
+                "kind": "dial", "addr": f"ws://127.0.0.1:{port}/anything"}))
+        await anyio.sleep(1.0)
+        assert b.metrics.messages[("ws", "in", "signal")] == 1 and hits == []
+        await _stop(tg, b, c, *nodes, boot)
 
 
 @pytest.mark.req("B1.3", "B1.5")

@@ -32,7 +32,7 @@ from yzcore.bootstrap.supervisor import BridgeSupervisor
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError, WsUpgradeRejected
 from yzcore.identity import Identity, holding, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
-from yzcore.runtime.managers import signal_error, signal_limiter
+from yzcore.runtime.managers import may_pass_on, signal_error, signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.runtime.reporting import limit_fields, throttled
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
@@ -242,6 +242,8 @@ class BootstrapServer:
                              f"{decision.limit:g}/s; wait {decision.retry_after:.2f} s",
                              fields=limit_fields("signal", decision.scope, decision.limit,
                                                  decision.burst, decision.retry_after))
+                return True
+            if not may_pass_on(peer.role, peer.advertise, msg.data):
                 return True
             target = self.clients.get(msg.to)
             if target is None:  # told as a signal: the sender's WebRTC attempt ends at once

@@ -54,6 +54,13 @@ def signal_error(data: dict[str, Any], code: str, message: str) -> dict[str, Any
             else None, "code": code, "message": wire.printable(message)}
 
 
+def may_pass_on(role: str, advertise: str | None, data: dict[str, Any]) -> bool:
+    """Whether a relay passes on a signal from a peer whose hello said ``role`` and
+    ``advertise``: anything but a ``dial``, and a ``dial`` only from a server node naming
+    its own address (any peer could have one aim browser-class peers at any URL)."""
+    return data.get("kind") != "dial" or (role in _SERVER_ROLES and data.get("addr") == advertise)
+
+
 def signal_limiter() -> RateLimiter:
     """Signals a peer may have passed on: 20/s, bursts of 40 (an offer and an answer per dial)."""
     return RateLimiter(rate=20.0, burst=40.0, global_rate=400.0, global_burst=800.0,
@@ -264,6 +271,8 @@ class Managers:
                                                   decision.burst, decision.retry_after))
             return
         target = self.node.conns.get(msg.to)
+        if not may_pass_on(pc.peer.role, pc.peer.advertise, msg.data):
+            return
         if target is not None:
             target.send(wire.Signal(msg.to, pc.peer.id, msg.data))
         elif msg.data.get("kind") != "error":
