@@ -213,7 +213,8 @@ async def test_a_server_node_asks_a_browser_class_peer_to_connect_to_it(netns):
         info = await far.managers.reach(b.id)  # a `dial` signal through the bootstrap server
         assert info.id == b.id and far.conns[b.id].conn.transport == "ws"
         assert not far.conns[b.id].outbound  # the browser-class peer dialled
-        assert b.metrics.messages[("ws", "in", "signal")] == 1  # because it was asked to
+        asked = b.metrics.messages[("ws", "in", "signal")]
+        assert asked >= 1  # because it was asked to (by each path the signal took)
         # A dial names its sender's own address, or goes nowhere: any peer could aim
         # browser-class peers at any URL (a loopback service on their host, say).
         hits: list[bytes] = []
@@ -231,7 +232,7 @@ async def test_a_server_node_asks_a_browser_class_peer_to_connect_to_it(netns):
             sender.links[0].pc.send(wire.Signal(b.id, None, {
                 "kind": "dial", "addr": f"ws://127.0.0.1:{port}/anything"}))
         await anyio.sleep(1.0)
-        assert b.metrics.messages[("ws", "in", "signal")] == 1 and hits == []
+        assert b.metrics.messages[("ws", "in", "signal")] == asked and hits == []
         await _stop(tg, b, c, *nodes, boot)
 
 
@@ -353,3 +354,29 @@ async def test_an_offer_carrying_video_is_refused(netns):
         await a.managers.reach(b.id)  # a DataChannel alone is still taken
         assert b.id in a.conns and a.conns[b.id].conn.transport == "webrtc"
         await _stop(tg, a, b, *nodes, boot)
+
+
+@pytest.mark.req("B4.4")
+async def test_peers_linked_to_different_bootstrap_servers_meet_over_webrtc(netns):
+    # A signal went by the bootstrap link alone: two peers linked to different
+    # bootstrap servers (A7.2) that shared server nodes always fell back to a relay.
+    async with anyio.create_task_group() as tg:
+        b1, b2 = BootstrapServer(), BootstrapServer()
+        await b1.start(tg)
+        await b2.start(tg)
+        nodes = []
+        for i in range(2):
+            n = Node(bootstrap=[b1.address, b2.address], heartbeat_interval=1, seed=i)
+            await n.start(tg)
+            await n.joined()
+            nodes.append(n)
+        a = await _browser(tg, b1)
+        b = await _browser(tg, b2, via=[nodes[0].address])
+        await until("both hold both server nodes", lambda: len(a.managers.relays()) == 2
+                    and len(b.managers.relays()) == 2, 15)
+        for x, y in ((a, b), (b, a)):
+            await x.managers.reach(y.id, timeout=20)
+            assert x.conns[y.id].conn.transport == "webrtc"
+            await x.conns[y.id].close()
+            await until("closed", lambda x=x, y=y: y.id not in x.conns and x.id not in y.conns, 10)
+        await _stop(tg, a, b, *nodes, b1, b2)

@@ -40,7 +40,7 @@ __all__ = ["Manager", "Managers", "signal_error", "signal_limiter"]
 
 log = logging.getLogger("yzcore.managers")
 
-SIGNAL_PATHS = 3  #: server nodes a signal goes through when no bootstrap server is connected
+SIGNAL_PATHS = 3  #: server nodes a signal goes through (besides the bootstrap server)
 MAX_DIALS = 4  #: `dial` signals followed at once
 _SERVER_ROLES = ("node", "bridge")
 
@@ -235,19 +235,19 @@ class Managers:
                 and pc.info.addr.startswith(("ws://", "wss://"))][:8]
 
     def signal(self, to: bytes, data: dict[str, Any]) -> int:
-        """Send a signal toward ``to``: by a bootstrap server, else by up to 3 server nodes.
+        """Send a signal toward ``to``: by its bootstrap server and by up to 3 server nodes
+        (the peer may be linked to another bootstrap server, and share only server nodes
+        with us; it answers the first copy, by its session).
 
         Returns how many paths it went on (0: none).
         """
         message = wire.Signal(to, None, data)
-        for link in self.node.links:
-            if link.pc is not None and link.pc.send(message):
-                return 1
-        paths = 0
+        linked = any(link.pc is not None and link.pc.send(message) for link in self.node.links)
+        nodes = 0
         for pc in list(self.node.conns.values()):
-            if pc.info.role in _SERVER_ROLES and paths < SIGNAL_PATHS and pc.send(message):
-                paths += 1
-        return paths
+            if pc.info.role in _SERVER_ROLES and nodes < SIGNAL_PATHS and pc.send(message):
+                nodes += 1
+        return linked + nodes
 
     def on_signal(self, pc: PeerConnection, msg: wire.Signal) -> None:
         """A signal on a DHT connection: ours, or one to pass on (B4.4)."""
