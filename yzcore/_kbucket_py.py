@@ -429,6 +429,9 @@ class RoutingTable:
 
     def _regroup(self, c: Contact, ip: str | None) -> None:
         group = ip_group(ip) if ip is not None else None
+        if (group is not None and group != c.group and self.ip_limit
+                and self._group_count(c.bucket, group) >= self.ip_limit):
+            return  # that group is full in this bucket: keep the address it was let in with
         if c.group is not None:
             self._group_add(c.bucket, c.group, -1)
         if group is not None:

@@ -371,3 +371,21 @@ def test_a_copied_or_pickled_table_is_the_same_table(kbucket, rng, how):
     assert [twin.bucket_of(i) for i in ids] == [table.bucket_of(i) for i in ids]
     assert [c.as_tuple() for c in twin.nearest(me, 20)] == [c.as_tuple() for c in table.nearest(me, 20)]
     assert twin.add(me, "ws://me", 500.0) == ("self", None) and len(twin) == len(table)
+
+
+def test_a_known_contact_cannot_move_into_a_full_ip_group(kbucket, rng):
+    # The diversity limit was checked when a contact came in, not when a known one's
+    # address changed: nine contacts of one /24 shared a bucket with a limit of 2.
+    table = kbucket.RoutingTable(SELF, 20, ip_limit=2)
+    for i, node in enumerate(in_bucket(0, rng) for _ in range(2)):  # 203.0.113/24: full here
+        assert table.add(node, f"ws://n{i}", 1.0, f"203.0.113.{i + 1}") == ("added", None)
+    movers = [in_bucket(0, rng) for _ in range(4)]
+    for i, node in enumerate(movers):
+        assert table.add(node, f"ws://m{i}", 10.0, f"198.51.{i}.1") == ("added", None)
+    table.add(movers[0], "ws://m0", 11.0, "203.0.113.77")  # seen again from the full /24
+    table.update(movers[1], ip="203.0.113.78")
+    in_group = [c for c in table.nearest(SELF, 20) if c.ip and c.ip.startswith("203.0.113.")]
+    assert len(in_group) == 2
+    assert table.get(movers[0]).ip == "198.51.0.1" and table.get(movers[1]).ip == "198.51.1.1"
+    table.update(movers[2], ip="198.51.99.1")  # to a group with room: it moves
+    assert table.get(movers[2]).ip == "198.51.99.1"
