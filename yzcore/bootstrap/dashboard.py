@@ -69,7 +69,7 @@ function graph(nodes) {
   $("#graph").dataset.edges = edges.length;
 }
 const history = {latency: [], rate: []};
-let last = null;
+const rates = new Map();  // node id -> {at, count, rate}: its last heartbeat
 function spark(sel, values, unit) {
   const w = 360, h = 120, max = Math.max(...values, 1e-9);
   const pts = values.map((v, i) => `${(i / Math.max(1, values.length - 1)) * (w - 10) + 5},` +
@@ -92,10 +92,19 @@ async function refresh() {
   graph(s.nodes);
   const probes = s.nodes.map((x) => x.probe).filter((p) => p != null);
   if (probes.length) history.latency.push(1000 * probes.reduce((a, b) => a + b, 0) / probes.length);
-  const frames = s.nodes.reduce((a, x) => a + (x.sent || 0) + (x.received || 0), 0);
-  const now = Date.now() / 1000;
-  if (last) history.rate.push(Math.max(0, (frames - last[1]) / Math.max(0.1, now - last[0])));
-  last = [now, frames];
+  // Each node's rate between its last two heartbeats (its counts only grow while it runs):
+  // a sum over the nodes listed now fell as connections closed, and polls fell between beats.
+  const now = Date.now() / 1000, listed = new Set();
+  for (const x of s.nodes) {
+    const count = (x.sent || 0) + (x.received || 0), at = now - x.last_seen_s, was = rates.get(x.id);
+    listed.add(x.id);
+    if (was && at - was.at < 1) continue;  // the same heartbeat as last time
+    const rate = was && count >= was.count ? (count - was.count) / (at - was.at) : null;
+    rates.set(x.id, { at, count, rate });
+  }
+  for (const id of [...rates.keys()]) if (!listed.has(id)) rates.delete(id);
+  const known = [...rates.values()].filter((r) => r.rate !== null);
+  if (known.length) history.rate.push(known.reduce((a, r) => a + r.rate, 0));
   for (const k in history) history[k] = history[k].slice(-150);
   spark("#latency", history.latency, "ms"); spark("#rate", history.rate, "frames/s");
   fill("#nodes", s.nodes.map((x) => [cell(x.id.slice(0, 16), "mono"), cell(x.role), cell(x.address, "mono"),

@@ -180,7 +180,9 @@ class BootstrapLink:
             self.pc.send(wire.Heartbeat(h["healthy"], h["connections"], table,
                                         probe["seconds"] if probe else None,  # type: ignore[arg-type]
                                         tuple(pc.peer.id for pc in conns[:wire.MAX_WANT]),
-                                        sum(pc.sent for pc in conns), sum(pc.received for pc in conns)))
+                                        # since the start: a closed connection's count stays
+                                        self.node.gone[0] + sum(pc.sent for pc in conns),
+                                        self.node.gone[1] + sum(pc.received for pc in conns)))
 
     def _on_frame(self, pc: PeerConnection, frame: bytes) -> None:
         try:

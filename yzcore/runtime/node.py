@@ -26,8 +26,7 @@ from yzcore import wire
 from yzcore.config import Setting
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
 from yzcore.identity import Identity, holding, load_or_create
-from yzcore.metrics import TransferMetrics
-from yzcore.metrics import enabled as metrics_enabled
+from yzcore.metrics import TransferMetrics, enabled as metrics_enabled
 from yzcore.protocol.actions import Close, Dial, Done, Limited, PutResult, Send
 from yzcore.protocol.backoff import BackoffPolicy
 from yzcore.protocol.config import EngineConfig
@@ -110,6 +109,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         self.address: str | None = None
         self.engine: Engine | None = None
         self.conns: dict[bytes, PeerConnection] = {}
+        self.gone = [0, 0]  # frames sent and received on connections closed since the start
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
         self._dial_logged: dict[object, tuple[float, int]] = {}  # kind: (logged at, unlogged)
         self.metrics = TransferMetrics() if metrics_enabled(metrics) else None
@@ -242,8 +242,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     async def get(self, key: bytes) -> str | None:
         """The value stored under ``key``, or None."""
-        res = await self._wait(self._engine.get(key, anyio.current_time()))
-        return res.value  # type: ignore[union-attr]
+        return (await self._wait(self._engine.get(key, anyio.current_time()))).value  # type: ignore[union-attr]
 
     async def put(self, key: bytes, value: str, ttl: float | None = None) -> PutResult:
         """Store ``value`` at the k nodes closest to ``key``."""
@@ -458,6 +457,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         peer_id = pc.peer.id
         if self.conns.get(peer_id) is pc:
             del self.conns[peer_id]
+            self.gone[0], self.gone[1] = self.gone[0] + pc.sent, self.gone[1] + pc.received
             self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
             self._process()
             if peer_id == self._relay_bridge:  # A5.5: on to the next bridge
