@@ -55,6 +55,7 @@ __all__ = [
     "TransportError",
     "ConnectFailed",
     "NameNotResolved",
+    "RelayUnavailable",
     "WebRtcFailed",
     "WsUpgradeRejected",
     "ListenFailed",
@@ -250,6 +251,15 @@ class ConnectFailed(TransportError):
         "Check the address, that the peer is running, and that its port is reachable from "
         "here (`yz diagnose --bootstrap URL` tests each step)."
     )
+
+
+class RelayUnavailable(ConnectFailed):
+    """A bridge would not relay to the peer: it holds no connection to it, the peer did
+    not answer in time, or the bridge relays too much already."""
+
+    code = "RELAY_UNAVAILABLE"
+    advice = ("The bridge holds no connection to that peer (it left, or now uses another "
+              "bridge); look its id up again for its current address.")
 
 
 class NameNotResolved(ConnectFailed):

@@ -490,3 +490,28 @@ async def test_one_address_holds_at_most_8_relays_at_once_so_a_relayed_peer_stay
         await target.aclose()
         await br.aclose()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A5.5", "A2.1")
+async def test_a_dial_the_bridge_will_not_relay_fails_with_relay_unavailable():
+    # Every refusal became CONNECT_FAILED at the dialer; and the bridge waited as long
+    # for the peer (5 s) as the dialer for the bridge, which gave up first.
+    from yzcore.bridge import Bridge
+    from yzcore.transport import relay_address
+
+    async with anyio.create_task_group() as tg:
+        bridge = Bridge(listen="ws://127.0.0.1:0/dht")
+        await bridge.start(tg)
+        deaf = Node(peers=[bridge.address])  # connected to the bridge, not relayed by it
+        await deaf.start(tg)
+        await deaf.joined()
+        await until("the bridge holds it", lambda: deaf.id in bridge.conns, 5)
+        dialer = Node()
+        await dialer.start(tg)
+        for target in (deaf.id, bytes(32)):  # does not answer relay_open; unknown
+            addr = relay_address(bridge.address, target)
+            assert await dialer._dial(wire.NodeInfo(target, addr, "node")) is None
+            assert dialer.errors[-1]["code"] == "RELAY_UNAVAILABLE", dialer.errors[-1]
+        for n in (dialer, deaf, bridge):
+            await n.aclose()
+        tg.cancel_scope.cancel()

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import anyio
 
 from yzcore import wire
-from yzcore.exceptions import ConnectFailed, InvalidArgument, TransportError, WireError
+from yzcore.exceptions import (
+    ConnectFailed, InvalidArgument, RelayUnavailable, TransportError, WireError,
+)
 from yzcore.ids import id_from_hex
 from yzcore.transport import (
     DEFAULT_MAX_FRAME,
@@ -91,8 +93,8 @@ class BridgeTransport(Transport):
                 return conn
             await conn.close()
             text = f"[{reply.code}] {reply.message}" if isinstance(reply, wire.Error) else reply.TYPE
-            raise ConnectFailed(f"bridge {bridge_url} would not relay to {target.hex()[:16]}: {text}",
-                                advice=wire.advice(getattr(reply, "code", wire.ErrorCode.RELAY_UNAVAILABLE)))
+            raise RelayUnavailable(f"bridge {bridge_url} would not relay to {target.hex()[:16]}: "
+                                   f"{text}")
         assert scope.cancelled_caught
         raise ConnectFailed(f"relay to {target.hex()[:16]} through {bridge_url} took over "
                             f"{timeout:g} s", advice=wire.advice(wire.ErrorCode.RELAY_UNAVAILABLE))

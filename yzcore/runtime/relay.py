@@ -25,7 +25,9 @@ from yzcore.wire import ErrorCode
 __all__ = ["MAX_RELAYS", "MAX_RELAYS_PER_PEER", "MAX_RELAYS_PER_SOURCE", "RELAY_ANSWER_TIMEOUT",
            "Relaying"]
 
-RELAY_ANSWER_TIMEOUT = 5.0  # seconds the relayed peer has to connect back
+# Seconds the relayed peer has to connect back: less than a dialer's 5 s, so that it
+# hears the refusal (RELAY_UNAVAILABLE) rather than give up first (CONNECT_FAILED).
+RELAY_ANSWER_TIMEOUT = 3.5
 MAX_RELAYS = 1024  # spliced connections at once
 MAX_RELAYS_PER_PEER = 64
 # Relays from one address at once (not counted behind a proxy, which hides it): a
