@@ -27,8 +27,8 @@ from typing import Any
 import anyio
 
 import yzcore
-from yzcore.cli_ops import (add_ops_commands, count, not_negative, positive, record_attempt,
-                            rollback_values)
+from yzcore.cli_ops import (add_ops_commands, count, not_negative, positive, quiet_resource_errors,
+                            raise_open_files, record_attempt, rollback_values)
 from yzcore.exceptions import YzError
 from yzcore.ids import id_from_hex, key_for
 
@@ -89,6 +89,7 @@ def _version(_: argparse.Namespace) -> int:
 async def _until_stopped(parent_watch: bool) -> None:
     """Return on SIGINT, SIGTERM or SIGHUP (the terminal closed; not under nohup), or when the
     parent process is gone (stdin closed)."""
+    quiet_resource_errors()
     async with anyio.create_task_group() as tg:
         async def on_signal() -> None:
             stop = [signal.SIGINT, signal.SIGTERM]
@@ -469,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args)
+    raise_open_files()
     try:
         return int(args.func(args))
     except YzError as exc:
