@@ -391,13 +391,9 @@ def scheme_of(url: str) -> str:
 
 
 def http_base(url: str) -> str:
-    """The HTTP base of a node's or bootstrap server's URL: ``ws://H:P/dht`` -> ``http://H:P``.
-
-    ``/status``, ``/healthz`` and ``/metrics`` are served on the same port, beside the
-    WebSocket endpoint: the URL without its last path segment, whatever its name
-    (``ws://H:P/p2p`` -> ``http://H:P``; behind a proxy, ``wss://example.org/yz/dht``
-    -> ``https://example.org/yz``).
-    """
+    """The HTTP base of a node's or bootstrap server's URL: ``ws://H:P/dht`` -> ``http://H:P``:
+    where ``/status``, ``/healthz`` and ``/metrics`` are, beside the WebSocket endpoint, whatever
+    its name (``ws://H:P/p2p`` -> ``http://H:P``; ``wss://example.org/yz/dht`` -> ``.../yz``)."""
     parts = urlsplit(url.replace("wss://", "https://", 1).replace("ws://", "http://", 1))
     path = parts.path.rstrip("/").rpartition("/")[0]
     return f"{parts.scheme}://{parts.netloc}{path}"

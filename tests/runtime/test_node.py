@@ -47,10 +47,11 @@ async def start_network(tg, n: int, seed: int = 0, identities: list[Identity] | 
     return nodes
 
 
-async def http_get(url: str) -> tuple[int, dict]:
+async def http_get(url: str, method: str = "GET") -> tuple[int, dict]:
     def fetch():
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+            with urllib.request.urlopen(request, timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
@@ -175,6 +176,10 @@ async def test_http_endpoints_on_the_websocket_port():
         assert status == 426 and "WebSocket" in body["message"]
         status, _ = await http_get(base + "/nope")
         assert status == 404
+        # A page that only serves reads says so (it said "No page at /status", 404).
+        status, body = await http_get(base + "/status", "POST")
+        assert status == 405 and body["error"] == "METHOD_NOT_ALLOWED", body
+        assert (await http_get(base + "/nope", "DELETE"))[0] == 404
         for node in nodes:
             await node.aclose()
 

@@ -32,6 +32,7 @@ from yzcore.bootstrap.supervisor import BridgeSupervisor
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError, WsUpgradeRejected
 from yzcore.identity import Identity, holding, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
+from yzcore.runtime.http import read_only
 from yzcore.runtime.managers import may_pass_on, signal_error, signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
 from yzcore.runtime.reporting import limit_fields, throttled
@@ -388,8 +389,9 @@ class BootstrapServer:
 
     def _http(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
         route = path.split("?", 1)[0]
-        if method not in ("GET", "HEAD"):
-            return None
+        if method not in ("GET", "HEAD"):  # a page here: 405, else the transport's default
+            known = route in ("/", "/status", "/healthz", "/metrics")
+            return read_only(method, route) if known else None
         if route == "/":
             return HttpResponse(200, (("content-type", "text/html; charset=utf-8"),),
                                 DASHBOARD_HTML.encode())

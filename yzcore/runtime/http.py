@@ -24,7 +24,16 @@ from yzcore.wire import PROTOCOL_VERSION
 if TYPE_CHECKING:
     from yzcore.runtime.node import Node
 
-__all__ = ["HttpEndpoints", "health"]
+__all__ = ["HttpEndpoints", "health", "read_only"]
+
+
+def read_only(method: str, route: str) -> HttpResponse | None:
+    """405 for a page that only serves reads (None for OPTIONS: the transport answers it)."""
+    if method == "OPTIONS":
+        return None
+    return HttpResponse.json(405, {"error": "METHOD_NOT_ALLOWED",
+                                   "message": f"{route} answers GET and HEAD, not {method}."},
+                             (("Allow", "GET, HEAD, OPTIONS"),))
 
 
 def health(node: Node) -> dict[str, Any]:
@@ -87,8 +96,9 @@ class HttpEndpoints:
 
     def __call__(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
         route = path.split("?", 1)[0]
-        if method not in ("GET", "HEAD"):
-            return None
+        if method not in ("GET", "HEAD"):  # a page here: 405, else the transport's default
+            known = route in ("/healthz", "/status", "/metrics") or asset(route) is not None
+            return read_only(method, route) if known else None
         if route == "/healthz":
             h = health(self.node)
             return HttpResponse.json(200 if h["healthy"] else 503, h)
