@@ -50,7 +50,8 @@ async def start_network(tg, n: int, seed: int = 0, identities: list[Identity] | 
 async def http_get(url: str, method: str = "GET") -> tuple[int, dict]:
     def fetch():
         try:
-            request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+            body = b"" if method == "POST" else None
+            request = urllib.request.Request(url, method=method, data=body)
             with urllib.request.urlopen(request, timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
