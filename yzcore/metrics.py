@@ -40,7 +40,7 @@ KNOWN_CODES: frozenset[str] = frozenset(
        if isinstance(c, type) and isinstance(getattr(c, "code", None), str)}
     | {"METRIC_FAILED", "ADDRESS_CHANGED", "SLOW_READER", "PEER_CACHE_UNREADABLE",
        "PEER_CACHE_UNWRITABLE", "HEALTH_BELOW_BASELINE", "BRIDGE_DOWN", "DATA_DIR_UNLOCKED",
-       "RATE_LIMIT_BYPASSED"})
+       "RATE_LIMIT_BYPASSED", "OUT_OF_RESOURCES"})
 MAX_UNKNOWN_CODES = 32  #: unknown codes with a series (or log kind) of their own; more: OTHER
 
 log = logging.getLogger("yzcore.metrics")

@@ -73,7 +73,8 @@ def test_a_browser_joins_looks_up_puts_and_gets_over_websocket(procs):
             {k: p[k] for k in ("id", "role", "transport")} for p in peers], peers
         # The connections its lookups opened to all 8 close once idle (5 s), as a
         # node's do, but 4 (its relays); they stayed open for as long as the page.
-        open_ws = "[...window.yz.peers.values()].filter((p) => p.path === 'ws' && p.isOpen()).length"
+        open_ws = ("[...window.yz.peers.values()].filter((p) => p.path === 'ws' && p.isOpen())"
+                   ".length")
         assert page.evaluate(f"() => {open_ws}") == 8
         page.wait_for_function(f"() => {open_ws} === 4", timeout=20000)
         assert page.evaluate("async (t) => (await window.yz.findNode(t)).length", target) == 8

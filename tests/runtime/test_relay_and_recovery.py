@@ -437,7 +437,7 @@ async def test_a_node_gives_up_on_a_hung_relaying_bridge_within_5_s():
         await until("relayed", lambda: node._relay_bridge in node.conns, 10)
         await until("the bridge holds it", lambda: node.id in bridge.conns, 10)
         hung = node.conns[bridge.id]
-        bridge.conns[node.id].conn._transport.pause_reading()  # hung: reads nothing, answers nothing
+        bridge.conns[node.id].conn._transport.pause_reading()  # hung: reads and answers nothing
         with anyio.fail_after(sum(BRIDGE_KEEPALIVE) + 3):  # (the default keepalive: 20 s)
             while node.conns.get(bridge.id) is hung:  # (this bridge is not hung to a new dial)
                 await anyio.sleep(0.1)

@@ -96,7 +96,8 @@ async function refresh() {
   // a sum over the nodes listed now fell as connections closed, and polls fell between beats.
   const now = Date.now() / 1000, listed = new Set();
   for (const x of s.nodes) {
-    const count = (x.sent || 0) + (x.received || 0), at = now - x.last_seen_s, was = rates.get(x.id);
+    const count = (x.sent || 0) + (x.received || 0), at = now - x.last_seen_s;
+    const was = rates.get(x.id);
     listed.add(x.id);
     if (was && at - was.at < 1) continue;  // the same heartbeat as last time
     const rate = was && count >= was.count ? (count - was.count) / (at - was.at) : null;

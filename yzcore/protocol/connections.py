@@ -357,7 +357,8 @@ class ConnectionPolicy:
                            if p.connected and not p.kept and not p.held and i not in busy)
         # Held connections count against pubsub's own limits, pinned ones (a bridge's
         # relayed nodes) against the relay's: not these.
-        connected = sum(1 for p in self.peers.values() if p.connected and not p.held and not p.pinned)
+        connected = sum(1 for p in self.peers.values()
+                        if p.connected and not p.held and not p.pinned)
         excess = connected - cfg.conn_cap
         shed = connected - cfg.conn_max
         for last_active, peer_id in transient:

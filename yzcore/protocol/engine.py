@@ -175,14 +175,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
 
     def connection_opened(self, info: NodeInfo, now: float, *, outbound: bool,
                           ip: str | None = None) -> None:
-        """A connection passed the handshake: the peer is verified and reachable now.
-
-        Args:
-            info: The peer as its verified hello describes it.
-            now: The caller's clock.
-            outbound: True when we dialled it.
-            ip: Its IP address, for the routing table's diversity limit.
-        """
+        """A connection passed the handshake: the peer (``info``, as its verified hello says)
+        is reachable now; ``outbound``: we dialled it; ``ip``: for the table's diversity limit."""
         peer = self._peer(info)
         was = peer.connected  # (the runtime tells again of a connection it kept: tie-break)
         peer.info = info  # the verified hello is the freshest information (A4.5)
@@ -317,7 +311,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
         if self.rpc.is_duplicate(peer_id, msg.rid, now):
             return
         if self.limiter is not None and isinstance(msg, (FindNode, FindValue)):
-            d = self.limiter.check(peer_id, "find_node", now, emergency=getattr(msg, "emergency", False))
+            d = self.limiter.check(peer_id, "find_node", now,
+                                   emergency=getattr(msg, "emergency", False))
             if d.bypassed:  # let through on the bypass budget (A3.2): logged all the same
                 self._out.append(Limited(peer_id, "find_node", d.scope, 0.0, 0.0, 0.0, True))
             elif not d.allowed:
@@ -325,7 +320,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
                     msg.rid, ErrorCode.RATE_LIMITED,
                     f"{d.scope} limit of {d.limit:g} lookups/s (burst {d.burst:g}) reached; "
                     f"retry in {d.retry_after:.3f}s", d.retry_after))
-                self._out.append(Limited(peer_id, "find_node", d.scope, d.limit, d.burst, d.retry_after))
+                self._out.append(Limited(peer_id, "find_node", d.scope, d.limit, d.burst,
+                                         d.retry_after))
                 return
         if isinstance(msg, Ping):
             self._reply(peer_id, Pong(msg.rid))
@@ -372,8 +368,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
             if lookup.want_value:
                 self._request(info, "find_value", lambda rid: FindValue(rid, lookup.target), op.id, now, by)
             else:
-                self._request(info, "find_node", lambda rid: FindNode(rid, lookup.target, op.join),
-                              op.id, now, by)
+                self._request(info, "find_node",
+                              lambda rid: FindNode(rid, lookup.target, op.join), op.id, now, by)
         if lookup.done and op.id in self._ops:
             if op.kind == "put":
                 self._store_at_closest(op, now)

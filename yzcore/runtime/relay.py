@@ -109,8 +109,8 @@ class Relaying:
         host = conn.remote_address.rpartition(":")[0]
         source = None if getattr(conn, "forwarded", False) or not host else host
         if source is not None and self._relay_sources.get(source, 0) >= MAX_RELAYS_PER_SOURCE:
-            await self._refuse(conn, f"relay to {target.hex()[:16]}: {MAX_RELAYS_PER_SOURCE} relays "
-                               f"from {source} at once already")
+            await self._refuse(conn, f"relay to {target.hex()[:16]}: "
+                               f"{MAX_RELAYS_PER_SOURCE} relays from {source} at once already")
             return
         # The slots are taken now, not once spliced: a burst of requests cannot
         # pass the checks together, and a waiting request counts too.

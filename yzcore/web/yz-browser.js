@@ -226,7 +226,8 @@ export class YzClient {
   }
 
   forget(peer) {  // a connection closed: subscribe again where it was a home
-    if (this.peers.get(peer.info.id) === peer) { this.peers.delete(peer.info.id); this.pubsub.closed(peer); }
+    if (this.peers.get(peer.info.id) !== peer) return;
+    this.peers.delete(peer.info.id); this.pubsub.closed(peer);
   }
 
   /** Up to 8 URLs of server nodes this client holds connections to (bridges first). */

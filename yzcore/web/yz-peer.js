@@ -312,8 +312,9 @@ function closeIdle(client, now = Date.now()) {
     .sort((a, b) => (b.info.role === "bridge") - (a.info.role === "bridge") || a.since - b.since)
     .slice(0, KEEP);
   for (const p of open) {
-    if (p !== client.bootstrap && !kept.includes(p) && !p.waiting.size && !client.pubsub.holds(p.info.id)
-        && now - p.active >= IDLE_MS) p.close();
+    const busy = p === client.bootstrap || kept.includes(p) || p.waiting.size
+      || client.pubsub.holds(p.info.id);
+    if (!busy && now - p.active >= IDLE_MS) p.close();
   }
 }
 

@@ -130,7 +130,7 @@ export class Channels {
   }
 
   /** Whether the peer `id` is a home of one of the channels. */
-  holds(id) { for (const ch of this.channels.values()) if (ch.homes.has(id)) return true; return false; }
+  holds(id) { return [...this.channels.values()].some((ch) => ch.homes.has(id)); }
 
   /** The client is closing: every channel left at once, without a word to its homes. */
   close() {
