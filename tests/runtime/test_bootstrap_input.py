@@ -141,3 +141,40 @@ async def test_a_client_that_comes_through_a_proxy_gets_no_dial_back():
         reply = await ask(direct, wire.DialBack(2, f"ws://127.0.0.1:{web}/dht"))
         assert isinstance(reply, wire.DialBackResult) and reply.code == "WS_UPGRADE_REJECTED"
         await direct.close()
+
+
+@pytest.mark.req("A3.1", "B2.2")
+async def test_new_node_ids_from_one_address_are_limited():
+    # Keys cost nothing: one client made 8,000 node ids, each listed for node_ttl
+    # with 64 peers: /status grew to 36 MB and the health share fell to 0%. Here
+    # from 198.18.0.1 (a namespace of the test's own: loopback is not counted).
+    from tests.runtime.netns import ADDRESSES, inside_netns
+
+    with inside_netns("boot"):
+        server = BootstrapServer(listen=f"ws://{ADDRESSES[0]}:0/dht", seed=8)
+        async with anyio.create_task_group() as tg:
+            await server.start(tg)
+            conns = []
+            for _ in range(64 + 6):  # a few seconds at most: the burst, then 1 a second
+                conn = await transport_for(server.address).connect(server.address, timeout=5)
+                await handshake(conn, Identity.generate(), role="node", advertise=None, timeout=5)
+                conns.append(conn)
+            refused = 0
+
+            async def told(conn: Connection) -> None:
+                nonlocal refused
+                try:
+                    msg = wire.decode(await conn.receive())
+                    refused += isinstance(msg, wire.Error) and msg.code == "RATE_LIMITED"
+                except Exception:  # noqa: BLE001 -- closed after the refusal
+                    pass
+
+            with anyio.move_on_after(1.0):
+                async with anyio.create_task_group() as reading:
+                    for conn in conns:
+                        reading.start_soon(told, conn)
+            for conn in conns:
+                await conn.close()
+            assert 1 <= refused <= 6, refused  # past the burst of 64 (and what refilled meanwhile)
+            await server.aclose()
+            tg.cancel_scope.cancel()

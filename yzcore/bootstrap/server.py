@@ -32,6 +32,7 @@ from yzcore.bootstrap.supervisor import BridgeSupervisor
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError, WsUpgradeRejected
 from yzcore.identity import Identity, holding, load_or_create
 from yzcore.metrics import CONTENT_TYPE, exposition
+from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.http import read_only
 from yzcore.runtime.managers import may_pass_on, signal_error, signal_limiter
 from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
@@ -105,6 +106,10 @@ class BootstrapServer:
         self.directory = Directory(random.Random(seed), node_ttl=node_ttl, bridge_check=bridge_check)
         self.clients: dict[bytes, _Client] = {}
         self._signals = signal_limiter()  # signals relayed per client (a flood costs its sender)
+        # New node identities per address (keys cost nothing: 8,000 throwaway ones, each
+        # listed for node_ttl with 64 peers, made /status 36 MB and the health share 0%).
+        self._newcomers = RateLimiter(rate=1.0, burst=64.0, global_rate=1e6, global_burst=1e6,
+                                      bypass_rate=0.0, bypass_burst=0.0, max_keys=4096)
         self.errors: deque[dict[str, object]] = deque(maxlen=32)
         self._logged: dict[object, tuple[float, int]] = {}  # throttled log lines, by kind
         self.address: str | None = None
@@ -164,6 +169,9 @@ class BootstrapServer:
         pc = PeerConnection(conn, peer, outbound=False)
         client = _Client(pc)
         old = self.clients.get(peer.id)
+        if old is None and not self._may_join(pc):
+            await pc.close()
+            return
         if old is None and len(self.clients) >= self.max_clients:
             self._record("RATE_LIMITED", peer.id, f"client refused: {self.max_clients} clients "
                          "(--max-clients) are connected; it may try again in 30 s",
@@ -195,6 +203,24 @@ class BootstrapServer:
             await pc.pump(lambda frame: self._on_frame(client, frame))
         finally:
             self._closed(client)
+
+    def _may_join(self, pc: PeerConnection) -> bool:
+        """Whether a node id this server has not seen may join from its address (one a
+        second, bursts of 64; loopback and proxied clients, whose address is not theirs,
+        are not counted); told ``RATE_LIMITED`` if not."""
+        conn, peer = pc.conn, pc.peer
+        host = _ip(conn.remote_address.rpartition(":")[0])
+        if (peer.role != "node" or peer.id in self.directory.nodes or host is None
+                or host.is_loopback or getattr(conn, "forwarded", False)):
+            return True
+        d = self._newcomers.check(str(host), "join", time.monotonic())
+        if d.allowed:
+            return True
+        self._record(str(ErrorCode.RATE_LIMITED), peer.id, f"new node refused: over {d.limit:g} "
+                     f"new ids/s from {host} (burst {d.burst:g})")
+        pc.send(wire.Error(None, ErrorCode.RATE_LIMITED, f"too many new node ids from {host}; "
+                           f"retry in {d.retry_after:.1f} s", retry_after=d.retry_after))
+        return False
 
     def _closed(self, client: _Client) -> None:
         peer = client.pc.peer
