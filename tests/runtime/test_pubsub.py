@@ -303,3 +303,27 @@ async def test_a_publish_whose_lookup_reached_nobody_fails_with_the_cause():
         assert err.value.code == "RATE_LIMITED"
         for n in nodes:
             await n.aclose()
+
+
+@pytest.mark.req("B2.2")
+async def test_a_busy_channel_s_deliveries_are_not_held_to_the_frame_budget():
+    # A subscriber charged its homes' deliveries to their connection's frame budget
+    # (1,000/s): a channel busier than that had its deliveries dropped unread, then
+    # the home dropped as a flooder. A home's deliveries are not charged now.
+    from yzcore.runtime.peer import FLOOD_GRACE, FRAME_BURST, FRAME_RATE
+
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 6, seed=37)
+        sub = await nodes[1].subscribe("busy", buffer=100_000)
+        home = next(n for n in nodes if n.id in nodes[1]._ps.channels[channel_key("busy")].homes)
+        link = nodes[1].conns[home.id]
+        count = int(FRAME_BURST + 3 * FRAME_RATE * FLOOD_GRACE)
+        started = anyio.current_time()
+        for i in range(count):  # published at the home itself: no pubsub limit applies
+            await home.publish("busy", f"m{i}")
+        assert count / (anyio.current_time() - started) > FRAME_RATE  # over the budget's rate
+        got = await collect(sub, count, timeout=30)
+        assert len(got) == count and sub.dropped == 0
+        assert nodes[1].conns.get(home.id) is link  # the home kept
+        for node in nodes:
+            await node.aclose()

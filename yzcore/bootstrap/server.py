@@ -35,7 +35,8 @@ from yzcore.metrics import CONTENT_TYPE, exposition
 from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.http import read_only
 from yzcore.runtime.managers import may_pass_on, signal_error, signal_limiter
-from yzcore.runtime.peer import PeerConnection, describe_failure, handshake
+from yzcore.runtime.peer import (FLOOD_GRACE, FRAME_RATE, PeerConnection, describe_failure,
+                                 handshake)
 from yzcore.runtime.reporting import limit_fields, throttled
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
 from yzcore.wire import ErrorCode, NodeInfo
@@ -235,6 +236,11 @@ class BootstrapServer:
     def _on_frame(self, client: _Client, frame: bytes) -> bool:
         """One message from a verified client; False when it must be dropped."""
         pc, peer = client.pc, client.pc.peer
+        if (admitted := pc.admit()) is not True:  # the frame budget a node keeps too
+            if admitted is False:
+                self._record(str(ErrorCode.RATE_LIMITED), peer.id, f"client dropped: over "
+                             f"{FRAME_RATE:g} frames/s for {FLOOD_GRACE:g} s")
+            return admitted is None
         try:
             msg = wire.decode(frame)
         except WireError as err:

@@ -68,8 +68,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         role: "node", "bridge" or "browser".
         bridge_secret: A bridge's shared secret, proved to each bootstrap server.
         config: Protocol knobs.
-        seed: Seeds the node's one random source (engine, recovery, probe: their draws
-            interleave as timing has it); None draws one from the OS.
+        seed: Seeds the node's one random source (engine, recovery, probe); None: the OS's.
         handshake_timeout: Seconds a new connection has to complete its hello.
         dial_timeout: Seconds a dial may take.
         probe_interval: Seconds between health checks (ARCHITECTURE §4).
@@ -78,8 +77,7 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
         cache_interval: Seconds between writes of the peer cache.
         start_jitter: Seconds (at most, uniformly drawn) to wait before joining, so that
             nodes restarted together do not all reach the bootstrap server at once (A7.4).
-        metrics: Record transfer metrics (None: unless ``YZ_METRICS=0``). Off, no metrics
-            hook is installed at all (B5.5, B8.1).
+        metrics: Record transfer metrics (None: unless ``YZ_METRICS=0``; off: no hook, B8.1).
         settings: The effective configuration (:func:`yzcore.config.resolve`), for ``/status``.
     """
 
@@ -455,9 +453,9 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     def _closed(self, pc: PeerConnection, error: bool) -> None:
         peer_id = pc.peer.id
+        self.gone[0], self.gone[1] = self.gone[0] + pc.sent, self.gone[1] + pc.received
         if self.conns.get(peer_id) is pc:
             del self.conns[peer_id]
-            self.gone[0], self.gone[1] = self.gone[0] + pc.sent, self.gone[1] + pc.received
             self._engine.connection_closed(peer_id, anyio.current_time(), error=error)
             self._process()
             if peer_id == self._relay_bridge:  # A5.5: on to the next bridge
@@ -471,16 +469,18 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     def _on_frame(self, pc: PeerConnection, frame: bytes) -> bool:
         """One message from a verified peer; False when the peer must be dropped."""
-        if (admitted := pc.admit()) is not True:  # over its frame budget: dropped unread
-            return admitted is None or self._flooded(pc)
         pc.received += 1
         try:
             msg = wire.decode(frame)
         except WireError as err:
+            if not self._admitted(pc, None):  # over its frame budget: dropped (or the peer)
+                return not pc.dropping
             if pc.metrics is not None:
                 pc.metrics.received(pc.conn.transport, "invalid", len(frame))
             self._record(str(err.code), pc.peer.id, err.message, throttle=True)  # a line a second
             return pc.send(wire.error_reply(err))
+        if not self._admitted(pc, msg):
+            return not pc.dropping
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
         if isinstance(msg, wire.Error) and msg.rid is not None and (  # refused: its asker reads it

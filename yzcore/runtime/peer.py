@@ -136,8 +136,8 @@ class PeerConnection:
         outbound: True when we dialled it.
     """
 
-    __slots__ = ("_over", "_recv", "_send", "_stamp", "_tokens", "conn", "dialled", "dropping",
-                 "info", "metrics", "outbound", "peer", "push", "received", "sent")
+    __slots__ = ("_over", "_recv", "_send", "_short", "_stamp", "_tokens", "conn", "dialled",
+                 "dropping", "info", "metrics", "outbound", "peer", "push", "received", "sent")
 
     def __init__(self, conn: Connection, peer: PeerInfo, outbound: bool,
                  metrics: TransferMetrics | None = None) -> None:
@@ -149,7 +149,7 @@ class PeerConnection:
         self.dialled: str | None = None
         self.dropping = False  #: being closed for a fault of the peer's: said once
         self._tokens, self._stamp = FRAME_BURST, time.monotonic()  # the frame budget
-        self._over: float | None = None  # when it went over budget, if it is
+        self._over = self._short = -FLOOD_GRACE  # when it last went, and last was, over budget
         self.push = isinstance(conn, PushConnection)
         self._send: ObjectSendStream[bytes] | None = None
         self._recv: ObjectReceiveStream[bytes] | None = None
@@ -177,17 +177,16 @@ class PeerConnection:
         now = time.monotonic()
         tokens = min(FRAME_BURST, self._tokens + (now - self._stamp) * FRAME_RATE)
         self._stamp = now
-        if self._over is not None and tokens >= FRAME_BURST / 2:
-            self._over = None  # it slowed down: forgiven (a token a millisecond is not)
         if tokens >= 1.0 and not self.dropping:
             self._tokens = tokens - 1.0
             return True
         self._tokens = tokens
-        if self._over is None:
+        if now - self._short > 1.0:  # not over budget for a second: a new time over it
             self._over = now
             self.send(wire.Error(None, wire.ErrorCode.RATE_LIMITED, (
                 f"over {FRAME_RATE:g} frames/s (bursts of {FRAME_BURST:g}) on this connection: "
                 f"frames are dropped unread, and it closes if that lasts {FLOOD_GRACE:g} s"), 1.0))
+        self._short = now
         if now - self._over < FLOOD_GRACE or self.dropping:
             return None
         return not self.drop_once()

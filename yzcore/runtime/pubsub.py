@@ -405,6 +405,10 @@ class PubSub:
                 ch.homes.discard(peer)
                 ch.wake.set()
 
+    def _ps_home(self, peer: bytes) -> bool:
+        """Whether ``peer`` is a home of a channel this node subscribes to."""
+        return self._ps is not None and any(peer in ch.homes for ch in self._ps.channels.values())
+
     def _ps_state(self) -> _State:
         if self._ps is None:
             self._ps = _State()

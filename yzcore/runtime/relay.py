@@ -142,12 +142,12 @@ class Relaying:
                                f"within {RELAY_ANSWER_TIMEOUT:g} s")
             return
         other, done = slot[0]
-        crashed = True
+        crashed = False  # (cancelled: this bridge stops, and says goodbye to both)
         try:
             await conn.send(wire.encode(wire.RelayReady()))
             crashed = await self._splice(conn, other)
         except TransportError:
-            pass
+            crashed = True
         finally:
             # One end crashed: so does the other, as it would see a direct connection go
             # (a clean close here told it "goodbye", and its peer never counted as failed).

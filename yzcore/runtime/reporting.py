@@ -63,6 +63,15 @@ class Reporting:
                      f"{where} stopped answering and left the active connections: {exc.args[0]}",
                      transport=pc.conn.transport, throttle=True)
 
+    def _admitted(self, pc: PeerConnection, msg: wire.Message | None) -> bool:
+        """Charge a frame to ``pc``'s budget (``FRAME_RATE``): True to handle it. A channel's
+        deliveries from its home are not charged: a busy channel carries more, up to the
+        home's own limits. A peer over budget for too long is dropped here."""
+        if type(msg) is wire.Delivery and self._ps_home(pc.peer.id):  # type: ignore[attr-defined]
+            return True
+        admitted = pc.admit()
+        return admitted is True or (admitted is False and self._flooded(pc))
+
     def _flooded(self, pc: PeerConnection) -> bool:
         """A peer stayed over its frame budget (``FRAME_RATE``): record it and drop it, without
         a goodbye (a flood leaves no room for the close handshake); False."""
