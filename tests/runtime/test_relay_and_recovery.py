@@ -482,13 +482,21 @@ async def test_one_address_holds_at_most_8_relays_at_once_so_a_relayed_peer_stay
             await until("the rest refused", lambda: len(refused) >= MAX_RELAY_ANSWERS + 4
                         - MAX_RELAYS_PER_SOURCE, 10)
             assert sum(br.relays.values()) == MAX_RELAYS_PER_SOURCE
-            assert all("relays from 127.0.0.1 at once" in m for m in refused), refused
+            assert all("relays from 127.0.0.1 wait" in m for m in refused), refused
             assert target._relay_answers <= MAX_RELAYS_PER_SOURCE < MAX_RELAY_ANSWERS
             for conn in held:
                 await conn.close()
             burst.cancel_scope.cancel()
-        await target.aclose()
-        await br.aclose()
+        await until("the slots freed", lambda: not br.relays, 15)
+        # Relays whose peer answered count no more: more than 8 from one address work.
+        dialers = [Node(seed=10 + i) for i in range(MAX_RELAYS_PER_SOURCE + 2)]
+        for d in dialers:
+            await d.start(tg)
+        for d in dialers:
+            assert await d._dial(wire.NodeInfo(target.id, target.address, "node")) is not None
+        assert sum(br.relays.values()) == len(dialers)
+        for n in (*dialers, target, br):
+            await n.aclose()
         tg.cancel_scope.cancel()
 
 

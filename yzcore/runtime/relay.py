@@ -12,7 +12,9 @@ a browser-class peer when WebRTC to it fails (see ``docs/reference/webrtc.md``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Callable
 
 import anyio
 
@@ -35,6 +37,15 @@ MAX_RELAYS_PER_PEER = 64
 # dialer's hello or the handshake timeout, so one client that never says hello
 # kept 16 open and no one else could reach that peer.
 MAX_RELAYS_PER_SOURCE = 8
+
+
+def _source(remote: str) -> str | None:
+    """Whom a relay request counts against: its IP address (an IPv6 one's /64)."""
+    try:
+        ip = ipaddress.ip_address(remote.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        return None
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 class Relaying:
@@ -90,10 +101,10 @@ class Relaying:
         else:
             await self._accepted(conn, first)
 
-    async def _refuse(self, conn: Connection, text: str) -> None:
+    async def _refuse(self, conn: Connection, text: str, advice: str | None = None) -> None:
         self._record(str(ErrorCode.RELAY_UNAVAILABLE), None, text, throttle=True)
-        await tell(conn, wire.Error(None, ErrorCode.RELAY_UNAVAILABLE,
-                                    f"{text}. {wire.advice(ErrorCode.RELAY_UNAVAILABLE)}"))
+        advice = advice or wire.advice(ErrorCode.RELAY_UNAVAILABLE)
+        await tell(conn, wire.Error(None, ErrorCode.RELAY_UNAVAILABLE, f"{text}. {advice}"))
         await conn.close()
 
     async def _relay_dialer(self, conn: Connection, target: bytes) -> None:
@@ -106,29 +117,38 @@ class Relaying:
         if sum(self.relays.values()) >= MAX_RELAYS or self.relays.get(target, 0) >= MAX_RELAYS_PER_PEER:
             await self._refuse(conn, f"relay to {target.hex()[:16]}: too many relayed connections")
             return
-        host = conn.remote_address.rpartition(":")[0]
-        source = None if getattr(conn, "forwarded", False) or not host else host
+        source = None if getattr(conn, "forwarded", False) else _source(conn.remote_address)
         if source is not None and self._relay_sources.get(source, 0) >= MAX_RELAYS_PER_SOURCE:
-            await self._refuse(conn, f"relay to {target.hex()[:16]}: "
-                               f"{MAX_RELAYS_PER_SOURCE} relays from {source} at once already")
+            await self._refuse(conn, f"relay to {target.hex()[:16]}: {MAX_RELAYS_PER_SOURCE} "
+                               f"relays from {source} wait for their peer's hello already",
+                               "Retry in a few seconds; a relay counts until the peer answers.")
             return
         # The slots are taken now, not once spliced: a burst of requests cannot
-        # pass the checks together, and a waiting request counts too.
+        # pass the checks together, and a waiting request counts too. The source's
+        # is given back once the peer answers through the splice (its hello).
         self.relays[target] = self.relays.get(target, 0) + 1
         if source is not None:
             self._relay_sources[source] = self._relay_sources.get(source, 0) + 1
+        held = source is not None
+
+        def answered() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._relay_sources[source] -= 1  # type: ignore[index]
+                if not self._relay_sources[source]:  # type: ignore[index]
+                    del self._relay_sources[source]  # type: ignore[arg-type]
+
         try:
-            await self._relay(conn, target, pc)
+            await self._relay(conn, target, pc, answered)
         finally:
             self.relays[target] -= 1
             if not self.relays[target]:
                 del self.relays[target]
-            if source is not None:
-                self._relay_sources[source] -= 1
-                if not self._relay_sources[source]:
-                    del self._relay_sources[source]
+            answered()
 
-    async def _relay(self, conn: Connection, target: bytes, pc: PeerConnection) -> None:
+    async def _relay(self, conn: Connection, target: bytes, pc: PeerConnection,
+                     answered: Callable[[], None]) -> None:
         token = os.urandom(16)
         event = anyio.Event()
         slot: list[tuple[Connection, anyio.Event]] = []
@@ -145,7 +165,7 @@ class Relaying:
         crashed = False  # (cancelled: this bridge stops, and says goodbye to both)
         try:
             await conn.send(wire.encode(wire.RelayReady()))
-            crashed = await self._splice(conn, other)
+            crashed = await self._splice(conn, other, answered)
         except TransportError:
             crashed = True
         finally:
@@ -170,9 +190,10 @@ class Relaying:
         event.set()
         await done.wait()  # the dialer's handler splices; this one keeps the connection open
 
-    async def _splice(self, a: Connection, b: Connection) -> bool:
-        """Pass frames both ways until either end closes; whether that end crashed (no
-        clean close: 1006, a reset, a timeout) rather than said goodbye."""
+    async def _splice(self, a: Connection, b: Connection, answered: Callable[[], None]) -> bool:
+        """Pass frames both ways until either end closes (``answered()`` at ``b``'s first
+        frame); whether that end crashed (no clean close: 1006, a reset, a timeout) rather
+        than said goodbye."""
         crashed = False
 
         async def pump(src: Connection, dst: Connection) -> None:
@@ -182,6 +203,8 @@ class Relaying:
                     frame = await src.receive()
                     await dst.send(frame)
                     self.relayed_frames += 1
+                    if src is b:
+                        answered()
             except ConnectionClosed as exc:
                 crashed = crashed or exc.close_code not in (1000, 1001)
             except TransportError:
