@@ -260,9 +260,8 @@ cdef class RoutingTable:
         cdef const unsigned char* p = _ptr(node_id)
         cdef Contact c = self._contacts.get(node_id)
         if c is not None:
-            if ip is not None and ip != c.ip:
-                self._regroup(c, ip)
-            c.address = address
+            if ip is None or ip == c.ip or self._regroup(c, ip):
+                c.address = address
             self._touch(c, now)
             return _R_UPDATED
         cdef int b = yz_cpl(self._self, p)
@@ -334,14 +333,13 @@ cdef class RoutingTable:
             c = self._cached.get(node_id)
             if c is None:
                 return False
+        if ip is not None and ip != c.ip:
+            if not in_bucket:
+                c.group, c.ip = ip_group(ip), ip
+            elif not self._regroup(c, ip):
+                address = None  # not let into that group: nor to that address
         if address is not None:
             c.address = address
-        if ip is not None and ip != c.ip:
-            if in_bucket:
-                self._regroup(c, ip)
-            else:
-                c.group = ip_group(ip)
-                c.ip = ip
         if meta:
             if c.meta is None:
                 c.meta = {}
@@ -386,17 +384,17 @@ cdef class RoutingTable:
         else:
             del counts[group]
 
-    cdef void _regroup(self, Contact c, object ip) except *:
+    cdef bint _regroup(self, Contact c, object ip) except -1:
         group = ip_group(ip) if ip is not None else None
         if (group is not None and group != c.group and self.ip_limit
                 and self._group_count(c.bucket, group) >= self.ip_limit):
-            return  # that group is full in this bucket: keep the address it was let in with
+            return False  # that group is full in this bucket: it keeps its former address
         if c.group is not None:
             self._group_add(c.bucket, c.group, -1)
         if group is not None:
             self._group_add(c.bucket, group, 1)
-        c.group = group
-        c.ip = ip
+        c.group, c.ip = group, ip
+        return True
 
     cdef inline void _touch(self, Contact c, double now) noexcept:
         """A sighting: most recently seen, failures forgiven."""

@@ -269,9 +269,8 @@ class RoutingTable:
             check_id(node_id)
         c = self._contacts.get(node_id)
         if c is not None:
-            if ip is not None and ip != c.ip:
-                self._regroup(c, ip)
-            c.address = address
+            if ip is None or ip == c.ip or self._regroup(c, ip):
+                c.address = address
             self._touch(c, now)
             return _R_UPDATED
         if node_id == self.self_id:
@@ -374,14 +373,13 @@ class RoutingTable:
             c = self._cached.get(node_id)
             if c is None:
                 return False
+        if ip is not None and ip != c.ip:
+            if not in_bucket:
+                c.group, c.ip = ip_group(ip), ip
+            elif not self._regroup(c, ip):
+                address = None  # not let into that group: nor to that address
         if address is not None:
             c.address = address
-        if ip is not None and ip != c.ip:
-            if in_bucket:
-                self._regroup(c, ip)
-            else:
-                c.group = ip_group(ip)
-                c.ip = ip
         if meta:
             if c.meta is None:
                 c.meta = {}
@@ -427,23 +425,21 @@ class RoutingTable:
         else:
             del counts[group]
 
-    def _regroup(self, c: Contact, ip: str | None) -> None:
+    def _regroup(self, c: Contact, ip: str | None) -> bool:
         group = ip_group(ip) if ip is not None else None
         if (group is not None and group != c.group and self.ip_limit
                 and self._group_count(c.bucket, group) >= self.ip_limit):
-            return  # that group is full in this bucket: keep the address it was let in with
+            return False  # that group is full in this bucket: it keeps its former address
         if c.group is not None:
             self._group_add(c.bucket, c.group, -1)
         if group is not None:
             self._group_add(c.bucket, group, 1)
-        c.group = group
-        c.ip = ip
+        c.group, c.ip = group, ip
+        return True
 
     def _touch(self, c: Contact, now: float) -> None:
         """A sighting: most recently seen, failures forgiven."""
-        c.last_seen = now
-        c.fails = 0
-        c.stale = False
+        c.last_seen, c.fails, c.stale = now, 0, False
         self._seq += 1
         c.seq = self._seq
 

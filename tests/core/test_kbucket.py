@@ -383,10 +383,12 @@ def test_a_known_contact_cannot_move_into_a_full_ip_group(kbucket, rng):
     movers = [in_bucket(0, rng) for _ in range(4)]
     for i, node in enumerate(movers):
         assert table.add(node, f"ws://m{i}", 10.0, f"198.51.{i}.1") == ("added", None)
-    table.add(movers[0], "ws://m0", 11.0, "203.0.113.77")  # seen again from the full /24
-    table.update(movers[1], ip="203.0.113.78")
+    table.add(movers[0], "ws://203.0.113.77", 11.0, "203.0.113.77")  # again, from the full /24
+    table.update(movers[1], address="ws://203.0.113.78", ip="203.0.113.78")
     in_group = [c for c in table.nearest(SELF, 20) if c.ip and c.ip.startswith("203.0.113.")]
     assert len(in_group) == 2
     assert table.get(movers[0]).ip == "198.51.0.1" and table.get(movers[1]).ip == "198.51.1.1"
+    # ... nor is it handed out, and dialled, at the full group's address.
+    assert (table.get(movers[0]).address, table.get(movers[1]).address) == ("ws://m0", "ws://m1")
     table.update(movers[2], ip="198.51.99.1")  # to a group with room: it moves
     assert table.get(movers[2]).ip == "198.51.99.1"
