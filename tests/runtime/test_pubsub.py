@@ -294,13 +294,26 @@ async def test_a_publish_whose_lookup_reached_nobody_fails_with_the_cause():
         nodes = await start_network(tg, 4, seed=36)
         node = nodes[2]
 
+        lookups = 0
+
         async def refused(target, k=None):  # every peer asked refused, for its rate limit
+            nonlocal lookups
+            lookups += 1
+            await anyio.sleep(0.2)
             return LookupResult(target, (), queried=3, failed=3, limited=3)
 
         node.find_node = refused  # type: ignore[method-assign]
-        with pytest.raises(PubSubFailed) as err:
-            await node.publish("nobody", "hello")
-        assert err.value.code == "RATE_LIMITED"
+        codes = []
+
+        async def one() -> None:
+            with pytest.raises(PubSubFailed) as err:
+                await node.publish("nobody", "hello")
+            codes.append(err.value.code)
+
+        async with anyio.create_task_group() as burst:  # the failure is shared too
+            for _ in range(20):
+                burst.start_soon(one)
+        assert codes == ["RATE_LIMITED"] * 20 and lookups == 1
         for n in nodes:
             await n.aclose()
 

@@ -46,6 +46,7 @@ class _Op:
     started_at: float
     notify: bool = True  # False for housekeeping: refreshes and republishing
     join: bool = False  # the self-lookup of bootstrap: refresh the far buckets after it
+    emergency: bool = False  # a (re)join's, from seeds: its queries may pass full limits (A3.2)
     value: str = ""
     ttl: float = 0.0
     put_nodes: tuple[NodeInfo, ...] = ()
@@ -132,6 +133,7 @@ class Engine(ConnectionPolicy, Neighbourhood):
     def _join(self, now: float, *, seeds: list[NodeInfo] | None = None, notify: bool = True) -> int:
         op = self._start("find_node", self.info.id, now, seeds=seeds, defer=True, notify=notify)
         self._ops[op].join = True
+        self._ops[op].emergency = seeds is not None  # not the small network's periodic looks
         self._advance(self._ops[op], now)
         return op
 
@@ -369,7 +371,8 @@ class Engine(ConnectionPolicy, Neighbourhood):
                 self._request(info, "find_value", lambda rid: FindValue(rid, lookup.target), op.id, now, by)
             else:
                 self._request(info, "find_node",
-                              lambda rid: FindNode(rid, lookup.target, op.join), op.id, now, by)
+                              lambda rid: FindNode(rid, lookup.target, op.emergency),
+                              op.id, now, by)
         if lookup.done and op.id in self._ops:
             if op.kind == "put":
                 self._store_at_closest(op, now)

@@ -112,9 +112,11 @@ class Neighbourhood:
         contacts the distance says 4 to 12 nodes, and a 3-node network, each node
         with its 2 peers, asked every node for 3 connections (unhealthy for good).
         """
+        if len(self.table) < self.config.k:  # (stale contacts too: a degraded node is no guide)
+            return len(self.table) + 1
         near = self.table.nearest(self.info.id, self.config.k)
-        if len(near) < self.config.k:
-            return len(near) + 1
+        if not near:  # all stale
+            return len(self.table) + 1
         own = int.from_bytes(self.info.id, "big")
         d_k = int.from_bytes(near[-1].id, "big") ^ own
         return max(len(near), min(2**40, len(near) * 2**256 // max(d_k, 1)))

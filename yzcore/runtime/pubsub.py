@@ -48,7 +48,7 @@ class _State:
 
     def __init__(self) -> None:
         self.channels: dict[bytes, Channel] = {}  # what this node subscribes to
-        self.looked: dict[bytes, tuple[float, list[NodeInfo]]] = {}  # key -> (until, homes)
+        self.looked: dict[bytes, tuple[float, list[NodeInfo] | PubSubFailed]] = {}  # (until, homes)
         self.looking: dict[bytes, anyio.Event] = {}  # key -> set when its lookup is over
         self.homes = ChannelHomes()  # what it holds for others
         self.seen = Seen()  # messages its subscriptions have had
@@ -226,29 +226,32 @@ class PubSub:
 
     async def _ps_homes(self, key: bytes, name: str, *, fresh: bool = False) -> list[NodeInfo]:
         """The channel's homes: the server nodes closest to its key, this one among them if
-        it is one. A lookup serves the publishes of the next ``HOMES_TTL`` seconds, and
-        publishes at once wait for one lookup (``fresh``: look again, for a subscription):
-        a lookup each held a node to 12 publishes a second, its peers refusing the rest."""
+        it is one. A lookup serves the publishes of the next ``HOMES_TTL`` seconds (one that
+        failed, of the next second), and publishes at once wait for one lookup (``fresh``:
+        look again, for a subscription): a lookup each held a node to 12 publishes a
+        second, its peers refusing the rest."""
         ps = self._ps_state()
-        if not fresh:
-            pending = ps.looking.get(key)
-            if pending is not None:
-                await pending.wait()
-            cached = ps.looked.get(key)
-            if cached is not None and cached[0] > anyio.current_time():
-                return cached[1]
-        done = ps.looking[key] = anyio.Event()
-        try:
-            homes = await self._ps_lookup(key, name)
-        finally:
-            if ps.looking.get(key) is done:
-                del ps.looking[key]
-            done.set()
-        now = anyio.current_time()
-        if len(ps.looked) >= 1024:  # one entry a channel published on lately
-            ps.looked = {k: v for k, v in ps.looked.items() if v[0] > now}
-        ps.looked[key] = (now + HOMES_TTL, homes)
-        return homes
+        while not fresh and (pending := ps.looking.get(key)) is not None:
+            await pending.wait()
+        cached = None if fresh else ps.looked.get(key)
+        if cached is None or cached[0] <= anyio.current_time():
+            done = ps.looking[key] = anyio.Event()
+            try:
+                found: list[NodeInfo] | PubSubFailed = await self._ps_lookup(key, name)
+            except PubSubFailed as exc:
+                found = exc
+            finally:
+                if ps.looking.get(key) is done:
+                    del ps.looking[key]
+                done.set()
+            now = anyio.current_time()
+            if len(ps.looked) >= 1024:  # one entry a channel published on lately
+                ps.looked = {k: v for k, v in ps.looked.items() if v[0] > now}
+            cached = ps.looked[key] = (now + (1.0 if isinstance(found, PubSubFailed)
+                                              else HOMES_TTL), found)
+        if isinstance(cached[1], PubSubFailed):  # each caller its own (a traceback each)
+            raise PubSubFailed(cached[1].code, cached[1].args[0])
+        return cached[1]
 
     async def _ps_lookup(self, key: bytes, name: str) -> list[NodeInfo]:
         found = await self.find_node(key)  # type: ignore[attr-defined]
