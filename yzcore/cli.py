@@ -1,13 +1,11 @@
 """The ``yz`` command line.
 
-``yz node`` runs a server node, ``yz bootstrap`` a bootstrap server,
-``yz bridge`` a bridge, and ``yz up`` a whole local network (see
-:mod:`yzcore.up`); ``yz find-node``, ``yz put`` and ``yz get`` join a network
-as a browser-class peer (no listener) through ``--via`` and act; ``yz status``
-reads a node's ``/status``; ``yz version`` says which core runs; ``yz
-diagnose``, ``yz health`` and ``yz config show`` are the operator's
-(:mod:`yzcore.cli_ops`). Every failure exits non-zero with its error code
-and what to do.
+``yz node`` runs a server node, ``yz bootstrap`` a bootstrap server, ``yz bridge`` a
+bridge, and ``yz up`` a whole local network (see :mod:`yzcore.up`); ``yz find-node``,
+``yz put`` and ``yz get`` join a network as a browser-class peer (no listener) through
+``--via`` and act; ``yz status`` reads a node's ``/status``; ``yz version`` says which
+core runs; ``yz diagnose``, ``yz health`` and ``yz config show`` are the operator's
+(:mod:`yzcore.cli_ops`). Every failure exits non-zero with its error code and what to do.
 """
 
 from __future__ import annotations
@@ -478,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (`yz status --json | head`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor one at exit
+        return 0
     except BaseExceptionGroup as group:  # raised in a task group: say its errors, if ours
         ours, rest = group.split(YzError)
         if ours is None or rest is not None:

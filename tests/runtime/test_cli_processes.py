@@ -206,3 +206,13 @@ def test_a_server_process_allows_as_many_open_files_as_its_hard_limit(procs):
     with open(f"/proc/{proc.pid}/limits", encoding="ascii") as f:
         row = next(line for line in f if line.startswith("Max open files")).split()
     assert int(row[3]) > 1024 and row[4] in (row[3], "unlimited"), row  # raised to the hard one
+
+
+@pytest.mark.req("A2.1")
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    # `yz version | head -1` printed a BrokenPipeError traceback.
+    proc = subprocess.Popen([*YZ, "version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.read(5)  # "yzcore", then gone
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
