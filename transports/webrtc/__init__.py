@@ -301,7 +301,9 @@ class RtcEndpoint(Listener):
                     raise WebRtcFailed(f"no signalling path to {target.hex()[:16]}: not connected "
                                        "to a bootstrap server or a server node")
                 await dial.event.wait()
-                reply = dial.reply or {}
+                if dial.reply is None:  # this peer is closing (aclose): no failure of the path's
+                    raise ConnectionClosed(f"WebRTC to {target.hex()[:16]}: this peer is closing")
+                reply = dial.reply
                 relays = _relays(reply.get("relays"))
                 if reply.get("kind") == "error":  # the peer's or the relay's code, as they said it
                     code = re.sub(r"[^A-Z_]", "", str(reply.get("code") or ""))[:64] or "WEBRTC_FAILED"
@@ -321,7 +323,7 @@ class RtcEndpoint(Listener):
             await conn.close()
             raise WebRtcFailed(f"no DataChannel to {target.hex()[:16]} within {timeout:g} s "
                                f"({stage})", relays=relays) from None
-        except WebRtcFailed:
+        except (WebRtcFailed, ConnectionClosed):
             await conn.close()
             raise
         except Exception as exc:  # aiortc raises ValueError and friends on a bad SDP
