@@ -58,17 +58,19 @@ def ip_group(ip: str | None) -> str | None:
     if not isinstance(ip, str):
         raise InvalidArgument(f"ip must be a string address literal, got {type(ip).__name__}.")
     if ":" in ip:
-        try:
-            addr = ipaddress.IPv6Address(ip)
+        try:  # (a scope, "fe80::1%eth0", is no part of the address)
+            addr = ipaddress.IPv6Address(ip.partition("%")[0])
+            exploded = addr.exploded
         except ValueError:
             raise InvalidArgument(f"{ip!r} is not an IP address literal.") from None
         if addr.ipv4_mapped is not None:
             return ip_group(str(addr.ipv4_mapped))
         if addr.is_loopback:
             return None
-        return addr.exploded[:14]  # the first 48 bits
+        return exploded[:14]  # the first 48 bits
     parts = ip.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256
+                                  for p in parts):  # ("²" is a digit, "١" too: not ASCII ones)
         raise InvalidArgument(f"{ip!r} is not an IP address literal.")
     if parts[0] == "127":
         return None

@@ -264,9 +264,13 @@ def test_bad_input_raises_typed_errors(kbucket):
         table.add(b"\x80" * 32, "ws://x", 1.0, "not-an-ip")
     with pytest.raises(InvalidArgument):
         table.add(b"\x80" * 32, "ws://x", 1.0, "300.1.1.1")
+    for odd in ("1.2.3.\u00b2", "\uff11\uff10.0.0.1", "10.0.0.\u0661"):  # digits, not ASCII ones
+        with pytest.raises(InvalidArgument):  # (a raw ValueError, or grouped as 10.0.0)
+            table.add(b"\x80" * 32, "ws://x", 1.0, odd)
+    assert table.add(b"\x80" * 32, "ws://x", 1.0, "fe80::1%eth0") == ("added", None)  # scoped
     with pytest.raises(InvalidArgument):
         table.bucket(256)
-    assert len(table) == 0  # nothing half-inserted
+    assert len(table) == 1  # (the scoped one): nothing half-inserted
 
 
 # -- the two implementations, driven alike -------------------------------
