@@ -4,6 +4,7 @@ requests answered with their codes, and nodes behind NAT using a channel through
 
 from __future__ import annotations
 
+import os
 import random
 
 import anyio
@@ -331,11 +332,14 @@ async def test_a_busy_channel_s_deliveries_are_not_held_to_the_frame_budget():
         home = next(n for n in nodes if n.id in nodes[1]._ps.channels[channel_key("busy")].homes)
         link = nodes[1].conns[home.id]
         count = int(FRAME_BURST + 3 * FRAME_RATE * FLOOD_GRACE)
-        started = anyio.current_time()
-        for i in range(count):  # published at the home itself: no pubsub limit applies
-            await home.publish("busy", f"m{i}")
-        assert count / (anyio.current_time() - started) > FRAME_RATE  # over the budget's rate
-        got = await collect(sub, count, timeout=30)
+        key, started = channel_key("busy"), anyio.current_time()
+        with anyio.fail_after(60):
+            for i in range(count):  # what the home passes on, as fast as it can
+                home._ps_fanout(key, os.urandom(16), home.id, f"m{i}")
+                if i % 100 == 99:
+                    await anyio.sleep(0)  # (the transport writes)
+            assert count / (anyio.current_time() - started) > FRAME_RATE  # over the budget's rate
+            got = await collect(sub, count, timeout=30)
         assert len(got) == count and sub.dropped == 0
         assert nodes[1].conns.get(home.id) is link  # the home kept
         for node in nodes:
