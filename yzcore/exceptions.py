@@ -258,8 +258,8 @@ class RelayUnavailable(ConnectFailed):
     not answer in time, or the bridge relays too much already."""
 
     code = "RELAY_UNAVAILABLE"
-    advice = ("The bridge holds no connection to that peer (it left, or now uses another "
-              "bridge); look its id up again for its current address.")
+    advice = ("The bridge's reason is above: retry shortly, through another of the peer's "
+              "bridges, or look its id up again for its current address.")
 
 
 class NameNotResolved(ConnectFailed):

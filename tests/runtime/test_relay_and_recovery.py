@@ -523,3 +523,55 @@ async def test_a_dial_the_bridge_will_not_relay_fails_with_relay_unavailable():
         for n in (dialer, deaf, bridge):
             await n.aclose()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.req("A5.2")
+async def test_relays_asked_one_at_a_time_still_count_until_the_dialer_says_hello():
+    # The count was given back at the relayed peer's first frame, its own hello, which
+    # comes at once: relays asked one after another took all 16 of its answers.
+    from yzcore.bridge import Bridge
+    from yzcore.runtime.recovery import MAX_RELAY_ANSWERS
+    from yzcore.runtime.relay import MAX_RELAYS_PER_SOURCE
+    from yzcore.transport import transport_for
+
+    async with anyio.create_task_group() as tg:
+        br = Bridge(listen="ws://127.0.0.1:0/dht")
+        await br.start(tg)
+        target = Node(listen=None, seed=3)
+        target._bridges = [wire.NodeInfo(br.id, br.address, "bridge")]
+        await target.start(tg)
+        await until("relayed", lambda: target._relay_bridge in target.conns, 10)
+        held, spliced = [], 0
+        with anyio.fail_after(30):
+            for _ in range(MAX_RELAY_ANSWERS):  # one at a time, each waiting for the splice
+                conn = await transport_for(br.address).connect(br.address)
+                held.append(conn)
+                await conn.send(wire.encode(wire.RelayConnect(target.id)))
+                if isinstance(wire.decode(await conn.receive()), wire.RelayReady):
+                    spliced += 1
+                    await conn.receive()  # the target's hello, relayed; ours never comes
+        assert spliced == MAX_RELAYS_PER_SOURCE and target._relay_answers <= spliced
+        for conn in held:
+            await conn.close()
+        for n in (target, br):
+            await n.aclose()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("remote", "forwarded", "source"), [
+    ("100.64.0.7:4000", False, "100.64.0.7"),
+    ("100.64.0.7:4000", True, "100.64.0.7"),  # a header from beyond this network: anyone's
+    ("10.1.2.3:4000", True, None),  # a proxy on this network: the header names the client
+    ("127.0.0.1:4000", True, None),  # a proxy on this host
+    ("[::ffff:198.51.100.7]:4000", False, "198.51.100.7"),  # IPv4-mapped: as IPv4
+    ("[2001:db8::1]:4000", False, "2001:db8::/64"),  # IPv6: its /64
+])
+def test_what_a_connection_counts_against_for_per_address_limits(remote, forwarded, source):
+    # A forwarding header exempted any client from the bridge's and the bootstrap
+    # server's per-address limits (100 new node ids, 0 refused); an IPv4-mapped
+    # address counted as the IPv6 /64 ::/64, which every IPv4 client shared.
+    from types import SimpleNamespace
+
+    from yzcore.runtime.peer import source_of
+
+    assert source_of(SimpleNamespace(remote_address=remote, forwarded=forwarded)) == source

@@ -36,7 +36,7 @@ from yzcore.ratelimit import RateLimiter
 from yzcore.runtime.http import read_only
 from yzcore.runtime.managers import may_pass_on, signal_error, signal_limiter
 from yzcore.runtime.peer import (FLOOD_GRACE, FRAME_RATE, PeerConnection, describe_failure,
-                                 handshake)
+                                 handshake, source_of)
 from yzcore.runtime.reporting import limit_fields, throttled
 from yzcore.transport import Connection, HttpResponse, Listener, transport_for
 from yzcore.wire import ErrorCode, NodeInfo
@@ -207,14 +207,13 @@ class BootstrapServer:
 
     def _may_join(self, pc: PeerConnection) -> bool:
         """Whether a node id this server has not seen may join from its address (one a
-        second, bursts of 64; loopback and proxied clients, whose address is not theirs,
-        are not counted); told ``RATE_LIMITED`` if not."""
-        conn, peer = pc.conn, pc.peer
-        host = _ip(conn.remote_address.rpartition(":")[0])
+        second, bursts of 64; an IPv6 address counts by its /64; loopback clients, and those
+        of a proxy on this host or network, are not counted); told ``RATE_LIMITED`` if not."""
+        peer, host = pc.peer, source_of(pc.conn)
         if (peer.role != "node" or peer.id in self.directory.nodes or host is None
-                or host.is_loopback or getattr(conn, "forwarded", False)):
+                or getattr(_ip(host.partition("/")[0]), "is_loopback", True)):
             return True
-        d = self._newcomers.check(str(host), "join", time.monotonic())
+        d = self._newcomers.check(host, "join", time.monotonic())
         if d.allowed:
             return True
         self._record(str(ErrorCode.RATE_LIMITED), peer.id, f"new node refused: over {d.limit:g} "

@@ -469,17 +469,17 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
 
     def _on_frame(self, pc: PeerConnection, frame: bytes) -> bool:
         """One message from a verified peer; False when the peer must be dropped."""
+        if not (home := self._ps_home(pc.peer.id)) and not self._admitted(pc, None):
+            return not pc.dropping  # over its frame budget: dropped unread (or the peer)
         pc.received += 1
         try:
             msg = wire.decode(frame)
         except WireError as err:
-            if not self._admitted(pc, None):  # over its frame budget: dropped (or the peer)
-                return not pc.dropping
             if pc.metrics is not None:
                 pc.metrics.received(pc.conn.transport, "invalid", len(frame))
             self._record(str(err.code), pc.peer.id, err.message, throttle=True)  # a line a second
             return pc.send(wire.error_reply(err))
-        if not self._admitted(pc, msg):
+        if home and not self._admitted(pc, msg):  # (a home's: decoded first, see _admitted)
             return not pc.dropping
         if pc.metrics is not None:
             pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))

@@ -10,6 +10,7 @@ writer task.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
@@ -37,7 +38,8 @@ from yzcore.wire import NodeInfo
 if TYPE_CHECKING:
     from yzcore.metrics import TransferMetrics
 
-__all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake", "tell", "tell_late"]
+__all__ = ["DIAL_SLOTS", "PeerConnection", "dial_slots", "handshake", "source_of", "tell",
+           "tell_late"]
 
 log = logging.getLogger("yzcore.node")
 
@@ -62,6 +64,21 @@ FLOOD_GRACE = 2.0
 # in flight.
 DIAL_SLOTS = 16
 _slots: RunVar[anyio.Semaphore] = RunVar("yzcore_dial_slots")
+
+
+def source_of(conn: Connection) -> str | None:
+    """The address a connection counts against for per-address limits: its IP (an IPv6
+    one's /64, an IPv4-mapped one as IPv4); None when it came through a proxy on this host
+    or network, whose address it is not. A forwarding header from anywhere else is no
+    proxy's: any client can send one."""
+    try:
+        ip = ipaddress.ip_address(conn.remote_address.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        return None
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    if getattr(conn, "forwarded", False) and (ip.is_loopback or ip.is_private):
+        return None
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 def dial_slots() -> anyio.Semaphore:
@@ -170,18 +187,18 @@ class PeerConnection:
         host, sep, _ = self.conn.remote_address.rpartition(":")
         return shared(host.strip("[]")) if sep and host else None
 
-    def admit(self) -> bool | None:
-        """Charge one received frame to the peer's budget (``FRAME_RATE``): True to handle
-        it; None to drop it unread (over budget: the peer is told ``RATE_LIMITED`` once);
-        False, once, when it stayed over budget for ``FLOOD_GRACE`` s: drop the peer."""
+    def admit(self, cost: float = 1.0) -> bool | None:
+        """Charge a received frame (``cost`` frames) to the peer's budget (``FRAME_RATE``):
+        True to handle it; None to drop it (over budget: the peer is told ``RATE_LIMITED``
+        once); False, once, when it stayed over budget for ``FLOOD_GRACE`` s: drop the peer."""
         now = time.monotonic()
         tokens = min(FRAME_BURST, self._tokens + (now - self._stamp) * FRAME_RATE)
         self._stamp = now
-        if tokens >= 1.0 and not self.dropping:
-            self._tokens = tokens - 1.0
+        if tokens >= cost and not self.dropping:
+            self._tokens = tokens - cost
             return True
         self._tokens = tokens
-        if now - self._short > 1.0:  # not over budget for a second: a new time over it
+        if now - self._short > FLOOD_GRACE:  # under budget that long: a new time over it
             self._over = now
             self.send(wire.Error(None, wire.ErrorCode.RATE_LIMITED, (
                 f"over {FRAME_RATE:g} frames/s (bursts of {FRAME_BURST:g}) on this connection: "

@@ -408,9 +408,15 @@ class PubSub:
                 ch.homes.discard(peer)
                 ch.wake.set()
 
-    def _ps_home(self, peer: bytes) -> bool:
-        """Whether ``peer`` is a home of a channel this node subscribes to."""
-        return self._ps is not None and any(peer in ch.homes for ch in self._ps.channels.values())
+    def _ps_home(self, peer: bytes, key: bytes | None = None) -> bool:
+        """Whether ``peer`` is a home of the channel ``key`` (None: of any) this node
+        subscribes to."""
+        if self._ps is None or not self._ps.channels:
+            return False
+        if key is not None:
+            ch = self._ps.channels.get(key)
+            return ch is not None and peer in ch.homes
+        return any(peer in ch.homes for ch in self._ps.channels.values())
 
     def _ps_state(self) -> _State:
         if self._ps is None:

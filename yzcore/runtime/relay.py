@@ -12,7 +12,6 @@ a browser-class peer when WebRTC to it fails (see ``docs/reference/webrtc.md``).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ import anyio
 
 from yzcore import wire
 from yzcore.exceptions import ConnectionClosed, TransportError, WireError
-from yzcore.runtime.peer import PeerConnection, tell, tell_late
+from yzcore.runtime.peer import PeerConnection, source_of, tell, tell_late
 from yzcore.transport import Connection, PushConnection
 from yzcore.wire import ErrorCode
 
@@ -37,15 +36,6 @@ MAX_RELAYS_PER_PEER = 64
 # dialer's hello or the handshake timeout, so one client that never says hello
 # kept 16 open and no one else could reach that peer.
 MAX_RELAYS_PER_SOURCE = 8
-
-
-def _source(remote: str) -> str | None:
-    """Whom a relay request counts against: its IP address (an IPv6 one's /64)."""
-    try:
-        ip = ipaddress.ip_address(remote.rpartition(":")[0].strip("[]"))
-    except ValueError:
-        return None
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 class Relaying:
@@ -117,7 +107,7 @@ class Relaying:
         if sum(self.relays.values()) >= MAX_RELAYS or self.relays.get(target, 0) >= MAX_RELAYS_PER_PEER:
             await self._refuse(conn, f"relay to {target.hex()[:16]}: too many relayed connections")
             return
-        source = None if getattr(conn, "forwarded", False) else _source(conn.remote_address)
+        source = source_of(conn)
         if source is not None and self._relay_sources.get(source, 0) >= MAX_RELAYS_PER_SOURCE:
             await self._refuse(conn, f"relay to {target.hex()[:16]}: {MAX_RELAYS_PER_SOURCE} "
                                f"relays from {source} wait for their peer's hello already",
@@ -125,7 +115,8 @@ class Relaying:
             return
         # The slots are taken now, not once spliced: a burst of requests cannot
         # pass the checks together, and a waiting request counts too. The source's
-        # is given back once the peer answers through the splice (its hello).
+        # is given back once the dialer's hello and auth went through the splice: the
+        # relayed peer holds one of its few answers until then.
         self.relays[target] = self.relays.get(target, 0) + 1
         if source is not None:
             self._relay_sources[source] = self._relay_sources.get(source, 0) + 1
@@ -191,19 +182,21 @@ class Relaying:
         await done.wait()  # the dialer's handler splices; this one keeps the connection open
 
     async def _splice(self, a: Connection, b: Connection, answered: Callable[[], None]) -> bool:
-        """Pass frames both ways until either end closes (``answered()`` at ``b``'s first
-        frame); whether that end crashed (no clean close: 1006, a reset, a timeout) rather
-        than said goodbye."""
+        """Pass frames both ways until either end closes (``answered()`` once ``a`` sent two:
+        a dialer's hello and auth); whether that end crashed (no clean close: 1006, a reset,
+        a timeout) rather than said goodbye."""
         crashed = False
 
         async def pump(src: Connection, dst: Connection) -> None:
             nonlocal crashed
+            sent = 0
             try:
                 while True:
                     frame = await src.receive()
                     await dst.send(frame)
                     self.relayed_frames += 1
-                    if src is b:
+                    sent += 1
+                    if sent == 2 and src is a:
                         answered()
             except ConnectionClosed as exc:
                 crashed = crashed or exc.close_code not in (1000, 1001)

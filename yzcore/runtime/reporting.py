@@ -65,11 +65,12 @@ class Reporting:
 
     def _admitted(self, pc: PeerConnection, msg: wire.Message | None) -> bool:
         """Charge a frame to ``pc``'s budget (``FRAME_RATE``): True to handle it. A channel's
-        deliveries from its home are not charged: a busy channel carries more, up to the
-        home's own limits. A peer over budget for too long is dropped here."""
-        if type(msg) is wire.Delivery and self._ps_home(pc.peer.id):  # type: ignore[attr-defined]
-            return True
-        admitted = pc.admit()
+        deliveries from one of its homes cost a tenth of a frame: a busy channel carries
+        more than the budget (up to its homes' own limits), but not without end. A peer
+        over budget for too long is dropped here."""
+        delivery = type(msg) is wire.Delivery and self._ps_home(  # type: ignore[attr-defined]
+            pc.peer.id, msg.channel)  # type: ignore[union-attr]
+        admitted = pc.admit(0.1 if delivery else 1.0)
         return admitted is True or (admitted is False and self._flooded(pc))
 
     def _flooded(self, pc: PeerConnection) -> bool:
