@@ -19,8 +19,24 @@ from yzcore import wire
 from yzcore.bootstrap.server import BootstrapServer
 from yzcore.ids import key_for
 from yzcore.runtime import Node
+from yzcore.runtime.recovery import MAX_RELAY_ANSWERS
+from yzcore.runtime.relay import MAX_RELAYS_PER_SOURCE
+from yzcore.transport import transport_for
 
 pytestmark = pytest.mark.anyio
+
+
+async def relayed_by_a_bridge(tg, **node_args):
+    """A bridge in this process, and a node without a listener relayed by it."""
+    from yzcore.bridge import Bridge
+
+    bridge = Bridge(listen="ws://127.0.0.1:0/dht")
+    await bridge.start(tg)
+    node = Node(listen=None, **node_args)
+    node._bridges = [wire.NodeInfo(bridge.id, bridge.address, "bridge")]
+    await node.start(tg)
+    await until("relayed", lambda: node._relay_bridge in node.conns, 10)
+    return bridge, node
 
 
 @pytest.mark.req("A1.5", "A5.2", "A5.5")
@@ -257,19 +273,12 @@ async def test_a_node_that_is_no_bridge_refuses_reconnection_and_the_next_bridge
 @pytest.mark.req("A5.2")
 async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_a_failed_hello(
         monkeypatch):
-    from yzcore.bridge import Bridge
     from yzcore.runtime import relay as relay_mod
-    from yzcore.transport import transport_for
 
     monkeypatch.setattr(relay_mod, "MAX_RELAYS_PER_SOURCE", 10_000)  # (all from 127.0.0.1 here)
 
     async with anyio.create_task_group() as tg:
-        br = Bridge(listen="ws://127.0.0.1:0/dht")
-        await br.start(tg)
-        target = Node(listen=None, seed=1)
-        target._bridges = [wire.NodeInfo(br.id, br.address, "bridge")]
-        await target.start(tg)
-        await until("the target relayed by the bridge", lambda: target._relay_bridge in target.conns, 10)
+        br, target = await relayed_by_a_bridge(tg, seed=1)
         opened: list = []
         refused: list[str] = []
 
@@ -391,15 +400,8 @@ async def test_a_relay_request_is_answered_at_the_address_dialled_not_the_one_cl
 async def test_a_relayed_peer_that_crashes_is_seen_to_crash_not_to_say_goodbye():
     # The bridge closed the other end cleanly (1000) when one end crashed, so its
     # peer took the crash for a goodbye and never counted the failure (A4.3).
-    from yzcore.bridge import Bridge
-
     async with anyio.create_task_group() as tg:
-        bridge = Bridge(listen="ws://127.0.0.1:0/dht")
-        await bridge.start(tg)
-        target = Node(listen=None)
-        target._bridges = [wire.NodeInfo(bridge.id, bridge.address, "bridge")]
-        await target.start(tg)
-        await until("relayed", lambda: target._relay_bridge in target.conns, 10)
+        bridge, target = await relayed_by_a_bridge(tg)
         dialer = Node()
         await dialer.start(tg)
         seen: list[bool] = []
@@ -425,16 +427,10 @@ async def test_a_relayed_peer_that_crashes_is_seen_to_crash_not_to_say_goodbye()
 async def test_a_node_gives_up_on_a_hung_relaying_bridge_within_5_s():
     # A bridge that hangs (its process frozen, its host up) kept the node relayed
     # through it for the keepalive's 20 s (22.2 s, measured): unreachable all along.
-    from yzcore.bridge import Bridge
     from yzcore.runtime.recovery import BRIDGE_KEEPALIVE
 
     async with anyio.create_task_group() as tg:
-        bridge = Bridge(listen="ws://127.0.0.1:0/dht")
-        await bridge.start(tg)
-        node = Node(listen=None)
-        node._bridges = [wire.NodeInfo(bridge.id, bridge.address, "bridge")]
-        await node.start(tg)
-        await until("relayed", lambda: node._relay_bridge in node.conns, 10)
+        bridge, node = await relayed_by_a_bridge(tg)
         await until("the bridge holds it", lambda: node.id in bridge.conns, 10)
         hung = node.conns[bridge.id]
         bridge.conns[node.id].conn._transport.pause_reading()  # hung: reads and answers nothing
@@ -451,18 +447,8 @@ async def test_one_address_holds_at_most_8_relays_at_once_so_a_relayed_peer_stay
     # A client that never says hello held each relayed dial open at the target for
     # its handshake timeout: 16 of them used every answer the target makes at once,
     # and no one else could reach it (0 of 4 honest dials, measured).
-    from yzcore.bridge import Bridge
-    from yzcore.runtime.recovery import MAX_RELAY_ANSWERS
-    from yzcore.runtime.relay import MAX_RELAYS_PER_SOURCE
-    from yzcore.transport import transport_for
-
     async with anyio.create_task_group() as tg:
-        br = Bridge(listen="ws://127.0.0.1:0/dht")
-        await br.start(tg)
-        target = Node(listen=None, seed=2)
-        target._bridges = [wire.NodeInfo(br.id, br.address, "bridge")]
-        await target.start(tg)
-        await until("relayed", lambda: target._relay_bridge in target.conns, 10)
+        br, target = await relayed_by_a_bridge(tg, seed=2)
         refused: list[str] = []
         held: list = []
 
@@ -529,18 +515,8 @@ async def test_a_dial_the_bridge_will_not_relay_fails_with_relay_unavailable():
 async def test_relays_asked_one_at_a_time_still_count_until_the_dialer_says_hello():
     # The count was given back at the relayed peer's first frame, its own hello, which
     # comes at once: relays asked one after another took all 16 of its answers.
-    from yzcore.bridge import Bridge
-    from yzcore.runtime.recovery import MAX_RELAY_ANSWERS
-    from yzcore.runtime.relay import MAX_RELAYS_PER_SOURCE
-    from yzcore.transport import transport_for
-
     async with anyio.create_task_group() as tg:
-        br = Bridge(listen="ws://127.0.0.1:0/dht")
-        await br.start(tg)
-        target = Node(listen=None, seed=3)
-        target._bridges = [wire.NodeInfo(br.id, br.address, "bridge")]
-        await target.start(tg)
-        await until("relayed", lambda: target._relay_bridge in target.conns, 10)
+        br, target = await relayed_by_a_bridge(tg, seed=3)
         held, spliced = [], 0
         with anyio.fail_after(30):
             for _ in range(MAX_RELAY_ANSWERS):  # one at a time, each waiting for the splice
