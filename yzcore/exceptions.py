@@ -258,8 +258,9 @@ class RelayUnavailable(ConnectFailed):
     not answer in time, or the bridge relays too much already."""
 
     code = "RELAY_UNAVAILABLE"
-    advice = ("The bridge's reason is above: retry shortly, through another of the peer's "
-              "bridges, or look its id up again for its current address.")
+    advice = ("The bridge would not relay (no connection to that peer, no answer from it, or "
+              "too many relays already): retry shortly, through another of its bridges, or look "
+              "its id up again for its current address.")
 
 
 class NameNotResolved(ConnectFailed):

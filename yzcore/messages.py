@@ -117,8 +117,9 @@ _ADVICE: Final[dict[str, str]] = {
     "bootstrap server, reconnect requests to a bridge and DHT requests to nodes.",
     _C.BRIDGE_AUTH_FAILED: "The bridge could not prove the shared secret: give the bridge and the "
     "bootstrap server the same --bridge-secret-file.",
-    _C.RELAY_UNAVAILABLE: "The bridge holds no connection to that peer (it left, or now uses "
-    "another bridge); look its id up again for its current address.",
+    _C.RELAY_UNAVAILABLE: "The bridge would not relay (no connection to that peer, no answer "
+    "from it, or too many relays already): retry shortly, through another of its bridges, or "
+    "look its id up again for its current address.",
     _C.NO_PEERS: "No peer could be reached; check the --peer and --bootstrap URLs and that those "
     "nodes run. The node keeps retrying with backoff.",
     _C.BOOTSTRAP_UNREACHABLE: "No bootstrap server answered; check the --bootstrap URLs. Nodes "

@@ -178,3 +178,23 @@ async def test_new_node_ids_from_one_address_are_limited():
             assert 1 <= refused <= 6, refused  # past the burst of 64 (and what refilled meanwhile)
             await server.aclose()
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("remote", "forwarded", "limited"), [
+    ("[::1]:4000", False, False),  # loopback, v6 too, is not counted
+    ("127.0.0.1:4000", False, False),
+    ("100.64.0.7:4000", False, True),
+    ("100.64.0.7:4000", True, True),  # a forwarding header from beyond the network: counted
+    ("10.0.0.2:4000", True, False),  # a proxy on the network: not its own address
+])
+def test_which_clients_the_new_node_id_limit_counts(remote, forwarded, limited):
+    from types import SimpleNamespace
+
+    server = BootstrapServer(seed=9)
+    refused = 0
+    for _ in range(70):  # the burst is 64
+        pc = SimpleNamespace(peer=SimpleNamespace(role="node", id=os.urandom(32)),
+                             conn=SimpleNamespace(remote_address=remote, forwarded=forwarded),
+                             send=lambda msg: True)
+        refused += not server._may_join(pc)
+    assert (refused >= 6) == limited, refused

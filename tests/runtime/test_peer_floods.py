@@ -136,3 +136,39 @@ async def test_a_peer_flooding_frames_is_told_then_dropped_and_the_others_are_se
         assert isinstance(await next_reply_to(honest, wire.Ping(2)), wire.Pong)
         await honest.close()
         await node.aclose()
+
+
+def test_the_frame_budget_charges_by_cost_and_starts_a_new_grace_after_2_s_under_it(monkeypatch):
+    # On a clock of the test's own: the budget's arithmetic, not a timing.
+    from types import SimpleNamespace
+
+    from yzcore.protocol.handshake import PeerInfo
+    from yzcore.runtime import peer as peer_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(peer_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    me = Identity.generate()
+    info = PeerInfo(me.node_id, me.public_key, "node", (), None, (), wire.PROTOCOL_VERSION, "")
+
+    def fresh() -> peer_mod.PeerConnection:
+        return peer_mod.PeerConnection(SimpleNamespace(transport="ws", remote_address="x"),
+                                       info, False)
+
+    def flood(pc: peer_mod.PeerConnection) -> bool | None:
+        """Frames until one is not handled: what became of it."""
+        while (verdict := pc.admit()) is True:
+            pass
+        return verdict
+
+    pc = fresh()
+    assert flood(pc) is None and pc._tokens < 1  # the burst of 4,000, then over: told once
+    now[0] += 0.0005  # half a frame's worth refilled: a home's delivery passes, a frame not
+    assert pc.admit(0.1) is True and pc.admit() is None
+    now[0] += 1.0  # a second under it is not 2: the same time over it ...
+    assert flood(pc) is None
+    now[0] += peer_mod.FLOOD_GRACE - 0.9  # ... which lasted 2 s: dropped, once
+    assert flood(pc) is False and pc.admit() is None and pc.dropping
+    pc = fresh()
+    assert flood(pc) is None
+    now[0] += peer_mod.FLOOD_GRACE + 0.1  # 2 s under it: a new time over it, a new grace
+    assert flood(pc) is None and not pc.dropping

@@ -344,3 +344,25 @@ async def test_a_busy_channel_s_deliveries_are_not_held_to_the_frame_budget():
         assert nodes[1].conns.get(home.id) is link  # the home kept
         for node in nodes:
             await node.aclose()
+
+
+async def test_a_home_s_bad_frames_are_charged_to_its_budget(monkeypatch):
+    # A home's frames are decoded before they are charged (its deliveries cost a
+    # tenth); its malformed ones were then never charged at all.
+    from types import SimpleNamespace
+
+    from yzcore.runtime import peer as peer_mod
+
+    async with anyio.create_task_group() as tg:
+        nodes = await start_network(tg, 5, seed=38)
+        await nodes[1].subscribe("bad-home")
+        home_id = next(iter(nodes[1]._ps.channels[channel_key("bad-home")].homes))
+        pc = nodes[1].conns[home_id]
+        frozen = peer_mod.time.monotonic()  # (no refill while the test sends)
+        monkeypatch.setattr(peer_mod, "time", SimpleNamespace(monotonic=lambda: frozen))
+        for _ in range(int(peer_mod.FRAME_BURST) + 100):
+            nodes[1]._on_frame(pc, b"{not json")
+        assert pc._tokens < 1  # spent: the next ones are dropped
+        monkeypatch.undo()
+        for node in nodes:
+            await node.aclose()

@@ -211,7 +211,7 @@ class BootstrapServer:
         of a proxy on this host or network, are not counted); told ``RATE_LIMITED`` if not."""
         peer, host = pc.peer, source_of(pc.conn)
         if (peer.role != "node" or peer.id in self.directory.nodes or host is None
-                or getattr(_ip(host.partition("/")[0]), "is_loopback", True)):
+                or getattr(_ip(pc.conn.remote_address.rpartition(":")[0]), "is_loopback", True)):
             return True
         d = self._newcomers.check(host, "join", time.monotonic())
         if d.allowed:

@@ -330,10 +330,9 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
                     advertise: str | None = None, asked: bool = False) -> NodeInfo | None:
         """Connect and verify; hands the connection to the engine.
 
-        ``advertise`` overrides the address our hello claims (a node moving
-        to a bridge claims the relayed address before it is ours). ``asked``:
-        the engine's ``Dial``, made only if the engine still wants it once
-        the dial has its slot.
+        ``advertise`` overrides the address our hello claims (a node moving to a bridge
+        claims the relayed address before it is ours). ``asked``: the engine's ``Dial``,
+        made only if the engine still wants it once the dial has its slot.
         """
         expected = None if by_url else node.id
         async with dial_slots():  # the process's budget: the timeouts start with a slot
@@ -473,16 +472,17 @@ class Node(Relaying, Probing, Recovery, Reporting, PubSub, Readdressing):
             return not pc.dropping  # over its frame budget: dropped unread (or the peer)
         pc.received += 1
         try:
-            msg = wire.decode(frame)
+            msg: wire.Message | None = wire.decode(frame)
         except WireError as err:
-            if pc.metrics is not None:
-                pc.metrics.received(pc.conn.transport, "invalid", len(frame))
-            self._record(str(err.code), pc.peer.id, err.message, throttle=True)  # a line a second
-            return pc.send(wire.error_reply(err))
+            msg, bad = None, err
         if home and not self._admitted(pc, msg):  # (a home's: decoded first, see _admitted)
             return not pc.dropping
         if pc.metrics is not None:
-            pc.metrics.received(pc.conn.transport, msg.TYPE, len(frame))
+            kind = "invalid" if msg is None else msg.TYPE
+            pc.metrics.received(pc.conn.transport, kind, len(frame))
+        if msg is None:
+            self._record(str(bad.code), pc.peer.id, bad.message, throttle=True)  # a line a second
+            return pc.send(wire.error_reply(bad))
         if isinstance(msg, wire.Error) and msg.rid is not None and (  # refused: its asker reads it
                 self._replies.answer(msg, pc.peer.id) or self._ps_answer(msg, pc.peer.id)):
             return True

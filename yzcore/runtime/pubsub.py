@@ -44,12 +44,13 @@ def _limiter() -> RateLimiter:
 
 class _State:
     __slots__ = ("channels", "homes", "seen", "replies", "limiter", "expiring", "looked",
-                 "looking")
+                 "looking", "home_refs")
 
     def __init__(self) -> None:
         self.channels: dict[bytes, Channel] = {}  # what this node subscribes to
         self.looked: dict[bytes, tuple[float, list[NodeInfo] | PubSubFailed]] = {}  # (until, homes)
         self.looking: dict[bytes, anyio.Event] = {}  # key -> set when its lookup is over
+        self.home_refs: dict[bytes, int] = {}  # home -> how many of our channels it is home of
         self.homes = ChannelHomes()  # what it holds for others
         self.seen = Seen()  # messages its subscriptions have had
         self.replies = Replies(first=PUBSUB_RIDS)
@@ -184,8 +185,8 @@ class PubSub:
             ch.ready.set()
             for sub in list(ch.subs):
                 sub._send.close()
-            left, ch.homes = ch.homes, set()
-            for peer in left:
+            for peer in list(ch.homes):
+                self._ps_set_home(ch, peer, False)
                 self._ps_let_go(peer, ch.key)
 
     async def _ps_round(self, ch: Channel, ttl: float) -> PubSubFailed | None:
@@ -203,7 +204,7 @@ class PubSub:
             reply = await self._ps_ask(home, lambda rid: wire.Subscribe(rid, ch.key, ttl))
             if isinstance(reply, wire.PubSubOk) and home.id in self.conns:
                 took.add(home.id)
-                ch.homes.add(home.id)  # at once: its deliveries count, its connection is held
+                self._ps_set_home(ch, home.id, True)  # at once: its deliveries count, it is held
                 self._ps_hold(home.id)
             elif (isinstance(reply, wire.Error) and reply.code == ErrorCode.RATE_LIMITED
                   and home.id in before and home.id in self.conns):
@@ -218,7 +219,7 @@ class PubSub:
                     tg.start_soon(one, home)
         ch.local = any(h.id == self.id for h in homes)
         for peer in before - took:  # no longer a home: let it go
-            ch.homes.discard(peer)
+            self._ps_set_home(ch, peer, False)
             self._ps_let_go(peer, ch.key)
         if ch.homes or ch.local:
             return None
@@ -405,18 +406,31 @@ class PubSub:
         ps.replies.wake_peer(peer)
         for ch in ps.channels.values():
             if peer in ch.homes:
-                ch.homes.discard(peer)
+                self._ps_set_home(ch, peer, False)
                 ch.wake.set()
 
     def _ps_home(self, peer: bytes, key: bytes | None = None) -> bool:
         """Whether ``peer`` is a home of the channel ``key`` (None: of any) this node
         subscribes to."""
-        if self._ps is None or not self._ps.channels:
+        if self._ps is None:
             return False
         if key is not None:
             ch = self._ps.channels.get(key)
             return ch is not None and peer in ch.homes
-        return any(peer in ch.homes for ch in self._ps.channels.values())
+        return peer in self._ps.home_refs  # (on every frame: no pass over the channels)
+
+    def _ps_set_home(self, ch: Channel, peer: bytes, home: bool) -> None:
+        """Make ``peer`` one of ``ch``'s homes, or no longer, counting each peer's channels."""
+        refs = self._ps_state().home_refs
+        if home and peer not in ch.homes:
+            ch.homes.add(peer)
+            refs[peer] = refs.get(peer, 0) + 1
+        elif not home and peer in ch.homes:
+            ch.homes.discard(peer)
+            if refs[peer] > 1:
+                refs[peer] -= 1
+            else:
+                del refs[peer]
 
     def _ps_state(self) -> _State:
         if self._ps is None:

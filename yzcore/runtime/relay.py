@@ -110,8 +110,9 @@ class Relaying:
         source = source_of(conn)
         if source is not None and self._relay_sources.get(source, 0) >= MAX_RELAYS_PER_SOURCE:
             await self._refuse(conn, f"relay to {target.hex()[:16]}: {MAX_RELAYS_PER_SOURCE} "
-                               f"relays from {source} wait for their peer's hello already",
-                               "Retry in a few seconds; a relay counts until the peer answers.")
+                               f"relays from {source} wait for their dialer's hello already",
+                               "Retry in a few seconds: a relay counts until its dialer's hello "
+                               "and auth went through.")
             return
         # The slots are taken now, not once spliced: a burst of requests cannot
         # pass the checks together, and a waiting request counts too. The source's
