@@ -17,7 +17,9 @@ import pytest
 from tests.runtime.procs import free_port, get_json, until
 from yzcore import wire
 from yzcore.bootstrap.server import BootstrapServer
+from yzcore.identity import Identity
 from yzcore.ids import key_for
+from yzcore.protocol.handshake import Handshake
 from yzcore.runtime import Node
 from yzcore.runtime.recovery import MAX_RELAY_ANSWERS
 from yzcore.runtime.relay import MAX_RELAYS_PER_SOURCE
@@ -514,7 +516,8 @@ async def test_a_dial_the_bridge_will_not_relay_fails_with_relay_unavailable():
 @pytest.mark.req("A5.2")
 async def test_relays_asked_one_at_a_time_still_count_until_the_dialer_says_hello():
     # The count was given back at the relayed peer's first frame, its own hello, which
-    # comes at once: relays asked one after another took all 16 of its answers.
+    # comes at once: relays asked one after another took all 16 of its answers. Then
+    # at the dialer's hello alone, which the relayed peer answers only with its auth.
     async with anyio.create_task_group() as tg:
         br, target = await relayed_by_a_bridge(tg, seed=3)
         held, spliced = [], 0
@@ -527,6 +530,23 @@ async def test_relays_asked_one_at_a_time_still_count_until_the_dialer_says_hell
                     spliced += 1
                     await conn.receive()  # the target's hello, relayed; ours never comes
         assert spliced == MAX_RELAYS_PER_SOURCE and target._relay_answers <= spliced
+        for conn in held:
+            await conn.close()
+        await until("the slots freed", lambda: not br.relays, 15)
+        # A hello alone does not give the count back: the auth must follow it.
+        held, spliced = [], 0
+        with anyio.fail_after(30):
+            for _ in range(MAX_RELAYS_PER_SOURCE + 1):
+                conn = await transport_for(br.address).connect(br.address)
+                held.append(conn)
+                await conn.send(wire.encode(wire.RelayConnect(target.id)))
+                if isinstance(wire.decode(await conn.receive()), wire.RelayReady):
+                    spliced += 1
+                    hello = Handshake(Identity.generate(), role="node", listen=(), advertise=None,
+                                      caps=(), nonce=os.urandom(16)).start()
+                    await conn.send(wire.encode(hello))  # and no auth after it
+                    await conn.receive()
+        assert spliced == MAX_RELAYS_PER_SOURCE
         for conn in held:
             await conn.close()
         for n in (target, br):
