@@ -41,6 +41,18 @@ async def relayed_by_a_bridge(tg, **node_args):
     return bridge, node
 
 
+async def ask_relay(bridge, target: bytes, held: list) -> wire.Message | None:
+    """A raw relay request to ``target`` through ``bridge``, its connection kept in ``held``:
+    the bridge's answer (``relay_ready`` or a refusal), or None when it closed instead."""
+    conn = await transport_for(bridge.address).connect(bridge.address)
+    held.append(conn)
+    await conn.send(wire.encode(wire.RelayConnect(target)))
+    try:
+        return wire.decode(await conn.receive())
+    except Exception:  # noqa: BLE001 -- closed
+        return None
+
+
 @pytest.mark.req("A1.5", "A5.2", "A5.5")
 async def test_two_nodes_without_listeners_exchange_find_node_and_get_through_a_bridge(procs):
     boot = await bootstrap_with_bridges(procs)
@@ -285,13 +297,9 @@ async def test_a_relay_burst_is_held_to_the_per_peer_limit_and_nothing_outlives_
         refused: list[str] = []
 
         async def dial_raw() -> None:  # a relay request that never says hello afterwards
-            conn = await transport_for(br.address).connect(br.address)
-            opened.append(conn)
-            await conn.send(wire.encode(wire.RelayConnect(target.id)))
-            try:
-                refused.append(wire.decode(await conn.receive()).code)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 -- a spliced one: closed when the target gives up
-                pass
+            reply = await ask_relay(br, target.id, opened)
+            if isinstance(reply, wire.Error):  # (a spliced one: closed when the target gives up)
+                refused.append(reply.code)
 
         limit = relay_mod.MAX_RELAYS_PER_PEER
         async with anyio.create_task_group() as burst:
@@ -455,14 +463,9 @@ async def test_one_address_holds_at_most_8_relays_at_once_so_a_relayed_peer_stay
         held: list = []
 
         async def silent() -> None:  # asks for a relay, then never says hello
-            conn = await transport_for(br.address).connect(br.address)
-            held.append(conn)
-            await conn.send(wire.encode(wire.RelayConnect(target.id)))
-            try:
-                reply = wire.decode(await conn.receive())
-                refused.append(reply.message)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 -- spliced: closed when the target gives up
-                pass
+            reply = await ask_relay(br, target.id, held)
+            if isinstance(reply, wire.Error):  # (spliced: closed when the target gives up)
+                refused.append(reply.message)
 
         async with anyio.create_task_group() as burst:
             for _ in range(MAX_RELAY_ANSWERS + 4):
@@ -523,12 +526,9 @@ async def test_relays_asked_one_at_a_time_still_count_until_the_dialer_says_hell
         held, spliced = [], 0
         with anyio.fail_after(30):
             for _ in range(MAX_RELAY_ANSWERS):  # one at a time, each waiting for the splice
-                conn = await transport_for(br.address).connect(br.address)
-                held.append(conn)
-                await conn.send(wire.encode(wire.RelayConnect(target.id)))
-                if isinstance(wire.decode(await conn.receive()), wire.RelayReady):
+                if isinstance(await ask_relay(br, target.id, held), wire.RelayReady):
                     spliced += 1
-                    await conn.receive()  # the target's hello, relayed; ours never comes
+                    await held[-1].receive()  # the target's hello, relayed; ours never comes
         assert spliced == MAX_RELAYS_PER_SOURCE and target._relay_answers <= spliced
         for conn in held:
             await conn.close()
@@ -537,15 +537,12 @@ async def test_relays_asked_one_at_a_time_still_count_until_the_dialer_says_hell
         held, spliced = [], 0
         with anyio.fail_after(30):
             for _ in range(MAX_RELAYS_PER_SOURCE + 1):
-                conn = await transport_for(br.address).connect(br.address)
-                held.append(conn)
-                await conn.send(wire.encode(wire.RelayConnect(target.id)))
-                if isinstance(wire.decode(await conn.receive()), wire.RelayReady):
+                if isinstance(await ask_relay(br, target.id, held), wire.RelayReady):
                     spliced += 1
                     hello = Handshake(Identity.generate(), role="node", listen=(), advertise=None,
                                       caps=(), nonce=os.urandom(16)).start()
-                    await conn.send(wire.encode(hello))  # and no auth after it
-                    await conn.receive()
+                    await held[-1].send(wire.encode(hello))  # and no auth after it
+                    await held[-1].receive()
         assert spliced == MAX_RELAYS_PER_SOURCE
         for conn in held:
             await conn.close()
